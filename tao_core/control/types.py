@@ -175,6 +175,7 @@ class DecisionEvent:
     ``subject``: the task id, node id or job the decision is about. ``alternatives``: the
     best other candidates and their costs. ``budget``: the budget state when deciding
     (cluster power and budget in watts, admission margin, job energy spent and allowed).
+    ``detail``: kind-specific figures (an actuator's old and new setting, say).
     """
 
     t_s: float
@@ -186,6 +187,7 @@ class DecisionEvent:
     reason: str = ""
     alternatives: tuple[Alternative, ...] = ()
     budget: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (infinite costs become the string "inf")."""
