@@ -1,0 +1,122 @@
+"""Ed25519 signing keys for ledger checkpoints (through ``cryptography``).
+
+Files: the private key is PKCS#8 PEM, unencrypted, created with mode 0600; the public key
+is SubjectPublicKeyInfo PEM. ``load_public_key`` also accepts a private key file (it
+derives the public half) or the 64 hex digits of a raw public key.
+
+A key id is the first 16 hex digits of the SHA-256 of the raw 32-byte public key.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Union
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from tao_core.errors import InputError
+from tao_core.governance.canonical import sha256_hex
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of a public key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """Short fingerprint: first 16 hex digits of SHA-256 over the raw public key."""
+    return sha256_hex(raw_public(key))[:16]
+
+
+def public_key_from_hex(text: str) -> Ed25519PublicKey:
+    """Public key from 64 lower-case hex digits (raises ``ValueError`` otherwise)."""
+    raw = bytes.fromhex(text)
+    if len(raw) != 32 or raw.hex() != text:
+        raise ValueError("public key must be 64 lower-case hex digits")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def write_public_key(key: Ed25519PublicKey, path: PathLike) -> None:
+    """Write ``key`` as PEM to ``path`` (through a temporary file and rename)."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(
+        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    os.replace(tmp, path)
+
+
+def load_or_create_private_key(path: PathLike) -> tuple[Ed25519PrivateKey, bool]:
+    """Load the Ed25519 private key at ``path``, or create one there (mode 0600).
+
+    Returns ``(key, created)``. Raises ``InputError`` when the file exists but is not an
+    unencrypted Ed25519 private key.
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"key file {path}: not an unencrypted PEM private key ({exc}); "
+                "point key_path at an Ed25519 key or at a path that does not exist yet"
+            ) from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise InputError(f"key file {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
+        return key, False
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key, True
+
+
+def load_public_key(path: PathLike) -> Ed25519PublicKey:
+    """Public key from a PEM public key file, a PEM private key file or a file holding
+    64 hex digits. Raises ``InputError`` naming the file when it is none of these."""
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"--pubkey {path}: cannot read ({exc.strerror})") from None
+    text = data.strip()
+    try:
+        if text.startswith(b"-----BEGIN PUBLIC KEY"):
+            key = serialization.load_pem_public_key(text)
+        elif text.startswith(b"-----BEGIN PRIVATE KEY"):
+            key = serialization.load_pem_private_key(text, password=None).public_key()
+        else:
+            key = public_key_from_hex(text.decode("ascii"))
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"--pubkey {path}: not an Ed25519 public key ({exc}); pass the LEDGER.pub PEM file "
+            "the writer produced"
+        ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputError(f"--pubkey {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
+    return key
+
+
+def verify_signature(key: Ed25519PublicKey, signature_hex: str, message: bytes) -> bool:
+    """True when ``signature_hex`` (128 lower-case hex digits) signs ``message`` under ``key``."""
+    try:
+        sig = bytes.fromhex(signature_hex)
+    except (ValueError, TypeError):
+        return False
+    if len(sig) != 64 or sig.hex() != signature_hex:
+        return False
+    try:
+        key.verify(sig, message)
+    except InvalidSignature:
+        return False
+    return True
