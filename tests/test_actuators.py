@@ -138,3 +138,17 @@ def test_restored_when_interrupted(tmp_path: Path, sig: signal.Signals) -> None:
         proc.kill()
     assert (root / "policy0" / "scaling_max_freq").read_text().strip() == "3000000"
     assert proc.returncode == -sig
+
+
+def test_cli_dry_run_apply_and_bad_value(tmp_path: Path) -> None:
+    root = make_cpufreq(tmp_path / "cpufreq", policies=1)
+    base = [sys.executable, "-m", "tao_core.cli.main", "actuate", "cpu-freq", "--cpufreq-root", str(root)]
+    dry = subprocess.run(base + ["--policy", "0", "--khz", "1500000", "--json"], capture_output=True, text=True)
+    assert dry.returncode == 0 and '"applied": false' in dry.stdout
+    assert (root / "policy0" / "scaling_max_freq").read_text().strip() == "3000000"
+    real = subprocess.run(base + ["--policy", "0", "--khz", "1500000", "--apply", "--hold", "0"],
+                          capture_output=True, text=True)
+    assert real.returncode == 0 and "3000000 -> 1500000 kHz" in real.stdout
+    assert (root / "policy0" / "scaling_max_freq").read_text().strip() == "3000000"
+    bad = subprocess.run(base + ["--policy", "0", "--khz", "99"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "outside the allowed range 800000..3500000 kHz" in bad.stderr

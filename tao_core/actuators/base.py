@@ -83,15 +83,15 @@ class Actuator(abc.ABC):
         lo, hi = self.bounds(target)
         if not lo <= value <= hi:
             raise ActuatorError(
-                f"{self.name} {target}: {value:g} {self.unit} is outside the allowed range "
-                f"{lo:g}..{hi:g} {self.unit}; choose a value inside it"
+                f"{self.name} {target}: {value:.10g} {self.unit} is outside the allowed range "
+                f"{lo:.10g}..{hi:.10g} {self.unit}; choose a value inside it"
             )
         with self._lock:
             old = self.read(target)
             if self.apply:
                 if target not in self._original:
                     self._original[target] = old
-                    log.info("TAO sets %s %s from %g %s (original value)", self.name, target, old, self.unit)
+                    log.info("TAO sets %s %s from %.10g %s (original value)", self.name, target, old, self.unit)
                 self._write(target, value)
             change = ActuatorChange(time.monotonic(), self.name, target, old, float(value), self.unit, self.apply)
             self.changes.append(change)
@@ -108,7 +108,7 @@ class Actuator(abc.ABC):
                     cur = self.read(target)
                     self._write(target, original)
                 except Exception as exc:  # keep restoring the others
-                    log.warning("TAO could not restore %s %s to %g %s: %s", self.name, target, original, self.unit, exc)
+                    log.warning("TAO could not restore %s %s to %.10g %s: %s", self.name, target, original, self.unit, exc)
                     continue
                 change = ActuatorChange(time.monotonic(), self.name, target, cur, original, self.unit, True)
                 self.changes.append(change)
