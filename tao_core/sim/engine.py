@@ -1,0 +1,557 @@
+"""Discrete-event simulator of a heterogeneous cluster driven by a placement/scaling policy.
+
+The policy is any object with the controller interface (``tao_core.control.Controller`` or
+a baseline of :mod:`tao_core.sim.policies`): ``add_node``, ``set_node_state``, ``decide``,
+``task_started``, ``task_finished``, ``plan_scaling``, ``observe_cluster_power``. The
+simulator keeps the ground truth (capacity, power states, energy) and checks every decision
+against it: a PLACE on a node without room, or powering off a busy node, raises
+:class:`SimulationError` (``strict=True``) or is refused and counted.
+
+Events, in order at equal times: task ends, boot completions, arrivals, retries of deferred
+tasks, then one placement pass over the waiting tasks (FIFO), then a scaling tick. Ticks come
+on a grid of the policy's ``tick_interval_s`` (Ray's autoscaler: 5 s; Dask Adaptive: 1 s)
+while tasks wait, and at ``activity_horizons_s`` after each change (so an idle timeout is
+seen when it expires); between those nothing can change, so no tick is simulated.
+
+Energy: a node's power is constant between events, so energy is integrated exactly. An ON
+(or draining) node draws ``power_curve(cpus_used / cpus)`` plus, per GPU, ``gpu_idle_w`` up
+to the busy draw in proportion to the GPU share in use; a booting node draws its boot
+power; an off node ``off_w``. Per node the simulator splits energy into dynamic (above the
+node's idle draw), idle, boot and off joules; each task is attributed the dynamic energy of
+its node in proportion to the CPUs (for the CPU part) and GPUs (for the GPU part) it holds,
+so task energies sum to the dynamic energy. Units: seconds, watts, joules.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import sys
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from tao_core.control.types import Action, NodeState, NodeType, ScalePlan, TaskRequest
+from tao_core.sim.model import ClusterSpec, SimTask
+
+EPS = 1e-9
+
+# event priorities at equal times
+_FINISH, _BOOT, _RETRY, _TICK = 0, 1, 3, 4
+
+
+class SimulationError(RuntimeError):
+    """A policy did something impossible (placed on a full node, powered off a busy one)."""
+
+
+class _Node:
+    __slots__ = (
+        "idx", "node_id", "nt", "cpus", "gpus", "speed", "state", "cpus_used", "gpus_used", "running",
+        "power", "last_t", "e_dyn", "e_idle", "e_boot", "e_off", "acc_cpu", "acc_gpu", "idle_w", "pts",
+        "gpu_idle_total", "gpu_dyn_per_gpu", "cpu_dyn", "gpu_dyn", "boot_w", "off_w", "boots", "on_since",
+    )
+
+    def __init__(self, idx: int, node_id: str, nt: NodeType):
+        self.idx = idx
+        self.node_id = node_id
+        self.nt = nt
+        self.cpus = float(nt.cpus)
+        self.gpus = float(nt.gpus)
+        self.speed = float(nt.speed)
+        self.state = NodeState.ON
+        self.cpus_used = 0.0
+        self.gpus_used = 0.0
+        self.running: set[int] = set()
+        self.pts = tuple(nt.power_curve.points_w)
+        self.gpu_idle_total = nt.gpus * nt.gpu_idle_w
+        self.gpu_dyn_per_gpu = nt.gpu_busy_w - nt.gpu_idle_w
+        self.idle_w = self.pts[0] + self.gpu_idle_total
+        self.boot_w = nt.boot_power_w
+        self.off_w = nt.off_w
+        self.power = self.idle_w
+        self.cpu_dyn = 0.0
+        self.gpu_dyn = 0.0
+        self.last_t = 0.0
+        self.e_dyn = self.e_idle = self.e_boot = self.e_off = 0.0
+        self.acc_cpu = 0.0  # cumulative joules of CPU dynamic energy per CPU held
+        self.acc_gpu = 0.0  # cumulative joules of GPU dynamic energy per GPU held
+        self.boots = 0
+        self.on_since = 0.0
+
+    def advance(self, t: float) -> None:
+        """Integrate energy from ``last_t`` to ``t`` at the current (constant) power."""
+        dt = t - self.last_t
+        if dt <= 0.0:
+            return
+        st = self.state
+        if st is NodeState.ON or st is NodeState.DRAINING:
+            self.e_idle += self.idle_w * dt
+            dyn = self.cpu_dyn + self.gpu_dyn
+            if dyn:
+                self.e_dyn += dyn * dt
+                if self.cpus_used > EPS:
+                    self.acc_cpu += self.cpu_dyn / self.cpus_used * dt
+                if self.gpus_used > EPS:
+                    self.acc_gpu += self.gpu_dyn / self.gpus_used * dt
+        elif st is NodeState.BOOTING:
+            self.e_boot += self.power * dt
+        else:
+            self.e_off += self.power * dt
+        self.last_t = t
+
+    def recompute(self) -> float:
+        """Set and return the node's watts for its state and load."""
+        st = self.state
+        if st is NodeState.ON or st is NodeState.DRAINING:
+            u = self.cpus_used / self.cpus
+            if u <= 0.0:
+                cpu = self.pts[0]
+            elif u >= 1.0:
+                cpu = self.pts[10]
+            else:
+                x = u * 10.0
+                i = int(x)
+                cpu = self.pts[i] + (self.pts[i + 1] - self.pts[i]) * (x - i)
+            self.cpu_dyn = cpu - self.pts[0]
+            self.gpu_dyn = self.gpu_dyn_per_gpu * self.gpus_used
+            self.power = self.idle_w + self.cpu_dyn + self.gpu_dyn
+        elif st is NodeState.BOOTING:
+            self.cpu_dyn = self.gpu_dyn = 0.0
+            self.power = self.boot_w
+        else:
+            self.cpu_dyn = self.gpu_dyn = 0.0
+            self.power = self.off_w
+        return self.power
+
+
+@dataclass
+class NodeEnergy:
+    """Energy of one node over the run, joules."""
+
+    node_id: str
+    node_type: str
+    dynamic_j: float
+    idle_j: float
+    boot_j: float
+    off_j: float
+    boots: int
+
+    @property
+    def it_j(self) -> float:
+        return self.dynamic_j + self.idle_j + self.boot_j + self.off_j
+
+
+@dataclass
+class SimResult:
+    """Everything one run produced. Times in seconds, power in watts, energy in joules.
+
+    Per task (index as in the workload): ``start_s``, ``end_s`` (NaN if it never ran),
+    ``node`` (node index, -1 if never ran), ``energy_j`` (attributed dynamic energy).
+    ``timeline_t``/``timeline_w``: cluster IT power, a step function (the value holds from
+    each time to the next).
+    """
+
+    policy: str
+    end_s: float
+    nodes: list[NodeEnergy]
+    start_s: array
+    end_s_task: array
+    node_of_task: array
+    energy_task_j: array
+    timeline_t: array
+    timeline_w: array
+    peak_power_w: float
+    budget_w: Optional[float]
+    budget_violation_s: float
+    budget_excess_j: float
+    placements: int
+    defers: int
+    rejected: int
+    ticks: int
+    invalid: list[str] = field(default_factory=list)
+    max_cpu_overcommit: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def it_energy_j(self) -> float:
+        return sum(n.it_j for n in self.nodes)
+
+
+class Simulator:
+    """Run one policy over one workload on one cluster.
+
+    ``policy``: the controller interface (see the module docstring); optional attributes
+    ``tick_interval_s`` (None: never call ``plan_scaling``) and ``activity_horizons_s``.
+    ``initial_state``: power state of every node at time 0 (the cluster as deployed: ON).
+    ``duration_hints``: pass each task's run time to the policy as ``duration_hint_s``
+    (default False: policies learn run times from finished tasks of the same group).
+    ``progress``: show a tqdm bar on stderr (only when stderr is a terminal).
+    """
+
+    def __init__(self, cluster: ClusterSpec, tasks: Sequence[SimTask], policy: Any, *,
+                 policy_name: str = "", budget_w: Optional[float] = None,
+                 initial_state: NodeState = NodeState.ON, duration_hints: bool = False,
+                 strict: bool = True, progress: bool = False, record_timeline: bool = True,
+                 tick_interval_s: Optional[float] = None,
+                 activity_horizons_s: Optional[Sequence[float]] = None) -> None:
+        self.cluster = cluster
+        self.tasks = tasks
+        self.policy = policy
+        self.policy_name = policy_name or type(policy).__name__
+        self.budget_w = budget_w if budget_w is not None else cluster.power_budget_w
+        self.initial_state = initial_state
+        self.duration_hints = duration_hints
+        self.strict = strict
+        self.progress = progress
+        self.record_timeline = record_timeline
+        iv = tick_interval_s if tick_interval_s is not None else getattr(policy, "tick_interval_s", None)
+        self.tick_iv: Optional[float] = float(iv) if iv else None
+        hz = activity_horizons_s if activity_horizons_s is not None else getattr(policy, "activity_horizons_s", ())
+        self.horizons = tuple(float(h) for h in hz)
+
+    # -- helpers -----------------------------------------------------------------------
+    def _invalid(self, msg: str) -> None:
+        if self.strict:
+            raise SimulationError(f"{self.policy_name}: {msg}")
+        if len(self._invalid_msgs) < 100:
+            self._invalid_msgs.append(msg)
+        self._n_invalid += 1
+
+    def _power_changed(self, t: float, delta: float) -> None:
+        if delta == 0.0:
+            return
+        total = self._total_w
+        b = self.budget_w
+        if b is not None and total > b + 1e-6:
+            dt = t - self._last_change_t
+            self._viol_s += dt
+            self._excess_j += (total - b) * dt
+        self._last_change_t = t
+        total += delta
+        self._total_w = total
+        if total > self._peak_w:
+            self._peak_w = total
+        if self.record_timeline:
+            tl_t = self._tl_t
+            if tl_t and tl_t[-1] == t:
+                self._tl_w[-1] = total
+            else:
+                tl_t.append(t)
+                self._tl_w.append(total)
+
+    def _set_state(self, n: _Node, state: NodeState, t: float) -> None:
+        n.advance(t)
+        old = n.power
+        n.state = state
+        self._power_changed(t, n.recompute() - old)
+
+    def _schedule_tick(self, t: float) -> None:
+        iv = self.tick_iv
+        if iv is None:
+            return
+        g = math.floor(t / iv + 1e-9) * iv
+        if g < t - 1e-9:
+            g += iv
+        if g not in self._tick_times:
+            self._tick_times.add(g)
+            self._seq += 1
+            heapq.heappush(self._heap, (g, _TICK, self._seq, -1, -1))
+
+    def _activity(self, t: float) -> None:
+        if self.tick_iv is None:
+            return
+        for h in self.horizons:
+            self._schedule_tick(t + h)
+
+    def _request(self, i: int) -> TaskRequest:
+        r = self._reqs.get(i)
+        if r is None:
+            task = self.tasks[i]
+            r = TaskRequest(task_id=task.task_id, group=task.group, cpus=task.cpus, gpus=task.gpus,
+                            duration_hint_s=task.duration_s if self.duration_hints else None,
+                            deadline_s=task.deadline_s)
+            self._reqs[i] = r
+        return r
+
+    # -- placement ---------------------------------------------------------------------
+    def _start(self, i: int, n: _Node, t: float) -> None:
+        task = self.tasks[i]
+        n.advance(t)
+        n.cpus_used += task.cpus
+        n.gpus_used += task.gpus
+        n.running.add(i)
+        old = n.power
+        self._power_changed(t, n.recompute() - old)
+        self._start_s[i] = t
+        self._node_of[i] = n.idx
+        self._e_task[i] = task.cpus * n.acc_cpu + task.gpus * n.acc_gpu  # start marks; end subtracts
+        self._seq += 1
+        heapq.heappush(self._heap, (t + task.duration_s / n.speed, _FINISH, self._seq, i, n.idx))
+        self._work_events += 1
+        self._placements += 1
+
+    def _try_place(self, i: int, t: float) -> bool:
+        """Ask the policy about waiting task ``i``; True when it was placed or rejected."""
+        req = self._request(i)
+        d = self.policy.decide(req, now_s=t)
+        act = d.action
+        if act is Action.PLACE or act == "place":
+            n = self._by_id.get(d.node_id) if d.node_id is not None else None
+            task = self.tasks[i]
+            if n is None:
+                self._invalid(f"t={t:g}: PLACE {task.task_id} on unknown node {d.node_id!r}")
+            elif n.state is not NodeState.ON:
+                self._invalid(f"t={t:g}: PLACE {task.task_id} on {n.node_id}, which is {n.state.value}")
+            elif n.cpus_used + task.cpus > n.cpus + EPS or n.gpus_used + task.gpus > n.gpus + EPS:
+                self._invalid(f"t={t:g}: PLACE {task.task_id} ({task.cpus:g} CPU, {task.gpus:g} GPU) on {n.node_id} "
+                              f"with {n.cpus - n.cpus_used:g} CPU, {n.gpus - n.gpus_used:g} GPU free")
+            else:
+                self._start(i, n, t)
+                self.policy.task_started(req.task_id, now_s=t)
+                return True
+            cancel = getattr(self.policy, "cancel", None)
+            if cancel is not None:
+                cancel(req.task_id, now_s=t)
+            return False
+        if act is Action.REJECT or act == "reject":
+            self._rejected += 1
+            return True
+        self._defers += 1
+        until = d.defer_until_s
+        if until is not None and until > t + EPS:
+            self._not_before[i] = until
+            self._seq += 1
+            heapq.heappush(self._heap, (until, _RETRY, self._seq, i, -1))
+            self._work_events += 1
+        return False
+
+    def _pass(self, t: float, full: bool) -> None:
+        """One FIFO placement pass over waiting tasks (only the new ones unless ``full``)."""
+        obs = getattr(self.policy, "observe_cluster_power", None)
+        if obs is not None and not getattr(self.policy, "ignores_power", False):
+            obs(now_s=t, power_w=self._total_w)
+        pending = self._pending
+        candidates = pending if full else self._new
+        if not candidates:
+            self._new = []
+            return
+        failed: list[tuple[float, float]] = []
+        placed: set[int] = set()
+        tasks = self.tasks
+        not_before = self._not_before
+        for i in candidates:
+            nb = not_before.get(i)
+            if nb is not None:
+                if nb > t + EPS:
+                    continue
+                del not_before[i]
+            task = tasks[i]
+            c, g = task.cpus, task.gpus
+            skip = False
+            for fc, fg in failed:
+                if c >= fc - EPS and g >= fg - EPS:
+                    skip = True
+                    break
+            if skip:
+                continue
+            if self._try_place(i, t):
+                placed.add(i)
+            else:
+                failed.append((c, g))
+                if len(failed) > 32:
+                    failed.pop(0)
+        self._new = []
+        if placed:
+            self._pending = [i for i in pending if i not in placed]
+
+    # -- scaling -----------------------------------------------------------------------
+    def _tick(self, t: float) -> bool:
+        """Ask the policy for a scaling plan and apply it; True if something changed."""
+        self._ticks += 1
+        obs = getattr(self.policy, "observe_cluster_power", None)
+        if obs is not None and not getattr(self.policy, "ignores_power", False):
+            obs(now_s=t, power_w=self._total_w)
+        pending = [self._request(i) for i in self._pending]
+        plan: ScalePlan = self.policy.plan_scaling(now_s=t, pending=pending)
+        changed = False
+        for nid in plan.drain:
+            n = self._by_id.get(nid)
+            if n is None or n.state is not NodeState.ON:
+                self._invalid(f"t={t:g}: drain {nid}: node is {'unknown' if n is None else n.state.value}")
+                continue
+            self._set_state(n, NodeState.DRAINING, t)
+            self.policy.set_node_state(nid, NodeState.DRAINING, now_s=t)
+            changed = True
+        for nid in plan.power_off:
+            n = self._by_id.get(nid)
+            if n is None or n.state not in (NodeState.ON, NodeState.DRAINING) or n.running:
+                why = "unknown" if n is None else ("busy" if n.running else n.state.value)
+                self._invalid(f"t={t:g}: power off {nid}: node is {why}")
+                continue
+            self._set_state(n, NodeState.OFF, t)
+            self.policy.set_node_state(nid, NodeState.OFF, now_s=t)
+            changed = True
+        for nid in plan.power_on:
+            n = self._by_id.get(nid)
+            if n is None or n.state is not NodeState.OFF:
+                self._invalid(f"t={t:g}: power on {nid}: node is {'unknown' if n is None else n.state.value}")
+                continue
+            self._set_state(n, NodeState.BOOTING, t)
+            n.boots += 1
+            self.policy.set_node_state(nid, NodeState.BOOTING, now_s=t)
+            self._seq += 1
+            heapq.heappush(self._heap, (t + n.nt.boot_s, _BOOT, self._seq, -1, n.idx))
+            self._work_events += 1
+            changed = True
+        if changed:
+            self._activity(t)
+        return changed
+
+    # -- main loop ---------------------------------------------------------------------
+    def run(self) -> SimResult:
+        import time as _time
+
+        wall0 = _time.perf_counter()
+        cl = self.cluster
+        nodes = [_Node(k, sn.node_id, cl.node_types[sn.node_type]) for k, sn in enumerate(cl.nodes)]
+        self._nodes = nodes
+        self._by_id = {n.node_id: n for n in nodes}
+        ntasks = len(self.tasks)
+        nan = float("nan")
+        self._start_s = array("d", [nan]) * ntasks
+        self._end_s = array("d", [nan]) * ntasks
+        self._node_of = array("l", [-1]) * ntasks
+        self._e_task = array("d", [0.0]) * ntasks
+        self._heap: list = []
+        self._seq = 0
+        self._tick_times: set[float] = set()
+        self._reqs: dict[int, TaskRequest] = {}
+        self._pending: list[int] = []
+        self._new: list[int] = []
+        self._not_before: dict[int, float] = {}
+        self._total_w = 0.0
+        self._peak_w = 0.0
+        self._last_change_t = 0.0
+        self._viol_s = 0.0
+        self._excess_j = 0.0
+        self._tl_t = array("d")
+        self._tl_w = array("d")
+        self._placements = self._defers = self._rejected = self._ticks = 0
+        self._invalid_msgs: list[str] = []
+        self._n_invalid = 0
+        self._work_events = 0  # task ends, boots and retries in the heap
+
+        st0 = self.initial_state
+        for n in nodes:
+            n.state = st0
+            self._power_changed(0.0, n.recompute())
+            self.policy.add_node(n.node_id, n.nt.name, state=st0, now_s=0.0)
+            if st0 is NodeState.BOOTING:
+                n.boots += 1
+                self._seq += 1
+                heapq.heappush(self._heap, (n.nt.boot_s, _BOOT, self._seq, -1, n.idx))
+                self._work_events += 1
+        self._activity(0.0)
+
+        bar = None
+        if self.progress and ntasks >= 20000 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=ntasks, desc=self.policy_name, unit="task", file=sys.stderr, leave=False)
+        done = 0
+        tasks = self.tasks
+        heap = self._heap
+        ai = 0
+        inf = math.inf
+        pol = self.policy
+        t = 0.0
+        stall_ticks = 0
+        while True:
+            next_arr = tasks[ai].submit_s if ai < ntasks else inf
+            next_ev = heap[0][0] if heap else inf
+            t = next_arr if next_arr < next_ev else next_ev
+            if t == inf:
+                break
+            freed = False
+            tick = False
+            while heap and heap[0][0] <= t:
+                _, kind, _, i, k = heapq.heappop(heap)
+                if kind != _TICK:
+                    self._work_events -= 1
+                if kind == _FINISH:
+                    n = nodes[k]
+                    task = tasks[i]
+                    n.advance(t)
+                    self._e_task[i] = task.cpus * n.acc_cpu + task.gpus * n.acc_gpu - self._e_task[i]
+                    n.running.discard(i)
+                    n.cpus_used -= task.cpus
+                    n.gpus_used -= task.gpus
+                    if not n.running:
+                        n.cpus_used = 0.0
+                        n.gpus_used = 0.0
+                    old = n.power
+                    self._power_changed(t, n.recompute() - old)
+                    self._end_s[i] = t
+                    pol.task_finished(task.task_id, now_s=t, energy_j=self._e_task[i], duration_s=t - self._start_s[i])
+                    freed = True
+                    done += 1
+                    if bar is not None and done % 5000 == 0:
+                        bar.update(5000)
+                elif kind == _BOOT:
+                    n = nodes[k]
+                    if n.state is NodeState.BOOTING:
+                        self._set_state(n, NodeState.ON, t)
+                        n.on_since = t
+                        pol.set_node_state(n.node_id, NodeState.ON, now_s=t)
+                        freed = True
+                elif kind == _RETRY:
+                    freed = True
+                else:
+                    self._tick_times.discard(t)
+                    tick = True
+            new_arrivals = False
+            while ai < ntasks and tasks[ai].submit_s <= t:
+                self._pending.append(ai)
+                self._new.append(ai)
+                ai += 1
+                new_arrivals = True
+            if freed or new_arrivals:
+                self._activity(t)
+            if freed:
+                self._pass(t, full=True)
+            elif new_arrivals:
+                self._pass(t, full=False)
+            if tick:
+                changed = self._tick(t)
+                if not changed and self._pending and ai >= ntasks and self._work_events == 0:
+                    stall_ticks += 1
+                    if stall_ticks > 3:
+                        break  # nothing can ever run the waiting tasks
+                else:
+                    stall_ticks = 0
+            if done + self._rejected >= ntasks and ai >= ntasks:
+                break  # the run ends when the last task ends
+            if self._pending and self.tick_iv is not None:
+                self._schedule_tick(t + self.tick_iv * 0.5)
+        if bar is not None:
+            bar.close()
+        end_t = 0.0 if t == inf else t
+        for n in nodes:
+            n.advance(end_t)
+        b = self.budget_w
+        if b is not None and self._total_w > b + 1e-6 and end_t > self._last_change_t:
+            self._viol_s += end_t - self._last_change_t
+            self._excess_j += (self._total_w - b) * (end_t - self._last_change_t)
+        if self.record_timeline and (not self._tl_t or self._tl_t[-1] < end_t):
+            self._tl_t.append(end_t)
+            self._tl_w.append(self._total_w)
+        energies = [NodeEnergy(n.node_id, n.nt.name, n.e_dyn, n.e_idle, n.e_boot, n.e_off, n.boots) for n in nodes]
+        return SimResult(
+            policy=self.policy_name, end_s=end_t, nodes=energies, start_s=self._start_s, end_s_task=self._end_s,
+            node_of_task=self._node_of, energy_task_j=self._e_task, timeline_t=self._tl_t, timeline_w=self._tl_w,
+            peak_power_w=self._peak_w, budget_w=self.budget_w, budget_violation_s=self._viol_s,
+            budget_excess_j=self._excess_j, placements=self._placements, defers=self._defers,
+            rejected=self._rejected, ticks=self._ticks, invalid=self._invalid_msgs,
+            wall_s=_time.perf_counter() - wall0,
+        )
+
+

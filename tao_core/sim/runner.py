@@ -1,0 +1,108 @@
+"""Build a policy by name and run several policies over the same inputs.
+
+Policy names: the baselines of :mod:`tao_core.sim.policies` and ``tao`` (the controller,
+``tao_core.control.Controller``, unchanged, with its own scaling).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from tao_core.control.types import DecisionEvent, NodeState
+from tao_core.errors import InputError
+from tao_core.sim.engine import SimResult, Simulator
+from tao_core.sim.metrics import lower_bound_j, summarize
+from tao_core.sim.model import ClusterSpec, Workload
+from tao_core.sim.policies import BASELINES
+
+POLICY_NAMES = ("ray-default", "ray-default-autoscale", "dask-default", "dask-adaptive", "spread", "pack", "tao")
+
+#: seconds between scaling ticks of the controller while tasks wait
+TAO_TICK_S = 1.0
+
+
+@dataclass
+class PolicySetup:
+    """A policy object and how the simulator should tick it."""
+
+    name: str
+    policy: Any
+    tick_interval_s: Optional[float]
+    activity_horizons_s: tuple[float, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[float] = None,
+                 budget_w: Optional[float] = None, seed: int = 0,
+                 event_sink: Optional[Callable[[DecisionEvent], None]] = None,
+                 controller_options: Optional[dict[str, Any]] = None) -> PolicySetup:
+    """The named policy for ``cluster``. ``budget_w``: IT watts (None: the cluster's own)."""
+    if name in BASELINES:
+        cls = BASELINES[name]
+        pol = cls(cluster.node_types, seed=seed, event_sink=event_sink)
+        return PolicySetup(name, pol, cls.tick_interval_s, tuple(cls.activity_horizons_s),
+                           {"policy": name, "seed": seed})
+    if name != "tao":
+        raise InputError(f"--policy: unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
+    from tao_core.control import Controller, ControllerConfig
+    from tao_core.control import scaling
+
+    budget = budget_w if budget_w is not None else cluster.power_budget_w
+    opts: dict[str, Any] = dict(power_budget_w=budget, budget_scope="it", pue=cluster.pue)
+    if lambda_j_per_s is not None:
+        opts["lambda_j_per_s"] = lambda_j_per_s
+    if event_sink is None:
+        opts["emit_events"] = False
+        opts["alternatives"] = 0
+    opts.update(controller_options or {})
+    try:
+        cfg = ControllerConfig(**opts)
+    except TypeError as exc:
+        raise InputError(f"controller options: {exc}") from None
+    used = sorted({n.node_type for n in cluster.nodes})
+    ctl = Controller([cluster.node_types[t] for t in used], cfg, event_sink=event_sink)
+    # ticks: the next grid tick after any change, then when idle timeouts can expire
+    timeouts = sorted({float(x) for x in scaling.idle_timeouts(ctl).tolist()})
+    hl = cfg.arrival_halflife_s
+    horizons = {TAO_TICK_S}
+    for to in timeouts:
+        if to < 1e12:
+            for extra in (0.0, cfg.min_on_s, hl, 2 * hl, 4 * hl, 8 * hl):
+                horizons.add(round(to + extra + TAO_TICK_S, 6))
+    conf = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else dict(v)) for k, v in vars(cfg).items()}
+    return PolicySetup("tao", ctl, TAO_TICK_S, tuple(sorted(horizons)), conf)
+
+
+def run_policy(setup: PolicySetup, cluster: ClusterSpec, workload: Workload, *, budget_w: Optional[float] = None,
+               progress: bool = False, strict: bool = True, record_timeline: bool = True,
+               duration_hints: bool = False) -> SimResult:
+    """Simulate one policy."""
+    sim = Simulator(cluster, workload.tasks, setup.policy, policy_name=setup.name, budget_w=budget_w,
+                    initial_state=NodeState.ON, duration_hints=duration_hints, strict=strict, progress=progress,
+                    record_timeline=record_timeline, tick_interval_s=setup.tick_interval_s,
+                    activity_horizons_s=setup.activity_horizons_s)
+    return sim.run()
+
+
+def run_all(cluster: ClusterSpec, workload: Workload, policies: Sequence[str] = POLICY_NAMES, *,
+            budget_w: Optional[float] = None, lambda_j_per_s: Optional[float] = None, seed: int = 0,
+            progress: bool = False, sink_factory: Optional[Callable[[str], Optional[Callable]]] = None,
+            controller_options: Optional[dict[str, Any]] = None, strict: bool = True,
+            on_result: Optional[Callable[[str, PolicySetup, SimResult], None]] = None,
+            ) -> dict[str, Any]:
+    """Run every named policy on the same inputs; the ``tao simulate --json`` document
+    (``results`` holds the SimResult objects, not serialised)."""
+    bound = lower_bound_j(cluster, workload)
+    budget = budget_w if budget_w is not None else cluster.power_budget_w
+    out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": budget, "pue": cluster.pue,
+                           "nodes": len(cluster.nodes), "tasks": len(workload), "policies": {}, "results": {}}
+    for name in policies:
+        sink = sink_factory(name) if sink_factory is not None else None
+        setup = build_policy(name, cluster, lambda_j_per_s=lambda_j_per_s, budget_w=budget, seed=seed,
+                             event_sink=sink, controller_options=controller_options)
+        res = run_policy(setup, cluster, workload, budget_w=budget, progress=progress, strict=strict)
+        out["policies"][name] = summarize(res, cluster, workload, bound)
+        out["results"][name] = res
+        if on_result is not None:
+            on_result(name, setup, res)
+    return out
