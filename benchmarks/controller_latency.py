@@ -1,0 +1,131 @@
+"""Decision latency of the controller at 10, 100, 1,000 and 10,000 nodes.
+
+Each size: a cluster of three node types (SPECpower-shaped curves, one with GPUs), every
+node on and about half full of reserved work, a power budget and temperatures set (so
+every term of the penalty is computed). Then ``--decisions`` rounds of ``decide`` (each
+placed task is finished right after, so the load stays steady); only ``decide`` is
+timed, with ``time.perf_counter_ns``. Two variants per size, run alternately:
+``hot`` (no event sink, no alternatives: the adapters' hot path) and ``events``
+(a sink receiving a DecisionEvent with the top-3 alternatives per decision).
+
+Prints a table and writes ``{"nodes": {"10": {"p50_us", "p99_us", "events_p50_us",
+"events_p99_us"}, ...}, "goal": ...}`` (default ``benchmarks/results/controller_latency.json``).
+Goal: p99 <= 50 us at 1,000 nodes and <= 500 us at 10,000 (hot path).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tao_core.control import Controller, ControllerConfig, NodeType, TaskRequest
+from tao_core.power.curve import PowerCurve
+
+SIZES = (10, 100, 1_000, 10_000)
+GOALS_US = {1_000: 50.0, 10_000: 500.0}
+
+
+def build(n: int, *, events: bool, seed: int = 0) -> tuple[Controller, list]:
+    types = [
+        NodeType("cpu-big", cpus=64, power_curve=PowerCurve.from_tdp(450.0), boot_s=120.0, off_w=8.0),
+        NodeType("cpu-small", cpus=16, power_curve=PowerCurve.from_tdp(120.0), speed=0.8, boot_s=60.0, off_w=3.0),
+        NodeType("gpu", cpus=32, gpus=4, power_curve=PowerCurve.from_tdp(350.0), gpu_idle_w=60.0,
+                 gpu_max_w=400.0, boot_s=180.0, off_w=10.0),
+    ]
+    sink: list = []
+    cfg = ControllerConfig(lambda_j_per_s=5.0, power_budget_w=None, emit_events=events,
+                           alternatives=3 if events else 0)
+    peak = 0.0
+    rng = np.random.default_rng(seed)
+    kinds = rng.integers(0, 3, size=n)
+    for t, k in zip(types, range(3)):
+        peak += t.peak_w * int((kinds == k).sum())
+    cfg.power_budget_w = 0.9 * peak
+    ctl = Controller(types, cfg, event_sink=(sink.append if events else None))
+    for i, k in enumerate(kinds.tolist()):
+        ctl.add_node(f"n{i}", types[k].name)
+        ctl.observe_node(f"n{i}", now_s=0.0, temperature_k=float(300.0 + 20.0 * rng.random()))
+    # about half full
+    tid = 0
+    for i, k in enumerate(kinds.tolist()):
+        fill = int(types[k].cpus * rng.random() * 0.5 // 2)
+        for _ in range(fill):
+            ctl.decide(TaskRequest(f"f{tid}", "fill", cpus=2, duration_hint_s=1e6), now_s=0.0)
+            tid += 1
+    return ctl, sink
+
+
+def measure(ctl: Controller, sink: list, decisions: int, offset: int) -> np.ndarray:
+    out = np.empty(decisions)
+    groups = [f"g{j}" for j in range(8)]
+    perf = time.perf_counter_ns
+    for d in range(decisions):
+        task = TaskRequest(f"b{offset + d}", groups[d % 8], cpus=float(1 + d % 4), gpus=1.0 if d % 10 == 0 else 0.0,
+                           duration_hint_s=5.0 + d % 7)
+        t0 = perf()
+        dec = ctl.decide(task, now_s=1.0 + 1e-3 * d)
+        t1 = perf()
+        out[d] = (t1 - t0) / 1e3
+        if dec.node_id is not None and dec.action.value == "place":
+            ctl.task_finished(task.task_id, now_s=1.0 + 1e-3 * d, duration_s=5.0)
+        else:
+            ctl.cancel(task.task_id, now_s=1.0)
+        sink.clear()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "controller_latency.json"))
+    ap.add_argument("--decisions", type=int, default=4000, help="timed decisions per size and variant")
+    ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    res: dict = {}
+    print(f"{'nodes':>7} {'p50 us':>8} {'p99 us':>8} {'ev p50':>8} {'ev p99':>8}  goal")
+    for n in sizes:
+        hot, hs = build(n, events=False)
+        ev, es = build(n, events=True)
+        hot_t, ev_t = [], []
+        chunk = max(1, args.decisions // 4)
+        gc.disable()
+        try:
+            for r in range(4):  # alternate the variants
+                hot_t.append(measure(hot, hs, chunk, r * chunk))
+                ev_t.append(measure(ev, es, chunk, r * chunk))
+        finally:
+            gc.enable()
+        h = np.concatenate(hot_t)
+        e = np.concatenate(ev_t)
+        row = {"p50_us": float(np.percentile(h, 50)), "p99_us": float(np.percentile(h, 99)),
+               "events_p50_us": float(np.percentile(e, 50)), "events_p99_us": float(np.percentile(e, 99)),
+               "decisions": int(h.size)}
+        goal = GOALS_US.get(n)
+        if goal is not None:
+            row["goal_p99_us"] = goal
+            row["goal_met"] = bool(row["p99_us"] <= goal)
+        res[str(n)] = row
+        gtxt = "" if goal is None else f"p99 <= {goal:.0f}: {'met' if row['goal_met'] else 'MISSED'}"
+        print(f"{n:>7} {row['p50_us']:8.1f} {row['p99_us']:8.1f} {row['events_p50_us']:8.1f} {row['events_p99_us']:8.1f}  {gtxt}")
+    out = {"nodes": res, "python": sys.version.split()[0], "numpy": np.__version__,
+           "machine": platform.machine(), "cpu_count": os.cpu_count()}
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

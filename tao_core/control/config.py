@@ -1,0 +1,168 @@
+"""Knobs of the controller (:class:`ControllerConfig`).
+
+Units: seconds, joules, watts, kelvin. Every knob has a default that works on a
+cluster with no budget: pure energy minimisation with a small weight on delay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from tao_core.errors import InputError
+
+
+@dataclass
+class ControllerConfig:
+    """Knobs of :class:`tao_core.control.Controller`.
+
+    Penalty ``cost = E * T_n/T_ref + mu * barrier(P + dP, P_budget) + lambda * D``:
+
+    - ``lambda_j_per_s``: joules one second of predicted delay is worth (J/s). 0 = energy only.
+    - ``mu``: weight of the power-budget barrier, joules.
+    - ``t_ref_k``: reference temperature, kelvin; a node without a reading counts as this.
+
+    Budgets:
+
+    - ``power_budget_w``: cluster power budget in watts (None = no budget).
+    - ``budget_scope``: ``"it"`` (budget is IT watts) or ``"facility"`` (budget is
+      facility watts = IT watts x ``pue``).
+    - ``pue``: power usage effectiveness (>= 1.0).
+    - ``node_caps_w``: per-node power caps in watts, by node id.
+    - ``job_budgets_j``: per-job energy budgets in joules, by job name.
+    - ``job_budget_mode``: ``"warn"`` (place and attach a warning) or ``"deny"`` (REJECT).
+
+    Closed loop (admission margin, a fraction of the budget held back):
+
+    - ``pi_kp``, ``pi_ki`` (per second): gains of the PI term on the relative error
+      ``(measured - setpoint) / budget``.
+    - ``target_headroom``: the loop aims measured power at ``budget * (1 - target_headroom)``.
+    - ``margin_max``: upper clamp of the admission margin (fraction of budget).
+    - ``ratio_halflife_s``: half-life of the measured/modeled cluster power ratio (s).
+
+    Predictions:
+
+    - ``default_duration_s``: run time at speed 1.0 assumed for a group never seen and
+      without ``duration_hint_s``.
+    - ``prediction_alpha``: EWMA weight of a new measurement (0..1].
+    - ``max_groups``: task groups remembered (least recently used ones are forgotten).
+
+    Model calibration:
+
+    - ``calibrate``: fit node power curves to ``observe_node`` samples.
+    - ``calibration_prior``: weight of the declared curve in the fit, in samples per breakpoint.
+    - ``calibration_every``: refit a node type's curve after this many new samples.
+
+    Scaling:
+
+    - ``idle_timeout_s``: seconds a node must sit idle before it is powered off. None = per
+      node type break-even time ``boot energy / (idle W - off W)`` (at least
+      ``min_idle_timeout_s``).
+    - ``min_idle_timeout_s``: floor of the idle timeout, seconds.
+    - ``min_on_s``: a node that came on stays on at least this long (anti-flapping).
+    - ``spare_cpus``: free CPUs kept on (or booting) beyond demand, at least.
+    - ``spare_horizon_s``: also keep free the CPUs that recent arrivals ask for in this many
+      seconds (EWMA arrival rate x horizon). None = the longest boot time of any node type.
+    - ``arrival_halflife_s``: half-life of the arrival-rate estimate, seconds.
+    - ``boot_amortize_s``: seconds a booted node is expected to stay useful; its boot energy
+      is spread over them when ranking nodes to boot.
+    - ``scale_down``: allow powering nodes off at all (False = static cluster).
+    - ``consolidate``: drain lightly loaded inefficient nodes when the rest can hold their work.
+    - ``wake_in_decide``: let ``decide`` consider nodes that are off (answering DEFER and
+      asking ``plan_scaling`` to boot the chosen one).
+
+    Events:
+
+    - ``emit_events``: send a :class:`DecisionEvent` per decision to the sink.
+    - ``alternatives``: how many best other candidates to report (0 = none, fastest).
+    """
+
+    lambda_j_per_s: float = 20.0
+    mu: float = 100.0
+    t_ref_k: float = 298.15
+
+    power_budget_w: Optional[float] = None
+    budget_scope: str = "it"
+    pue: float = 1.0
+    node_caps_w: Mapping[str, float] = field(default_factory=dict)
+    job_budgets_j: Mapping[str, float] = field(default_factory=dict)
+    job_budget_mode: str = "warn"
+
+    pi_kp: float = 0.5
+    pi_ki: float = 0.05
+    target_headroom: float = 0.03
+    margin_max: float = 0.6
+    ratio_halflife_s: float = 5.0
+
+    default_duration_s: float = 10.0
+    prediction_alpha: float = 0.3
+    max_groups: int = 10_000
+
+    calibrate: bool = True
+    calibration_prior: float = 5.0
+    calibration_every: int = 20
+
+    idle_timeout_s: Optional[float] = None
+    min_idle_timeout_s: float = 1.0
+    min_on_s: float = 0.0
+    spare_cpus: float = 0.0
+    spare_horizon_s: Optional[float] = None
+    arrival_halflife_s: float = 30.0
+    boot_amortize_s: float = 300.0
+    scale_down: bool = True
+    consolidate: bool = True
+    wake_in_decide: bool = True
+
+    emit_events: bool = True
+    alternatives: int = 3
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> InputError:
+            return InputError(f"ControllerConfig.{name}: {why}")
+
+        if not self.lambda_j_per_s >= 0:
+            raise bad("lambda_j_per_s", "must be a number of joules per second >= 0")
+        if not self.mu >= 0:
+            raise bad("mu", "must be a number of joules >= 0")
+        if not self.t_ref_k > 0:
+            raise bad("t_ref_k", "must be a positive temperature in kelvin (298.15 is 25 degC)")
+        if self.power_budget_w is not None and not self.power_budget_w > 0:
+            raise bad("power_budget_w", "must be a positive number of watts, or None for no budget")
+        if self.budget_scope not in ("it", "facility"):
+            raise bad("budget_scope", 'must be "it" or "facility"')
+        if not self.pue >= 1.0:
+            raise bad("pue", "must be >= 1.0 (facility watts over IT watts)")
+        for k, v in dict(self.node_caps_w).items():
+            if not v > 0:
+                raise bad("node_caps_w", f"cap of node {k!r} must be a positive number of watts")
+        for k, v in dict(self.job_budgets_j).items():
+            if not v >= 0:
+                raise bad("job_budgets_j", f"budget of job {k!r} must be a number of joules >= 0")
+        if self.job_budget_mode not in ("warn", "deny"):
+            raise bad("job_budget_mode", 'must be "warn" or "deny"')
+        if self.pi_kp < 0 or self.pi_ki < 0:
+            raise bad("pi_kp/pi_ki", "gains must be >= 0")
+        if not 0 <= self.target_headroom < 1:
+            raise bad("target_headroom", "must be a fraction in [0, 1)")
+        if not 0 <= self.margin_max < 1:
+            raise bad("margin_max", "must be a fraction in [0, 1)")
+        if not self.default_duration_s > 0:
+            raise bad("default_duration_s", "must be a positive number of seconds")
+        if not 0 < self.prediction_alpha <= 1:
+            raise bad("prediction_alpha", "must be in (0, 1]")
+        if self.max_groups < 1:
+            raise bad("max_groups", "must be >= 1")
+        if self.idle_timeout_s is not None and self.idle_timeout_s < 0:
+            raise bad("idle_timeout_s", "must be seconds >= 0, or None for the break-even time")
+        if self.min_on_s < 0 or self.min_idle_timeout_s < 0 or self.spare_cpus < 0:
+            raise bad("min_on_s/min_idle_timeout_s/spare_cpus", "must be >= 0")
+        if self.alternatives < 0:
+            raise bad("alternatives", "must be >= 0")
+
+    @property
+    def it_budget_w(self) -> Optional[float]:
+        """The power budget in IT watts (a facility budget divided by the PUE)."""
+        if self.power_budget_w is None:
+            return None
+        if self.budget_scope == "facility":
+            return self.power_budget_w / self.pue
+        return float(self.power_budget_w)

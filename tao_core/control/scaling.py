@@ -1,0 +1,179 @@
+"""Scaling: how many nodes of each type should be on, which to boot, drain or power off.
+
+Demand, in CPUs (GPUs alike):
+
+    need = reserved on nodes that take work + pending + spare
+    spare = max(spare_cpus, arrival rate (CPUs/s) x spare_horizon_s)
+
+Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply).
+
+- Boot, when supply < need: nodes that are off, cheapest first by
+  ``(peak W x T/T_ref + boot J / boot_amortize_s) / (cpus x speed)`` (watts per unit of
+  work with the boot amortised), nodes a decision asked to wake ahead of the rest; GPU
+  demand boots GPU nodes first. Under a power budget a boot is skipped when the node's
+  idle watts would not fit in the headroom.
+- Power off, when supply stays >= need without the node: ON (or DRAINING) nodes with no
+  reserved work, idle for at least the idle timeout (default: the node type's break-even
+  time ``boot J / (idle W - off W)``) and on for at least ``min_on_s``; least efficient and
+  hottest first. A node with running or reserved work is never powered off.
+- Drain (``consolidate``), at most one node per call: the least efficient busy node whose
+  work the other nodes that are on can hold, when supply stays >= need without it and a
+  more efficient type is among them. It takes no new work and is powered off once empty.
+
+The plan is applied to the controller's view at once (BOOTING, OFF, DRAINING).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from tao_core.control.state import BOOTING, DRAINING, OFF, ON
+from tao_core.control.types import DecisionEvent, NodeState, ScalePlan, TaskRequest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tao_core.control.controller import Controller
+
+
+def idle_timeouts(ctl: "Controller") -> np.ndarray:
+    """Seconds of idleness before a node of each type is powered off."""
+    cfg = ctl.config
+    if cfg.idle_timeout_s is not None:
+        return np.full(len(ctl.types), float(cfg.idle_timeout_s))
+    out = []
+    for m in ctl.models:
+        saved_w = m.idle_w - m.declared.off_w
+        be = m.boot_energy_j / saved_w if saved_w > 0 else math.inf
+        out.append(max(be, cfg.min_idle_timeout_s))
+    return np.array(out)
+
+
+def efficiency(ctl: "Controller") -> np.ndarray:
+    """Per node, watts per unit of work at full load, times T/T_ref (lower is better)."""
+    nt = ctl.nodes
+    peak_k = np.array([m.peak_w for m in ctl.models])
+    work_k = ctl._cpus_k * ctl._speed_k
+    return (peak_k / work_k)[nt.ti] * nt.temp_ratio
+
+
+def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> ScalePlan:
+    cfg = ctl.config
+    nt = ctl.nodes
+    n = nt.n
+    if n == 0:
+        return ScalePlan(reason="no nodes")
+    st = nt.state
+    supply_mask = (st == ON) | (st == BOOTING)
+    supply_c = float(nt.cpus[supply_mask].sum())
+    supply_g = float(nt.gpus[supply_mask].sum())
+    used_c = float(nt.used_c[supply_mask].sum())
+    used_g = float(nt.used_g[supply_mask].sum())
+    pend_c = float(sum(t.cpus for t in pending))
+    pend_g = float(sum(t.gpus for t in pending))
+    rate_c, rate_g = ctl.arrival_rate(now_s)
+    horizon = cfg.spare_horizon_s
+    if horizon is None:
+        horizon = float(ctl._boot_s_k.max()) if len(ctl._boot_s_k) else 0.0
+    spare_c = max(cfg.spare_cpus, rate_c * horizon)
+    spare_g = rate_g * horizon
+    need_c = used_c + pend_c + spare_c
+    need_g = used_g + pend_g + spare_g
+    eff = efficiency(ctl)
+
+    power_on: list[str] = []
+    power_off: list[str] = []
+    drain: list[str] = []
+    reasons: list[str] = []
+
+    budget = ctl.loop.effective_budget_w
+    ratio = ctl.loop.ratio
+    p_pred = ctl._p_model * ratio
+
+    # ---- boot
+    if supply_c < need_c - 1e-9 or supply_g < need_g - 1e-9:
+        off_idx = np.flatnonzero(st == OFF)
+        if off_idx.size:
+            boot_j = np.array([t.boot_energy_j for t in ctl.types])[nt.ti[off_idx]]
+            amort = max(cfg.boot_amortize_s, 1e-9)
+            work = (nt.cpus * ctl._speed_k[nt.ti])[off_idx]
+            score = eff[off_idx] + boot_j / amort / work
+            requested = np.array([nid in ctl._wake_requests for nid in (nt.ids[i] for i in off_idx.tolist())])
+            gpu_short = supply_g < need_g - 1e-9
+            has_gpu = nt.gpus[off_idx] > 0
+            # sort: requested first; when GPUs are short GPU nodes first; then cheapest
+            order = np.lexsort((score, ~has_gpu if gpu_short else np.zeros_like(has_gpu), ~requested))
+            for pos in order.tolist():
+                if supply_c >= need_c - 1e-9 and supply_g >= need_g - 1e-9:
+                    break
+                i = int(off_idx[pos])
+                c_short = supply_c < need_c - 1e-9
+                g_short = supply_g < need_g - 1e-9
+                if not ((c_short and nt.cpus[i] > 0) or (g_short and nt.gpus[i] > 0)):
+                    continue
+                if budget is not None:
+                    add = (ctl.models[int(nt.ti[i])].idle_w - float(nt.p_node[i])) * ratio
+                    if p_pred + add >= budget:
+                        reasons.append("boot held back by the power budget")
+                        break
+                    p_pred += add
+                power_on.append(nt.ids[i])
+                supply_c += float(nt.cpus[i])
+                supply_g += float(nt.gpus[i])
+            if power_on:
+                reasons.append(f"demand {need_c:.1f} CPUs / {need_g:.1f} GPUs above supply: boot {len(power_on)}")
+
+    # ---- power off idle nodes (never with reserved work)
+    if cfg.scale_down and not power_on:
+        timeouts = idle_timeouts(ctl)[nt.ti]
+        idle_ok = (nt.n_tasks == 0) & (nt.used_c <= 0) & (nt.used_g <= 0)
+        on_idle = idle_ok & (st == ON) & ((now_s - nt.idle_since) >= timeouts) & ((now_s - nt.on_since) >= cfg.min_on_s)
+        drained = idle_ok & (st == DRAINING)
+        for i in np.flatnonzero(drained).tolist():
+            power_off.append(nt.ids[i])
+        cand = np.flatnonzero(on_idle)
+        if cand.size:
+            # least efficient first, then hottest
+            order = cand[np.lexsort((-nt.temp_ratio[cand], -eff[cand]))]
+            for i in order.tolist():
+                c, g = float(nt.cpus[i]), float(nt.gpus[i])
+                if supply_c - c >= need_c - 1e-9 and supply_g - g >= need_g - 1e-9:
+                    power_off.append(nt.ids[i])
+                    supply_c -= c
+                    supply_g -= g
+        if power_off:
+            reasons.append(f"{len(power_off)} idle node(s) past idle timeout, supply covers demand {need_c:.1f} CPUs")
+
+        # ---- consolidate: drain one lightly used inefficient node
+        if cfg.consolidate:
+            busy = np.flatnonzero((st == ON) & (nt.n_tasks > 0))
+            if busy.size > 1:
+                worst = busy[np.argmax(eff[busy])]
+                c, g = float(nt.cpus[worst]), float(nt.gpus[worst])
+                others = (st == ON) & (np.arange(n) != worst)
+                others_free_c = float(nt.free_c[others].sum())
+                others_free_g = float(nt.free_g[others].sum())
+                better = bool((eff[others] < eff[worst]).any())
+                if (better and supply_c - c >= need_c - 1e-9 and supply_g - g >= need_g - 1e-9
+                        and others_free_c >= float(nt.used_c[worst]) + pend_c
+                        and others_free_g >= float(nt.used_g[worst]) + pend_g
+                        and nt.used_c[worst] <= 0.5 * c):
+                    drain.append(nt.ids[worst])
+                    reasons.append(f"drain {nt.ids[worst]}: least efficient, its work fits elsewhere")
+
+    # ---- apply to own view, emit events
+    sink = ctl.event_sink if cfg.emit_events else None
+    for nid in power_on:
+        ctl.set_node_state(nid, NodeState.BOOTING, now_s=now_s)
+    for nid in power_off:
+        ctl.set_node_state(nid, NodeState.OFF, now_s=now_s)
+    for nid in drain:
+        ctl.set_node_state(nid, NodeState.DRAINING, now_s=now_s)
+    reason = "; ".join(reasons)
+    if sink is not None:
+        budget_state = ctl.budget_state()
+        for kind, ids in (("scale-up", power_on), ("scale-down", power_off), ("drain", drain)):
+            for nid in ids:
+                ctl._emit(DecisionEvent(t_s=now_s, kind=kind, subject=nid, node_id=nid, reason=reason,
+                                        budget=budget_state))
+    return ScalePlan(power_on=tuple(power_on), power_off=tuple(power_off), drain=tuple(drain), reason=reason)
