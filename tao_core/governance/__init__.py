@@ -3,16 +3,29 @@ the energy report (JSON Schema, Markdown and HTML renderings, federated merge)."
 from tao_core.governance.canonical import CANONICAL_FORM, canonical_bytes, sha256_hex, to_jsonable
 from tao_core.governance.keys import load_public_key
 from tao_core.governance.ledger import Ledger
+from tao_core.governance.merge import merge_reports
+from tao_core.governance.report import (
+    build_report, build_report_from_records, content_sha256, load_report, schema_path, validate_report,
+    write_report,
+)
 from tao_core.governance.verify import VerifyResult, read_records, verify_ledger
 
 __all__ = [
     "CANONICAL_FORM",
     "Ledger",
     "VerifyResult",
+    "build_report",
+    "build_report_from_records",
     "canonical_bytes",
+    "content_sha256",
     "load_public_key",
+    "load_report",
+    "merge_reports",
     "read_records",
+    "schema_path",
     "sha256_hex",
     "to_jsonable",
+    "validate_report",
     "verify_ledger",
+    "write_report",
 ]
