@@ -266,6 +266,13 @@ def _provenance(basis: list[Mapping[str, Any]], unattributed_j: float, total: Op
 
 
 # ----------------------------------------------------------------------------- build
+def _check_carbon_intensity(value: Any) -> None:
+    if value is not None:
+        ci = _num(value)
+        if ci is None or ci < 0:
+            raise InputError(f"--carbon-intensity {value!r}: must be a number >= 0 (gCO2e/kWh)")
+
+
 def build_report_from_records(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -283,10 +290,7 @@ def build_report_from_records(
     checkpoints, closed, status, key_ids, public_key, signer_authenticated); ``build_report``
     fills it from the verification. ``carbon_intensity_g_per_kwh``: grams CO2e per kWh of
     facility energy (omit: no emissions). Raises ``InputError`` on unusable input."""
-    if carbon_intensity_g_per_kwh is not None:
-        ci = _num(carbon_intensity_g_per_kwh)
-        if ci is None or ci < 0:
-            raise InputError(f"--carbon-intensity {carbon_intensity_g_per_kwh!r}: must be a number >= 0 (gCO2e/kWh)")
+    _check_carbon_intensity(carbon_intensity_g_per_kwh)
     records = list(records)
     config, recs = _select_run(split_runs(records), run_id)
     config = config or {}
@@ -577,6 +581,7 @@ def build_report(
     from tao_core.governance.keys import load_public_key
     from tao_core.governance.verify import verify_ledger
 
+    _check_carbon_intensity(carbon_intensity_g_per_kwh)
     if isinstance(pubkey, (str, os.PathLike)):
         pubkey = load_public_key(pubkey)
     try:
