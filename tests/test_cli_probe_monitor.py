@@ -1,0 +1,168 @@
+"""`tao probe` and `tao monitor` run as real subprocesses.
+
+For `tao monitor` the fake powercap tree moves deterministically: each ``energy_uj`` is a
+named pipe, and a feeder thread hands the CLI the next counter value each time it opens the
+file (as the kernel computes a fresh value at each open), so the joules printed are known
+exactly whatever the timing.
+"""
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 60
+
+
+def tao(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    e = dict(os.environ, **(env or {}))
+    return subprocess.Popen([sys.executable, "-m", "tao_core.cli.main", *args], cwd=REPO, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def fifo_zone(path: Path, name: str, max_uj: int) -> Path:
+    path.mkdir(parents=True)
+    (path / "name").write_text(name + "\n")
+    (path / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    os.mkfifo(path / "energy_uj")
+    return path / "energy_uj"
+
+
+def _reader_holds(pid: int, path: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _unread_bytes(fd: int) -> int:
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf, True)
+    return buf[0]
+
+
+def feed(fifo: Path, values: list[int], pid_box: list, errors: list) -> None:
+    """Give the reader one value per open of ``fifo``: wait for a reader, write the value,
+    wait until it is read, close (the reader sees end of file), wait until the reader has
+    closed its end, then serve the next open."""
+    deadline = time.monotonic() + TIMEOUT_S
+
+    def wait(cond, what):
+        while not cond():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{fifo}: {what}")
+            time.sleep(0.002)
+
+    try:
+        for v in values:
+            while True:
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.002)
+            try:
+                os.write(fd, f"{v}\n".encode())
+                wait(lambda: _unread_bytes(fd) == 0, "value never read")
+            finally:
+                os.close(fd)
+            wait(lambda: not _reader_holds(pid_box[0], str(fifo)), "reader kept the file open")
+    except Exception as exc:  # reported by the test
+        errors.append(f"{fifo}: {exc!r}")
+
+
+def test_monitor_json_over_moving_tree_with_wrap(tmp_path):
+    root = tmp_path / "powercap"
+    big = 262143328850
+    # values per open: RaplSource baseline, the CLI's first reading, sample 1, sample 2
+    zones = {
+        "package-0": (fifo_zone(root / "intel-rapl:0", "package-0", 1_000_000), [900_000, 950_000, 100_000, 600_000]),
+        "core-0": (fifo_zone(root / "intel-rapl:0" / "intel-rapl:0:0", "core", big), [0, 0, 1_000_000, 1_500_000]),
+        "dram-0": (fifo_zone(root / "intel-rapl:0" / "intel-rapl:0:1", "dram", big), [0, 1_000, 2_001_000, 5_001_000]),
+        "package-1": (fifo_zone(root / "intel-rapl:1", "package-1", big), [10, 10, 3_000_010, 3_000_010]),
+        "dram-1": (fifo_zone(root / "intel-rapl:1" / "intel-rapl:1:0", "dram", big), [7, 7, 7, 250_007]),
+    }
+    pid_box: list = []
+    errors: list = []
+    threads = [threading.Thread(target=feed, args=(f, vals, pid_box, errors), daemon=True) for f, vals in zones.values()]
+    proc = tao("monitor", "--powercap-root", str(root), "--interval", "1", "--count", "2", "--json",
+               env={"TAO_POWERCAP_ROOT": ""})
+    pid_box.append(proc.pid)
+    for t in threads:
+        t.start()
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for t in threads:
+        t.join(timeout=5)
+    assert not errors, errors
+    assert proc.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 2
+    want = [
+        {"package-0": 0.15, "core-0": 1.0, "dram-0": 2.0, "package-1": 3.0, "dram-1": 0.0},
+        {"package-0": 0.65, "core-0": 1.5, "dram-0": 5.0, "package-1": 3.0, "dram-1": 0.25},
+    ]
+    for line, exp in zip(lines, want):
+        assert set(line) == {"t_s", "domains"}
+        got = {k: v["energy_j"] for k, v in line["domains"].items() if k in exp}
+        assert got == {k: pytest.approx(v, abs=1e-9) for k, v in exp.items()}
+        assert all(v["source"] == "measured-rapl" for v in line["domains"].values())
+    # power over the second interval is that interval's joules over its seconds
+    dt = lines[1]["t_s"] - lines[0]["t_s"]
+    assert lines[1]["domains"]["package-0"]["power_w"] == pytest.approx(0.5 / dt)
+    assert lines[1]["domains"]["package-1"]["power_w"] == 0.0
+
+
+def test_monitor_bad_arguments_and_unreadable_root_exit_2(tmp_path):
+    for args in (["--interval", "0"], ["--interval", "abc"], ["--count", "0"],
+                 ["--powercap-root", str(tmp_path / "missing")]):
+        p = tao("monitor", *args, "--count", "1") if "--count" not in args else tao("monitor", *args)
+        out, err = p.communicate(timeout=TIMEOUT_S)
+        assert p.returncode == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("tao monitor: error:"), err
+        assert out == ""
+
+
+def test_probe_json_reports_each_candidate_with_reason(tmp_path):
+    p = tao("probe", "--json", env={"TAO_POWERCAP_ROOT": str(tmp_path / "no-powercap")})
+    out, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 0, err
+    rep = json.loads(out)
+    c = {x["name"]: x for x in rep["candidates"]}
+    assert set(c) == {"rapl", "pyrapl", "nvml", "thermal", "modeled"}
+    assert not c["rapl"]["found"] and "no powercap tree" in c["rapl"]["reason"]
+    assert c["modeled"]["chosen"] and c["modeled"]["reason"]
+    assert c["nvml"]["reason"]
+    node = [d for d in rep["domains"] if d["domain"] == "node"]
+    assert node and node[0]["source"] == "modeled"
+
+
+def test_monitor_table_without_json(tmp_path):
+    p = tao("monitor", "--interval", "0.2", "--count", "2", env={"TAO_POWERCAP_ROOT": str(tmp_path / "none")})
+    out, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert "node W" in lines[0] and "modeled" in lines[1] and len(lines) == 4
