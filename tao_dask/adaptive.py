@@ -1,0 +1,56 @@
+"""``EnergyAdaptive``: Dask's ``Adaptive`` with energy-aware scaling.
+
+``target()`` starts from Dask's own demand-based target and lowers it when the
+controller's scaling plan powers nodes off (idle workers whose capacity is not needed);
+``workers_to_close()`` retires idle workers least efficient first (highest watts per
+unit of work at full load), the controller's ``power_off`` choices ahead of the rest.
+Both ask the scheduler plugin through its ``tao_scaling`` handler; if that fails they fall
+back to Dask's own behaviour (fail open).
+
+Use it like Dask's: ``cluster.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=1,
+maximum=4)``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from distributed.deploy.adaptive import Adaptive
+
+logger = logging.getLogger("tao_dask")
+
+
+class EnergyAdaptive(Adaptive):
+    """Adaptive scaling that retires the least efficient workers first."""
+
+    _advice: Any = None
+
+    async def _get_advice(self, target: int) -> Any:
+        try:
+            return await self.scheduler.tao_scaling(target=target)
+        except Exception as exc:
+            logger.warning("TAO: scaling advice unavailable (%s); Dask's own adaptive scaling is used", exc)
+            return None
+
+    async def target(self) -> int:
+        base = await super().target()
+        advice = await self._get_advice(base)
+        self._advice = advice
+        if not advice:
+            return base
+        live = len(advice["order"])
+        if advice["power_off"]:
+            base = min(base, live - len(advice["power_off"]))
+        return max(int(base), int(self.minimum))
+
+    async def workers_to_close(self, target: int) -> list[str]:
+        advice = self._advice or await self._get_advice(target)
+        if not advice or not advice["order"]:
+            return await super().workers_to_close(target)
+        n = len(advice["order"]) - target
+        if n <= 0:
+            return []
+        idle = [name for name, is_idle in advice["order"] if is_idle]
+        first = [w for w in advice["power_off"] if w in idle]
+        rest = [w for w in idle if w not in first]
+        return (first + rest)[:n]

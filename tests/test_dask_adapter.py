@@ -1,0 +1,254 @@
+"""tao_dask on a real Dask LocalCluster with worker processes (nothing of Dask is mocked).
+
+Each worker is one modeled node: a SPECpower server curve applied to the CPU use of
+that worker process. Tests check where tasks ran, that deferred tasks complete, that a
+killed worker loses no result, that energy is conserved, and the retirement order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+distributed = pytest.importorskip("distributed")
+from distributed import Client, LocalCluster  # noqa: E402
+
+import tao_dask  # noqa: E402
+from tao_core.errors import InputError  # noqa: E402
+from tao_dask.reporting import attribution_of, fetch  # noqa: E402
+
+EFFICIENT = "IbmX3250XeonX3470"  # 41.6 W idle .. 113 W peak
+WASTEFUL = "HpProLiantMl110G3PentiumD930"  # 105 W idle .. 169 W peak
+MIDDLE = "HpProLiantMl110G5Xeon3075"  # 93.7 W idle .. 135 W peak
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def busy(x, seconds=0.15):
+    """Burn ``seconds`` of thread CPU time; return ``x``."""
+    t = time.thread_time()
+    while time.thread_time() - t < seconds:
+        pass
+    return x
+
+
+def add(a, b):
+    return a + b
+
+
+def slow_add(a, b, seconds=0.1):
+    return add(busy(a, seconds), b)
+
+
+def _cluster(n: int, **kw) -> LocalCluster:
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.ERROR, **kw)
+
+
+def _wait_for(pred, timeout=20.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _wait_telemetry(c: Client, n: int) -> None:
+    _wait_for(lambda: sum(len(tl["t_s"]) >= 2 for tl in fetch(c)["timelines"].values()) >= n,
+              what="telemetry from every worker")
+
+
+def _max_concurrency(spans) -> int:
+    edges = sorted([(t0, 1) for *_, t0, _ in spans] + [(t1, -1) for *_, t1 in spans], key=lambda e: (e[0], e[1]))
+    now = best = 0
+    for _, d in edges:
+        now += d
+        best = max(best, now)
+    return best
+
+
+def _names(c: Client) -> dict[str, str]:
+    return {addr: str(w["name"]) for addr, w in c.scheduler_info()["workers"].items()}
+
+
+# --------------------------------------------------------------------------- no cluster
+def test_unknown_node_type_is_a_clear_error():
+    with pytest.raises(InputError, match="node type 'NoSuchServer'"):
+        tao_dask.plugins(workers={"0": "NoSuchServer"})
+    with pytest.raises(InputError, match="tdp:<peak watts>"):
+        tao_dask.plugins(default_type="tdp:lots")
+
+
+# --------------------------------------------------------------------------- placement
+@pytest.fixture(scope="module")
+def hetero():
+    """3 workers: one efficient, two wasteful; TAO registered with energy first."""
+    with _cluster(3) as cl, Client(cl) as c:
+        tao_dask.register(c, workers={"0": EFFICIENT, "1": WASTEFUL, "2": WASTEFUL},
+                          config={"lambda_j_per_s": 1.0})
+        _wait_telemetry(c, 3)
+        yield cl, c
+
+
+def test_tasks_run_where_tao_placed_them(hetero):
+    cl, c = hetero
+    futs = c.map(busy, range(9), pure=False)
+    assert c.gather(futs) == list(range(9))
+    data = fetch(c)
+    placed = {e["subject"]: e["node_id"] for e in data["decisions"] if e["kind"] == "place"}
+    ran = {key: worker for key, _, worker, _, _ in data["spans"]}
+    keys = [str(f.key) for f in futs]
+    assert all(k in placed for k in keys), "every task was decided by the controller"
+    assert all(ran[k] == placed[k] for k in keys), "every task ran on the worker TAO chose"
+    names = _names(c)
+    first = min((e for e in data["decisions"] if e["kind"] == "place" and e["subject"] in keys),
+                key=lambda e: e["t_s"])
+    assert names[first["node_id"]] == "0", "with every worker free the efficient one is chosen"
+
+
+def test_dependent_tasks_are_placed_when_ready(hetero):
+    cl, c = hetero
+    a = c.map(busy, range(4), pure=False)
+    b = [c.submit(slow_add, x, 10, pure=False) for x in a]
+    assert c.gather(b) == [10, 11, 12, 13]
+    data = fetch(c)
+    placed = {e["subject"]: e["node_id"] for e in data["decisions"] if e["kind"] == "place"}
+    ran = {key: worker for key, _, worker, _, _ in data["spans"]}
+    for f in b:
+        assert ran[str(f.key)] == placed[str(f.key)]
+
+
+def test_energy_is_conserved_and_reported(hetero, tmp_path):
+    cl, c = hetero
+    c.gather(c.map(busy, range(6), pure=False))
+    time.sleep(0.6)  # one more telemetry sample after the last task
+    out = tmp_path / "dask-report.json"
+    df = tao_dask.report(c, str(out))
+    assert {"task_id", "node_id", "energy_j", "source"} <= set(df.columns)
+    assert (df["source"] == "modeled").all()
+    assert (df["energy_j"] >= 0).all() and df["energy_j"].sum() > 0
+    att = attribution_of(fetch(c))
+    att.check_conservation()
+    for addr, tl in fetch(c)["timelines"].items():
+        row = att.nodes.loc[att.nodes["node_id"] == addr]
+        assert row["total_j"].iloc[0] == pytest.approx(tl["energy_j"][-1] - tl["energy_j"][0], rel=1e-9, abs=1e-6)
+    rep = json.loads(out.read_text())
+    assert rep["engine"] == "dask"
+    assert rep["summary"]["tasks_completed"] == len(df)
+    assert rep["summary"]["it_energy_j"] == pytest.approx(
+        rep["summary"]["idle_energy_j"] + rep["summary"]["tasks_energy_j"])
+    assert all(r["source"] == "modeled" for r in rep["energy"] if r["scope"] == "node")
+
+
+def test_prometheus_metrics(hetero):
+    cl, c = hetero
+    url = cl.dashboard_link.replace("/status", "/metrics")
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for name in ("tao_node_power_watts", "tao_node_energy_joules_total", "tao_cluster_power_watts",
+                 "tao_tasks_total", "tao_placement_active"):
+        assert name in text, name
+    assert 'node_type="IbmX3250XeonX3470"' in text
+
+
+# --------------------------------------------------------------------------- deferral
+def test_power_budget_defers_and_every_task_completes():
+    # idle draw of the 3 workers: 3 x 41.6 W; one busy worker adds 71.4 W. A budget of
+    # 3 x 41.6 + 80 W admits one running task at a time.
+    with _cluster(3) as cl, Client(cl) as c:
+        tao_dask.register(c, default_type=EFFICIENT, config={"power_budget_w": 3 * 41.6 + 80.0})
+        _wait_telemetry(c, 3)
+        futs = c.map(busy, range(8), pure=False)
+        assert c.gather(futs) == list(range(8))
+        data = fetch(c)
+        assert data["counts"]["deferred"] > 0
+        assert data["held_now"] == 0
+        defers = [e for e in data["decisions"] if e["kind"] == "defer"]
+        assert any("power" in e["reason"] for e in defers), [e["reason"] for e in defers]
+        assert all(e["budget"]["power_budget_w"] == pytest.approx(3 * 41.6 + 80.0) for e in defers)
+
+
+# --------------------------------------------------------------------------- failures
+def test_killed_worker_loses_no_result():
+    with _cluster(3) as cl, Client(cl) as c:
+        tao_dask.register(c, workers={"0": EFFICIENT, "1": WASTEFUL, "2": WASTEFUL})
+        _wait_telemetry(c, 3)
+        first = c.map(busy, range(12), seconds=0.2, pure=False)
+        second = [c.submit(slow_add, f, 100, pure=False) for f in first]
+        # wait until the efficient worker holds results, then kill its process
+        eff = next(a for a, n in _names(c).items() if n == "0")
+        _wait_for(lambda: c.run_on_scheduler(
+            lambda dask_scheduler, a=eff: len(dask_scheduler.workers[a].has_what)) > 0,
+            what="a result on the worker to kill")
+        pid = next(n["pid"] for n in fetch(c)["nodes"] if n["address"] == eff)
+        assert pid is not None and pid != os.getpid()
+        psutil.Process(pid).kill()  # SIGKILL the worker process; its Nanny starts a new one
+        assert c.gather(second, errors="raise") == [x + 100 for x in range(12)]
+        data = fetch(c)
+        assert any(n["address"] == eff and n["left_s"] is not None for n in data["nodes"])
+        assert data["held_now"] == 0
+
+
+def test_fail_open_when_tao_breaks(caplog):
+    with _cluster(2) as cl, Client(cl) as c:
+        tao_dask.register(c, default_type=EFFICIENT)
+        _wait_telemetry(c, 2)
+        c.gather(c.map(busy, range(2), pure=False))
+
+        def break_controller(dask_scheduler):
+            class Broken:
+                def __getattr__(self, name):
+                    raise RuntimeError("controller down")
+            dask_scheduler.plugins["tao"].ctl = Broken()
+
+        c.run_on_scheduler(break_controller)
+        with caplog.at_level(logging.WARNING, logger="tao_dask"):
+            futs = c.map(busy, range(10), seconds=0.05, pure=False)
+            assert c.gather(futs) == list(range(10))
+        data = fetch(c)
+        assert data["counts"]["errors"] > 0 and data["counts"]["fallbacks"] > 0
+        assert any("Dask's own scheduling is used" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- scaling
+def test_adaptive_retires_least_efficient_first():
+    with _cluster(3) as cl, Client(cl) as c:
+        tao_dask.register(c, workers={"0": EFFICIENT, "1": WASTEFUL, "2": MIDDLE})
+        _wait_telemetry(c, 3)
+        # Dask's own downscaling hook order, all workers idle and holding nothing
+        order = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.workers_to_close(n=1, attribute="name"))
+        assert [str(x) for x in order] == ["1"]
+        cl.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=1, maximum=3, interval="200ms", wait_count=1)
+        gone = []
+
+        def step():
+            live = set(_names(c).values())
+            for n in ("1", "2", "0"):
+                if n not in live and n not in gone:
+                    gone.append(n)
+            return len(live) == 1
+
+        _wait_for(step, timeout=30, what="scale down to one worker")
+        assert gone == ["1", "2"], f"retired in order {gone}: least efficient first"
+        assert set(_names(c).values()) == {"0"}
+
+
+def test_scheduler_preload(tmp_path, monkeypatch):
+    import dask
+
+    cfg = tmp_path / "tao.json"
+    cfg.write_text(json.dumps({"default_type": "tdp:150", "place": False}))
+    monkeypatch.setenv("TAO_DASK_CONFIG", str(cfg))
+    with dask.config.set({"distributed.scheduler.preload": ["tao_dask"]}):
+        with _cluster(1) as cl, Client(cl) as c:
+            assert c.run_on_scheduler(lambda dask_scheduler: "tao" in dask_scheduler.plugins)
+            _wait_telemetry(c, 1)
+            c.gather(c.map(busy, range(2), seconds=0.05, pure=False))
+            data = fetch(c)
+            assert data["placing"] is False
+            assert data["nodes"][0]["node_type"] == "tdp:150"
