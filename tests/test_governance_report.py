@@ -191,3 +191,65 @@ def test_write_json_md_html(tmp_path, report):
         write_report(report, tmp_path / "r.pdf", "pdf")
     with pytest.raises(InputError, match="does not exist"):
         write_report(report, tmp_path / "no" / "r.json", "json")
+
+
+def test_runs_with_decisions_before_config_and_node_detail(tmp_path):
+    """A writer may append a run's decisions before its config (the simulator does); a
+    summary ends a run. Node records may split their energy (detail)."""
+    path = tmp_path / "order.jsonl"
+    with Ledger(path) as led:
+        for name, scale in (("pack", 1.0), ("tao", 2.0)):
+            led.append("decision", {"t_s": 0.0, "kind": "place", "subject": "t1"})
+            led.append("decision", {"t_s": 1.0, "kind": "defer", "subject": "t2"})
+            led.append("config", {"run_id": f"sim-{name}", "engine": "sim", "policy": name,
+                                  "cluster": {"pue": 1.5, "nodes": [{"node_id": "a", "node_type": "x", "cpus": 4, "gpus": 0}]}})
+            led.append("energy", {"scope": "node", "id": "a", "node_id": "a", "energy_j": 100.0 * scale,
+                                  "components": {"other": 100.0 * scale}, "source": "modeled", "method": "curve",
+                                  "uncertainty": None,
+                                  "detail": {"dynamic_j": 30.0 * scale, "idle_j": 60.0 * scale, "boot_j": 10.0 * scale, "off_j": 0.0}})
+            led.append("energy", {"scope": "group", "id": "g", "group": "g", "energy_j": 30.0 * scale,
+                                  "source": "modeled", "method": "split by CPUs"})
+            led.append("summary", {"it_energy_j": 100.0 * scale, "facility_energy_j": 150.0 * scale, "pue": 1.5,
+                                   "dynamic_energy_j": 30.0 * scale, "idle_energy_j": 60.0 * scale,
+                                   "boot_energy_j": 10.0 * scale, "off_energy_j": 0.0,
+                                   "overhead_share": 1 - 30.0 / 150.0, "tasks_completed": 1})
+    with pytest.raises(InputError, match="--policy"):
+        build_report(path)
+    rep = build_report(path, policy="tao")
+    assert validate_report(rep) == []
+    assert rep["subject"]["run_id"] == "sim-tao"
+    assert rep["controller"]["decisions"] == {"place": 1, "defer": 1}
+    assert rep["energy"]["it_energy_j"] == 200.0 and rep["energy"]["off_energy_j"] == 0.0
+    node = rep["energy"]["by_node"][0]
+    assert (node["dynamic_j"], node["idle_j"], node["boot_j"]) == (60.0, 120.0, 20.0)
+    assert rep["energy"]["by_group"] == [{"group": "g", "energy_j": 60.0, "share": 0.3, "tasks": None}]
+    assert rep["energy"]["attribution_methods"] == ["split by CPUs"]
+    u = rep["provenance"]["uncertainty"]
+    assert u["complete"] is False and u["relative"] is None and "no record states" in u["note"]
+    with pytest.raises(InputError, match="--policy ray"):
+        build_report(path, policy="ray")
+
+
+def test_report_from_tao_simulate_ledger(tmp_path):
+    """End to end: `tao simulate --ledger`, then build, validate and render the report."""
+    pytest.importorskip("tao_core.cli.simulate")
+    from tao_core.cli.main import main
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    cluster, workload = repo / "examples" / "cluster_small.json", repo / "examples" / "workload_small.csv"
+    if not (cluster.exists() and workload.exists()):
+        pytest.skip("examples/cluster_small.json and workload_small.csv not in this checkout")
+    led = tmp_path / "sim.jsonl"
+    assert main(["simulate", "--cluster", str(cluster), "--workload", str(workload),
+                 "--policy", "tao", "--policy", "pack", "--ledger", str(led)]) == 0
+    assert main(["audit", "verify", str(led), "--pubkey", str(led) + ".pub", "--require-closed"]) == 0
+    rep = build_report(led, policy="tao", pubkey=str(led) + ".pub", carbon_intensity_g_per_kwh=300.0)
+    assert validate_report(rep) == []
+    e = rep["energy"]
+    assert rep["subject"]["policy"] == "tao" and rep["ledger"]["signer_authenticated"]
+    assert sum(r["energy_j"] for r in e["by_node"]) == pytest.approx(e["it_energy_j"], rel=1e-9)
+    assert e["facility_energy_j"] == pytest.approx(e["it_energy_j"] * e["pue"], rel=1e-9)
+    assert rep["provenance"]["modeled_share"] == pytest.approx(1.0)
+    assert rep["controller"]["decisions"].get("place", 0) == rep["subject"]["tasks_completed"]
+    write_report(rep, tmp_path / "r.html", "html")
+    assert (tmp_path / "r.html").stat().st_size > 10_000

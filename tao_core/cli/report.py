@@ -1,7 +1,7 @@
 """``tao report``: build, validate and merge energy reports.
 
 ``tao report build --ledger L [--format json|md|html] [--out F] [--carbon-intensity G]
-[--run-id R] [--job J] [--cluster-name N] [--pubkey KEY]``: verify the ledger and write the
+[--run-id R | --policy P] [--job J] [--cluster-name N] [--pubkey KEY]``: verify the ledger and write the
 report of one run (default: JSON to stdout). Exit 2 on bad input or a ledger that fails
 verification (nothing written).
 
@@ -41,6 +41,7 @@ def register(subparsers: Any) -> None:
     b.add_argument("--carbon-intensity", type=float, metavar="G",
                    help="average carbon intensity of the electricity, gCO2e/kWh (adds emissions)")
     b.add_argument("--run-id", help="which run, when the ledger holds several")
+    b.add_argument("--policy", help="which run, by its policy (e.g. tao), when the ledger holds several")
     b.add_argument("--job", help="report one job of the run only")
     b.add_argument("--cluster-name", help="label of this cluster in federated reports")
     b.add_argument("--pubkey", help="the signer's public key; the report then says the signer is authenticated")
@@ -62,7 +63,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.format != "json" and not args.out:
         raise InputError(f"--format {args.format}: needs --out FILE")
     report = build_report(
-        args.ledger, pubkey=args.pubkey, run_id=args.run_id, job=args.job,
+        args.ledger, pubkey=args.pubkey, run_id=args.run_id, policy=args.policy, job=args.job,
         carbon_intensity_g_per_kwh=args.carbon_intensity, cluster_name=args.cluster_name,
     )
     if not args.out:

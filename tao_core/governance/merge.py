@@ -81,9 +81,7 @@ def merge_reports(
     nodes, types, telemetry = [], [], []
     decisions: dict[str, int] = {}
     it = fac = 0.0
-    dyn: Optional[float] = 0.0
-    idle: Optional[float] = 0.0
-    boot: Optional[float] = 0.0
+    parts: dict[str, Optional[float]] = {k: 0.0 for k in ("dynamic_energy_j", "idle_energy_j", "boot_energy_j", "off_energy_j")}
     std2 = upper = 0.0
     oi_weighted = 0.0
     oi_weight = 0.0
@@ -92,6 +90,7 @@ def merge_reports(
     ci_values = set()
     adherent: list[Optional[bool]] = []
     without_u = 0
+    complete = True
     for rep, lab in zip(reports, labels):
         e, p = rep["energy"], rep["provenance"]
         digest = rep["integrity"]["content_sha256"]
@@ -119,14 +118,9 @@ def merge_reports(
             })
         it += e["it_energy_j"]
         fac += e["facility_energy_j"]
-        for name, acc in (("dynamic_energy_j", "dyn"), ("idle_energy_j", "idle"), ("boot_energy_j", "boot")):
+        for name in parts:
             v = e.get(name)
-            if acc == "dyn":
-                dyn = None if dyn is None or v is None else dyn + v
-            elif acc == "idle":
-                idle = None if idle is None or v is None else idle + v
-            else:
-                boot = None if boot is None or v is None else boot + v
+            parts[name] = None if parts[name] is None or v is None else parts[name] + v
         for r in e["by_component"]:
             comp[r["component"]] = comp.get(r["component"], 0.0) + r["energy_j"]
         by_node += [dict(r, node_id=f"{lab}/{r['node_id']}") for r in e["by_node"]]
@@ -141,6 +135,7 @@ def merge_reports(
                 d["has_u"] = True
             d["methods"] += [m for m in r.get("methods", []) if m not in d["methods"]]
         u = p["uncertainty"]
+        complete = complete and u.get("complete", True)
         std2 += u["standard_j"] ** 2
         upper += u["upper_bound_j"]
         without_u += u.get("records_without_uncertainty") or 0
@@ -210,9 +205,7 @@ def merge_reports(
             "facility_overhead_j": fac - it,
             "pue": (fac / it) if it > 0 else 1.0,
             "pue_source": "facility / IT energy over all members",
-            "dynamic_energy_j": dyn,
-            "idle_energy_j": idle,
-            "boot_energy_j": boot,
+            **parts,
             "breakdown_basis": "member reports",
             "by_component": [{"component": c, "energy_j": v, "share": _share(v, it)} for c, v in comp.items()],
             "by_node": resort(by_node, "node_id"),
@@ -223,8 +216,10 @@ def merge_reports(
         "provenance": {
             "measured_share": shares["measured"], "modeled_share": shares["modeled"], "replay_share": shares["replay"],
             "mixed_share": shares["mixed"], "unknown_share": shares["unknown"], "by_source": prov_rows,
-            "uncertainty": {"standard_j": std, "relative": _share(std, it), "upper_bound_j": upper,
-                            "records_without_uncertainty": without_u,
+            "uncertainty": {"standard_j": std, "relative": _share(std, it) if complete else None,
+                            "upper_bound_j": upper, "records_without_uncertainty": without_u, "complete": complete,
+                            "note": "every member states its uncertainty" if complete
+                                    else "some member records state no uncertainty: the figures cover the others only",
                             "method": "members' standard uncertainties in quadrature; upper bounds summed. Per member: "
                                       + UNCERTAINTY_METHOD},
         },

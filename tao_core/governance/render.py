@@ -19,6 +19,8 @@ PLOT_TITLES = {
     "nodes": "IT energy by node",
     "groups": "Energy by task group",
 }
+PART_COLORS = {"dynamic": "#1f78b4", "idle": "#fdbf6f", "boot": "#ff7f00", "off": "#cab2d6"}
+PART_LABELS = {"dynamic": "task work", "idle": "idle", "boot": "boot", "off": "off"}
 CLASS_COLORS = {"measured": "#1b7837", "modeled": "#d95f02", "replay": "#7570b3", "mixed": "#e6ab02", "unknown": "#999999"}
 
 
@@ -68,10 +70,10 @@ def _facility_parts(report: Mapping[str, Any]) -> list[tuple[str, float, str]]:
     e = report["energy"]
     it = e.get("it_energy_j") or 0.0
     fac = e.get("facility_energy_j") or 0.0
-    dyn, idle, boot = e.get("dynamic_energy_j"), e.get("idle_energy_j"), e.get("boot_energy_j")
     parts = []
     used = 0.0
-    for label, v, c in (("task work (dynamic)", dyn, "#1f78b4"), ("idle", idle, "#fdbf6f"), ("boot", boot, "#ff7f00")):
+    for label, key in (("task work (dynamic)", "dynamic"), ("idle", "idle"), ("boot", "boot"), ("off", "off")):
+        v, c = e.get(f"{key}_energy_j"), PART_COLORS[key]
         if v is not None and v > 0:
             parts.append((label, v, c))
             used += v
@@ -151,25 +153,40 @@ def render_pngs(report: Mapping[str, Any], dpi: int = 110) -> dict[str, bytes]:
         fig.tight_layout()
         save(fig, "components")
 
-    # 3. nodes, colored by source class
+    # 3. nodes: stacked dynamic/idle/boot/off when the records split it, else colored by source class
     nodes = e.get("by_node", [])
     if nodes:
+        from matplotlib.patches import Patch
+
         from tao_core.governance.report import source_class
 
         shown = nodes[:30]
         scale, unit = _energy_unit(max(r["energy_j"] for r in shown) or 1.0)
-        fig, ax = plt.subplots(figsize=(7, 0.32 * len(shown) + 1.3))
+        fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(shown) + 1.3))
         names = [f"{r['node_id']}" + (f" ({r['node_type']})" if r.get("node_type") else "") for r in shown]
-        colors = [CLASS_COLORS[source_class(r.get("source"))] for r in shown]
-        ax.barh(names, [r["energy_j"] / scale for r in shown], color=colors)
+        classes = sorted({source_class(r.get("source")) for r in shown})
+        split = all(any(f"{k}_j" in r for k in PART_COLORS) for r in shown)
+        if split:
+            left = [0.0] * len(shown)
+            for key, color in PART_COLORS.items():
+                vals = [(r.get(f"{key}_j") or 0.0) / scale for r in shown]
+                if any(vals):
+                    ax.barh(names, vals, left=left, color=color, label=PART_LABELS[key])
+                    left = [a + b for a, b in zip(left, vals)]
+            rest = [max(0.0, r["energy_j"] / scale - lv) for r, lv in zip(shown, left)]
+            if any(v > 1e-9 * max(left or [1.0]) for v in rest):
+                ax.barh(names, rest, left=left, color="#a6cee3", label="other")
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                      title=", ".join(classes), title_fontsize=8)
+        else:
+            ax.barh(names, [r["energy_j"] / scale for r in shown],
+                    color=[CLASS_COLORS[source_class(r.get("source"))] for r in shown])
+            ax.legend(handles=[Patch(color=CLASS_COLORS[c], label=c) for c in classes], fontsize=8,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.invert_yaxis()
+        ax.set_xlim(0, 1.05 * max(r["energy_j"] for r in shown) / scale)
         ax.set_xlabel(unit)
         ax.tick_params(axis="y", labelsize=8)
-        seen = sorted({source_class(r.get("source")) for r in shown})
-        from matplotlib.patches import Patch
-
-        ax.legend(handles=[Patch(color=CLASS_COLORS[c], label=c) for c in seen], fontsize=8,
-                  loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         more = f", top 30 of {len(nodes)}" if len(nodes) > 30 else ""
         ax.set_title(f"{PLOT_TITLES['nodes']}{more}", fontsize=10)
         fig.tight_layout()
@@ -219,6 +236,7 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list]]:
         ["task work (dynamic)", fmt_energy(e.get("dynamic_energy_j")), ""],
         ["idle", fmt_energy(e.get("idle_energy_j")), ""],
         ["boot", fmt_energy(e.get("boot_energy_j")), ""],
+        ["off", fmt_energy(e.get("off_energy_j")), "nodes powered off"],
     ]
     if em:
         summary_rows.append(["emissions", f"{em['emissions_kg_co2e']:,.3f} kg CO2e",
@@ -238,14 +256,17 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list]]:
         ("p", f"Basis: {e.get('breakdown_basis', '')}. 'unspecified': energy of records that do not split it by "
               "component; 'unattributed': IT energy in no breakdown record."),
         ("table", ["component", "energy", "share of IT"], comp_rows), ("plot", "components")]))
-    node_rows = [[r["node_id"], r.get("node_type") or "", fmt_energy(r["energy_j"]), fmt_share(r.get("share")), r.get("source") or ""]
-                 for r in e["by_node"]]
-    secs.append(("Energy by node", [("table", ["node", "type", "energy", "share of IT", "source"], node_rows), ("plot", "nodes")]))
-    group_rows = [[r["group"], str(r.get("tasks", "")), fmt_energy(r["energy_j"]), fmt_share(r.get("share"))] for r in e["by_group"]]
+    split = any("idle_j" in r or "dynamic_j" in r for r in e["by_node"])
+    node_head = ["node", "type", "energy", "share of IT"] + (["task work", "idle", "boot", "off"] if split else []) + ["source"]
+    node_rows = [[r["node_id"], r.get("node_type") or "", fmt_energy(r["energy_j"]), fmt_share(r.get("share"))]
+                 + ([fmt_energy(r.get(f"{k}_j")) for k in ("dynamic", "idle", "boot", "off")] if split else [])
+                 + [r.get("source") or ""] for r in e["by_node"]]
+    secs.append(("Energy by node", [("table", node_head, node_rows), ("plot", "nodes")]))
+    group_rows = [[r["group"], fmt_num(r.get("tasks")), fmt_energy(r["energy_j"]), fmt_share(r.get("share"))] for r in e["by_group"]]
     blocks = [("table", ["task group", "tasks", "energy", "share of IT"], group_rows), ("plot", "groups")]
     if e.get("by_job"):
         blocks.append(("table", ["job", "tasks", "energy", "share of IT", "budget", "within budget"],
-                       [[r["job"], str(r.get("tasks", "")), fmt_energy(r["energy_j"]), fmt_share(r.get("share")),
+                       [[r["job"], fmt_num(r.get("tasks")), fmt_energy(r["energy_j"]), fmt_share(r.get("share")),
                          fmt_energy(r.get("budget_j")) if r.get("budget_j") is not None else "none",
                          fmt_num(r.get("within_budget"))] for r in e["by_job"]]))
     if e.get("attribution_methods"):
@@ -258,9 +279,14 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list]]:
     secs.append(("Measured and modeled energy", [
         ("p", f"Measured {fmt_share(p['measured_share'])}, modeled {fmt_share(p['modeled_share'])}, "
               f"replayed {fmt_share(p['replay_share'])}, mixed {fmt_share(p['mixed_share'])}, "
-              f"unknown {fmt_share(p['unknown_share'])} of IT energy. Combined standard uncertainty "
-              f"{fmt_energy(u['standard_j'])} ({fmt_share(u.get('relative'))}), upper bound {fmt_energy(u['upper_bound_j'])}; "
-              f"method: {u['method']}."),
+              f"unknown {fmt_share(p['unknown_share'])} of IT energy. " + (
+                  f"Combined standard uncertainty {fmt_energy(u['standard_j'])} ({fmt_share(u.get('relative'))}), "
+                  f"upper bound {fmt_energy(u['upper_bound_j'])}"
+                  if u.get("complete", True) else
+                  f"Uncertainty: {u.get('note', 'incomplete')}" + (
+                      f"; stated part: standard {fmt_energy(u['standard_j'])}, upper bound {fmt_energy(u['upper_bound_j'])}"
+                      if u["upper_bound_j"] > 0 else "")
+              ) + f". Method: {u['method']}."),
         ("table", ["source", "class", "energy", "share", "rel. uncertainty", "method"], prov_rows)]))
 
     hw_rows = [[t.get("node_type") or "", str(t.get("count")), fmt_num(t.get("cpus"), digits=0), fmt_num(t.get("gpus"), digits=0)]

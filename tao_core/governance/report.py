@@ -141,38 +141,52 @@ def _generator() -> dict:
 
 # ----------------------------------------------------------------------------- runs
 def split_runs(records: Iterable[Mapping[str, Any]]) -> list[dict]:
-    """Group records into runs: each ``config`` record starts one. Ledger bookkeeping
-    records (header, checkpoints, recovery) are left out."""
+    """Group records into runs. A run ends after its ``summary`` record, and a ``config``
+    record starts a new run when the current one already has a config; so a writer may
+    put a run's decision records before or after its config. Ledger bookkeeping records
+    (header, checkpoints, recovery) are left out."""
     runs: list[dict] = []
     current: Optional[dict] = None
     for r in records:
         kind = r.get("kind")
         if kind in LEDGER_KINDS:
             continue
-        if kind == "config":
-            payload = r.get("payload") or {}
-            current = {"config": payload, "run_id": payload.get("run_id"), "records": [r]}
-            runs.append(current)
-            continue
-        if current is None:
-            current = {"config": None, "run_id": None, "records": []}
+        if current is None or (kind == "config" and current["config"] is not None):
+            current = {"config": None, "run_id": None, "policy": None, "records": []}
             runs.append(current)
         current["records"].append(r)
+        if kind == "config":
+            payload = r.get("payload") or {}
+            current.update(config=payload, run_id=payload.get("run_id"), policy=payload.get("policy"))
+        elif kind == "summary":
+            current = None
     return runs
 
 
-def _select_run(runs: list[dict], run_id: Optional[str]) -> tuple[Optional[dict], list[Mapping[str, Any]]]:
+def _select_run(
+    runs: list[dict], run_id: Optional[str], policy: Optional[str] = None
+) -> tuple[Optional[dict], list[Mapping[str, Any]]]:
     if not runs:
         raise InputError("ledger holds no config, energy or summary record: nothing to report")
     ids = list(OrderedDict.fromkeys(r["run_id"] for r in runs))
+    if policy is not None:
+        pol = [r for r in runs if r["policy"] == policy]
+        pol_ids = list(OrderedDict.fromkeys(r["run_id"] for r in pol))
+        if not pol_ids:
+            have = sorted({str(r["policy"]) for r in runs if r["policy"] is not None})
+            raise InputError(f"--policy {policy}: no run of this policy in the ledger; it holds {', '.join(have) or 'none'}")
+        if run_id is None:
+            if len(pol_ids) > 1:
+                raise InputError(f"--policy {policy}: {len(pol_ids)} runs ({', '.join(map(str, pol_ids))}); choose one with --run-id")
+            run_id = pol_ids[0]
     if run_id is None:
         if len(ids) > 1:
             listing = ", ".join(
-                f"{i} (policy {next(r['config'].get('policy') for r in runs if r['run_id'] == i and r['config'])})"
-                if i is not None else "(records before the first config)"
+                f"{i} (policy {next((r['policy'] for r in runs if r['run_id'] == i), None)})"
+                if i is not None else "(records without a config)"
                 for i in ids
             )
-            raise InputError(f"ledger holds {len(ids)} runs: {listing}; choose one with --run-id")
+            raise InputError(f"ledger holds {len(ids)} runs: {listing}; choose one with --run-id or --policy")
         run_id = ids[0]
     chosen = [r for r in runs if r["run_id"] == run_id]
     if not chosen:
@@ -220,7 +234,7 @@ def _provenance(basis: list[Mapping[str, Any]], unattributed_j: float, total: Op
         if e is None:
             continue
         src = str(p.get("source") or "unknown")
-        d = by.setdefault(src, {"energy_j": 0.0, "methods": [], "u_abs": 0.0, "records": 0})
+        d = by.setdefault(src, {"energy_j": 0.0, "methods": [], "u_abs": 0.0, "records": 0, "with_u": 0})
         d["energy_j"] += e
         d["records"] += 1
         m = p.get("method")
@@ -233,9 +247,10 @@ def _provenance(basis: list[Mapping[str, Any]], unattributed_j: float, total: Op
             std2 += (u * e) ** 2
             upper += abs(u * e)
             d["u_abs"] += abs(u * e)
+            d["with_u"] += 1
     if unattributed_j > 0:
         by["unattributed"] = {"energy_j": unattributed_j, "methods": ["IT total minus the breakdown records"],
-                              "u_abs": 0.0, "records": 0}
+                              "u_abs": 0.0, "records": 0, "with_u": 0}
     rows = []
     shares = {c: 0.0 for c in SOURCE_CLASSES}
     for src, d in sorted(by.items(), key=lambda kv: -kv[1]["energy_j"]):
@@ -245,9 +260,16 @@ def _provenance(basis: list[Mapping[str, Any]], unattributed_j: float, total: Op
         rows.append({
             "source": src, "class": cls, "methods": d["methods"], "records": d["records"],
             "energy_j": d["energy_j"], "share": s,
-            "uncertainty_rel": _share(d["u_abs"], d["energy_j"]) if d["records"] else None,
+            "uncertainty_rel": _share(d["u_abs"], d["energy_j"]) if d["with_u"] == d["records"] > 0 else None,
         })
     std = math.sqrt(std2)
+    with_u = sum(d["with_u"] for d in by.values())
+    if without_u and not with_u:
+        note = f"no record states an uncertainty ({without_u} record(s)): unknown"
+    elif without_u:
+        note = f"{without_u} record(s) state no uncertainty: the figures cover the other {with_u} only"
+    else:
+        note = "every record states an uncertainty"
     return {
         "measured_share": shares["measured"],
         "modeled_share": shares["modeled"],
@@ -257,9 +279,11 @@ def _provenance(basis: list[Mapping[str, Any]], unattributed_j: float, total: Op
         "by_source": rows,
         "uncertainty": {
             "standard_j": std,
-            "relative": _share(std, total),
+            "relative": _share(std, total) if not without_u else None,
             "upper_bound_j": upper,
             "records_without_uncertainty": without_u,
+            "complete": without_u == 0,
+            "note": note,
             "method": UNCERTAINTY_METHOD,
         },
     }
@@ -282,6 +306,7 @@ def build_report_from_records(
     carbon_intensity_g_per_kwh: Optional[float] = None,
     cluster_name: Optional[str] = None,
     generated_at: Optional[str] = None,
+    policy: Optional[str] = None,
 ) -> dict:
     """The report (a dict, sealed with its integrity field) of one run, or of one ``job``
     of it, from ledger records (dicts with kind, payload, seq, time).
@@ -289,10 +314,11 @@ def build_report_from_records(
     ``ledger_info``: the ``ledger`` section (file, head_hash, head_seq, records,
     checkpoints, closed, status, key_ids, public_key, signer_authenticated); ``build_report``
     fills it from the verification. ``carbon_intensity_g_per_kwh``: grams CO2e per kWh of
-    facility energy (omit: no emissions). Raises ``InputError`` on unusable input."""
+    facility energy (omit: no emissions). ``run_id``/``policy``: which run, when the
+    records hold several. Raises ``InputError`` on unusable input."""
     _check_carbon_intensity(carbon_intensity_g_per_kwh)
     records = list(records)
-    config, recs = _select_run(split_runs(records), run_id)
+    config, recs = _select_run(split_runs(records), run_id, policy)
     config = config or {}
     cluster = config.get("cluster") or {}
     energy = [r["payload"] for r in recs if r.get("kind") == "energy" and isinstance(r.get("payload"), dict)]
@@ -360,18 +386,30 @@ def build_report_from_records(
     if node_src is by_scope["node"]:
         # node records carry their node in id (and maybe node_id)
         node_sums = _group_sum([dict(p, id=p.get("id") or p.get("node_id")) for p in node_src], "id")
+    detail: dict[str, dict[str, float]] = {}
+    if node_src is by_scope["node"]:
+        for p in node_src:
+            det = p.get("detail")
+            if isinstance(det, dict):
+                acc = detail.setdefault(str(p.get("id") or p.get("node_id")), {})
+                for part in ("dynamic", "idle", "boot", "off"):
+                    v = _num(det.get(f"{part}_j"))
+                    if v is not None:
+                        acc[f"{part}_j"] = acc.get(f"{part}_j", 0.0) + v
     by_node = _rows(node_sums, "node_id", it_total, lambda k, d: {
         "node_type": (nodes_cfg.get(k) or {}).get("node_type"),
         "source": "+".join(sorted(d["sources"])) or None,
+        **detail.get(k, {}),
     })
     group_sums = _group_sum(by_scope["group"], "id") if by_scope["group"] and job is None else _group_sum(by_scope["task"], "group")
     task_counts = _group_sum(by_scope["task"], "group")
-    by_group = _rows(group_sums, "group", it_total, lambda k, d: {"tasks": (task_counts.get(k) or {}).get("tasks", 0)})
+    by_group = _rows(group_sums, "group", it_total, lambda k, d: {
+        "tasks": (task_counts.get(k) or {}).get("tasks", 0) if by_scope["task"] else None})
     job_sums = _group_sum(by_scope["job"], "id") if by_scope["job"] else _group_sum(by_scope["task"], "job")
     job_tasks = _group_sum(by_scope["task"], "job")
     budgets = (config.get("controller") or {}).get("job_budgets_j") or {}
     by_job = _rows(job_sums, "job", it_total, lambda k, d: {
-        "tasks": (job_tasks.get(k) or {}).get("tasks", 0),
+        "tasks": (job_tasks.get(k) or {}).get("tasks", 0) if by_scope["task"] else None,
         "budget_j": _num(budgets.get(k)) if isinstance(budgets, dict) else None,
         "within_budget": (d["energy_j"] <= _num(budgets.get(k))) if isinstance(budgets, dict) and _num(budgets.get(k)) is not None else None,
     })
@@ -440,7 +478,8 @@ def build_report_from_records(
                                                     "cpus": n["cpus"], "gpus": n["gpus"]})
         t["count"] += 1
 
-    attribution_methods = sorted({str(p.get("method")) for p in by_scope["task"] if p.get("method")})
+    attribution_methods = sorted({str(p.get("method")) for sc in ("task", "group", "job")
+                                  for p in by_scope[sc] if p.get("method")})
     prov = _provenance(basis, unattributed, it_total)
     measured_all = prov["measured_share"] >= 1.0 - 1e-9
     energy_method = "; ".join(sorted({m for row in prov["by_source"] for m in row["methods"]})) or "not stated"
@@ -479,6 +518,7 @@ def build_report_from_records(
             "dynamic_energy_j": dynamic if dynamic is not None else (task_dynamic if by_scope["task"] else None),
             "idle_energy_j": _num(summary.get("idle_energy_j")) if summary else None,
             "boot_energy_j": _num(summary.get("boot_energy_j")) if summary else None,
+            "off_energy_j": _num(summary.get("off_energy_j")) if summary else None,
             "breakdown_basis": f"{basis_name} energy records",
             "by_component": by_component,
             "by_node": by_node,
@@ -571,6 +611,7 @@ def build_report(
     cluster_name: Optional[str] = None,
     upto_seq: Optional[int] = None,
     generated_at: Optional[str] = None,
+    policy: Optional[str] = None,
 ) -> dict:
     """Verify the ledger at ``ledger_path`` and build the report of one run (or ``job``).
 
@@ -618,7 +659,7 @@ def build_report(
     }
     return build_report_from_records(
         recs, ledger_info=info, run_id=run_id, job=job, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
-        cluster_name=cluster_name, generated_at=generated_at,
+        cluster_name=cluster_name, generated_at=generated_at, policy=policy,
     )
 
 
