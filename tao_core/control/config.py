@@ -35,7 +35,8 @@ class ControllerConfig:
 
     - ``pi_kp``, ``pi_ki`` (per second): gains of the PI term on the relative error
       ``(measured - setpoint) / budget``.
-    - ``target_headroom``: the loop aims measured power at ``budget * (1 - target_headroom)``.
+    - ``target_headroom``: admission and the loop aim measured power at
+      ``budget * (1 - target_headroom)``.
     - ``margin_max``: upper clamp of the admission margin (fraction of budget).
     - ``ratio_halflife_s``: half-life of the measured/modeled cluster power ratio (s).
 
@@ -89,7 +90,7 @@ class ControllerConfig:
 
     pi_kp: float = 0.5
     pi_ki: float = 0.05
-    target_headroom: float = 0.03
+    target_headroom: float = 0.02
     margin_max: float = 0.6
     ratio_halflife_s: float = 5.0
 

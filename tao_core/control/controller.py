@@ -101,6 +101,7 @@ class Controller:
         self._node_tasks: dict[str, set[str]] = {}
         self._ends: list[tuple[float, str]] = []  # heap of (predicted end, task id)
         self._p_model = 0.0  # modeled cluster IT watts (sum of nodes' p_node)
+        self._p_static = 0.0  # its static part (sum of nodes' p_static)
         self._n_not_on = 0  # nodes not ON
         self._any_temp = False
         self._any_cap = False
@@ -150,12 +151,15 @@ class Controller:
         nt.p_on[i] = p_on
         if st == ON or st == DRAINING:
             p = p_on
+            ps = curve[0] + float(self._gpus_k[k] * self._gpu_idle_k[k])
         elif st == BOOTING:
-            p = float(self._boot_w_k[k])
+            p = ps = float(self._boot_w_k[k])
         else:
-            p = float(self._off_w_k[k])
+            p = ps = float(self._off_w_k[k])
         self._p_model += p - float(nt.p_node[i])
+        self._p_static += ps - float(nt.p_static[i])
         nt.p_node[i] = p
+        nt.p_static[i] = ps
         if st == OFF:
             nt.wake_j[i] = self._boot_j_k[k]
             nt.boot_wait[i] = self._boot_s_k[k]
@@ -169,6 +173,7 @@ class Controller:
         nt = self.nodes
         self._n_not_on = int(np.count_nonzero(nt.state != ON))
         self._p_model = float(nt.p_node.sum())
+        self._p_static = float(nt.p_static.sum())
 
     def _emit(self, ev: DecisionEvent) -> None:
         sink = self.event_sink
@@ -184,13 +189,15 @@ class Controller:
         measured/modeled ratio, and the job's energy spent and allowed (joules)."""
         lp = self.loop
         d: dict[str, Any] = {
-            "power_w": float(self._p_model * lp.ratio),
+            "power_w": float(self.predicted_power_w()),
             "measured_power_w": lp.measured_w,
             "power_budget_w": self.config.power_budget_w,
             "budget_scope": self.config.budget_scope,
             "it_budget_w": lp.budget_w,
             "admission_margin": float(lp.margin),
             "model_ratio": float(lp.ratio),
+            "static_scale": float(lp.static_scale),
+            "dynamic_scale": float(lp.dynamic_scale),
         }
         if job is not None:
             d["job"] = job
@@ -218,6 +225,7 @@ class Controller:
         nt.free_c[i] = t.cpus
         nt.free_g[i] = t.gpus
         nt.p_node[i] = 0.0
+        nt.p_static[i] = 0.0
         nt.gpu_dyn[i] = self._gpu_dyn_k[k]
         nt.idle_w[i] = self.models[k].idle_w
         nt.state[i] = STATE_CODE[state]
@@ -245,6 +253,7 @@ class Controller:
         for tid in list(self._node_tasks.get(node_id, ())):
             self._release(tid, train=False, now_s=now_s)
         self._p_model -= float(self.nodes.p_node[i])
+        self._p_static -= float(self.nodes.p_static[i])
         if int(self.nodes.state[i]) != ON:
             self._n_not_on -= 1
         self.nodes.remove(node_id)
@@ -321,7 +330,7 @@ class Controller:
         if power_w is None or not math.isfinite(power_w):
             return
         before = self.loop.margin
-        m = self.loop.observe(now_s, float(power_w), self._p_model)
+        m = self.loop.observe(now_s, float(power_w), self._p_static, self._p_model - self._p_static)
         if self.event_sink is not None and self.config.emit_events and abs(m - self._last_margin_event) >= 0.01:
             self._last_margin_event = m
             self._emit(DecisionEvent(t_s=now_s, kind="budget-correction", subject="cluster",
@@ -385,7 +394,7 @@ class Controller:
             return self._defer(task, now_s, None, "no nodes", None)
         dur_k, edur_k = self.predictor.predict(task.group, task.duration_hint_s)
         lp = self.loop
-        ratio = lp.ratio
+        ratio = lp.dynamic_scale
         any_not_on = self._n_not_on > 0
         share_k = None
         if any_not_on:
@@ -393,7 +402,7 @@ class Controller:
             if gpus > 0:
                 share_k = np.maximum(share_k, gpus * self._inv_gpus_k)
         budget = lp.effective_budget_w
-        p_now = self._p_model * ratio
+        p_now = lp.predict_w(self._p_static, self._p_model - self._p_static)
         scorer = self.scorer
         sc = scorer.score(
             cpus=cpus, gpus=gpus, dur_k=dur_k, edur_k=edur_k, share_k=share_k, now_s=now_s,
@@ -446,11 +455,11 @@ class Controller:
         ids = self.nodes.ids
         lp = self.loop
         b = lp.effective_budget_w
-        p_now = self._p_model * lp.ratio
+        p_now = lp.predict_w(self._p_static, self._p_model - self._p_static)
         out = []
         for i in idx.tolist():
             c = float(cost[i])
-            if b is not None and p_now + float(sc.dp_w[i]) * lp.ratio >= b:
+            if b is not None and p_now + float(sc.dp_w[i]) * lp.dynamic_scale >= b:
                 c = _INF
             if c < _INF:
                 out.append(Alternative(ids[i], c, float(sc.energy_j[i]), float(sc.delay_s[i])))
@@ -657,5 +666,5 @@ class Controller:
         return self._p_model
 
     def predicted_power_w(self) -> float:
-        """Modeled cluster IT watts times the measured/modeled ratio."""
-        return self._p_model * self.loop.ratio
+        """Cluster IT watts predicted by the calibrated model (static x a + dynamic x b)."""
+        return self.loop.predict_w(self._p_static, self._p_model - self._p_static)

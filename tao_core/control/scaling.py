@@ -87,8 +87,8 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
     reasons: list[str] = []
 
     budget = ctl.loop.effective_budget_w
-    ratio = ctl.loop.ratio
-    p_pred = ctl._p_model * ratio
+    ratio = ctl.loop.static_scale
+    p_pred = ctl.predicted_power_w()
 
     # ---- boot
     if supply_c < need_c - 1e-9 or supply_g < need_g - 1e-9:

@@ -20,6 +20,7 @@ CODE_STATE = {v: k for k, v in STATE_CODE.items()}
 _FLOAT_FIELDS = (
     "cpus", "gpus", "inv10", "used_c", "used_g", "free_c", "free_g",
     "p_node",      # modeled watts now (ON/DRAINING: curve at reserved load + GPUs; BOOTING: boot W; OFF: off W)
+    "p_static",    # modeled static watts now (ON/DRAINING: idle; BOOTING: boot W; OFF: off W)
     "p_on",        # modeled watts if on at the reserved load (equals p_node when ON)
     "gpu_static",  # GPU watts at the reserved GPU load: gpus*gpu_idle + used_g*(busy-idle)
     "gpu_dyn",     # watts one more busy GPU adds: busy - idle

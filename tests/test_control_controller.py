@@ -1,0 +1,141 @@
+"""Controller semantics: reservations, DEFER, events, membership, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from control_fixtures import TYPES, cluster_power_w
+from tao_core.control import Action, Controller, ControllerConfig, DecisionEvent, NodeState, TaskRequest
+from tao_core.errors import InputError
+
+
+def _ctl(**kw):
+    events: list[DecisionEvent] = []
+    ctl = Controller(TYPES, ControllerConfig(**kw), event_sink=events.append)
+    return ctl, events
+
+
+def test_place_reserves_until_finished_or_cancelled():
+    ctl, _ = _ctl()
+    ctl.add_node("s", "small")
+    ds = [ctl.decide(TaskRequest(f"t{k}", "g", cpus=2.0, duration_hint_s=10.0), now_s=0.0) for k in range(5)]
+    assert [d.action for d in ds] == [Action.PLACE] * 4 + [Action.DEFER]
+    assert ds[4].reason == "no free capacity"
+    assert ds[4].defer_until_s == pytest.approx(10.0 / TYPES[1].speed)  # earliest predicted end
+    assert ctl.reserved("s") == (8.0, 0.0, 4)
+    ctl.cancel("t0", now_s=1.0)
+    assert ctl.reserved("s") == (6.0, 0.0, 3)
+    assert ctl.decide(TaskRequest("t4", "g", cpus=2.0), now_s=1.0).action == Action.PLACE
+    ctl.task_finished("t1", now_s=2.0)
+    assert ctl.reserved("s")[2] == 3
+    # idempotent: asking again about a placed task returns its placement
+    assert ctl.decide(TaskRequest("t2", "g", cpus=2.0), now_s=3.0).node_id == "s"
+    # unknown ids are ignored
+    ctl.task_finished("nope", now_s=3.0)
+    ctl.cancel("nope", now_s=3.0)
+
+
+def test_modeled_power_follows_reservations():
+    ctl, _ = _ctl()
+    for i, t in enumerate(["big", "small", "gpu"]):
+        ctl.add_node(f"n{i}", t)
+    for k in range(10):
+        ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, gpus=1.0 if k < 2 else 0.0), now_s=0.0)
+    assert ctl.modeled_power_w() == pytest.approx(cluster_power_w(ctl))
+    for k in range(10):
+        ctl.task_finished(f"t{k}", now_s=1.0)
+    assert ctl.modeled_power_w() == pytest.approx(cluster_power_w(ctl))
+    assert ctl.modeled_power_w() == pytest.approx(sum(t.idle_w for t in TYPES))
+
+
+def test_gpu_tasks_go_to_gpu_nodes_and_defer_when_none_fit():
+    ctl, _ = _ctl()
+    ctl.add_node("b", "big")
+    ctl.add_node("g", "gpu")
+    assert ctl.decide(TaskRequest("a", "g", cpus=1.0, gpus=1.0), now_s=0.0).node_id == "g"
+    d = ctl.decide(TaskRequest("x", "g", cpus=1.0, gpus=4.0), now_s=0.0)
+    assert d.action == Action.DEFER and "no node type" in d.reason
+
+
+def test_events_carry_alternatives_and_budget_and_serialise():
+    ctl, events = _ctl(power_budget_w=5000.0)
+    for i in range(5):
+        ctl.add_node(f"b{i}", "big")
+    d = ctl.decide(TaskRequest("t", "grp", cpus=2.0, job="j1"), now_s=1.0)
+    ev = events[-1]
+    assert ev.kind == "place" and ev.subject == "t" and ev.group == "grp" and ev.node_id == d.node_id
+    assert len(ev.alternatives) == 3 and ev.alternatives[0].node_id == d.node_id
+    assert [a.cost for a in ev.alternatives] == sorted(a.cost for a in ev.alternatives)
+    assert ev.budget["power_budget_w"] == 5000.0 and ev.budget["job"] == "j1"
+    json.dumps(ev.to_dict())
+    plan = ctl.plan_scaling(now_s=1000.0)
+    assert plan.power_off and {e.kind for e in events} >= {"place", "scale-down"}
+
+
+def test_events_can_be_disabled():
+    ctl, events = _ctl(emit_events=False, alternatives=0)
+    ctl.add_node("b", "big")
+    d = ctl.decide(TaskRequest("t", "g"), now_s=0.0)
+    assert d.action == Action.PLACE and d.alternatives == () and events == []
+
+
+def test_broken_sink_does_not_stop_decisions():
+    def sink(ev):
+        raise RuntimeError("down")
+
+    ctl = Controller(TYPES, ControllerConfig(), event_sink=sink)
+    ctl.add_node("b", "big")
+    assert ctl.decide(TaskRequest("t", "g"), now_s=0.0).action == Action.PLACE
+
+
+def test_remove_and_readd_nodes_keeps_state_consistent():
+    ctl, _ = _ctl()
+    for i in range(4):
+        ctl.add_node(f"n{i}", "small")
+    for k in range(8):
+        ctl.decide(TaskRequest(f"t{k}", "g", cpus=4.0), now_s=0.0)
+    ctl.remove_node("n1", now_s=1.0)
+    ctl.add_node("n9", "big", now_s=1.0)
+    assert ctl.running == 6
+    assert ctl.modeled_power_w() == pytest.approx(cluster_power_w(ctl))
+    d = ctl.decide(TaskRequest("x", "g", cpus=4.0), now_s=2.0)
+    assert d.node_id == "n9"
+    ctl.set_node_state("n0", NodeState.OFF, now_s=3.0)  # its tasks are gone with it
+    assert ctl.reserved("n0") == (0.0, 0.0, 0) and ctl.running == 5
+
+
+def test_draining_node_takes_no_work_and_booting_node_defers():
+    ctl, _ = _ctl(lambda_j_per_s=0.0)
+    ctl.add_node("a", "big", state=NodeState.DRAINING)
+    ctl.add_node("b", "big", state=NodeState.BOOTING, now_s=0.0)
+    d = ctl.decide(TaskRequest("t", "g", cpus=1.0), now_s=10.0)
+    assert d.action == Action.DEFER and d.node_id == "b" and d.defer_until_s == TYPES[0].boot_s
+
+
+def test_non_deferrable_task_only_goes_to_nodes_that_are_on():
+    ctl, _ = _ctl(lambda_j_per_s=0.0)
+    ctl.add_node("on", "big")
+    ctl.add_node("off", "small", state=NodeState.OFF)
+    # with lambda = 0 the small node, even waking, is cheaper for a long 1-CPU task
+    soft = ctl.decide(TaskRequest("a", "g", cpus=1.0, duration_hint_s=1e4), now_s=0.0)
+    assert soft.action == Action.DEFER and soft.node_id == "off"
+    hard = ctl.decide(TaskRequest("b", "g", cpus=1.0, duration_hint_s=1e4, deferrable=False), now_s=0.0)
+    assert hard.action == Action.PLACE and hard.node_id == "on"
+
+
+def test_bad_input_names_the_field():
+    with pytest.raises(InputError, match="lambda_j_per_s"):
+        ControllerConfig(lambda_j_per_s=-1.0)
+    with pytest.raises(InputError, match="budget_scope"):
+        ControllerConfig(budget_scope="rack")
+    with pytest.raises(InputError, match="job_budget_mode"):
+        ControllerConfig(job_budget_mode="maybe")
+    ctl, _ = _ctl()
+    with pytest.raises(InputError, match="node_type"):
+        ctl.add_node("x", "nope")
+    ctl.add_node("x", "big")
+    with pytest.raises(InputError, match="already known"):
+        ctl.add_node("x", "big")
+    with pytest.raises(InputError, match="unknown node"):
+        ctl.set_node_state("y", NodeState.ON, now_s=0.0)

@@ -1,0 +1,99 @@
+"""Node model calibration and task predictions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control_fixtures import TYPES
+from tao_core.control import Controller, ControllerConfig, TaskRequest
+from tao_core.control.model import NodeModel, isotonic_increasing
+from tao_core.control.predict import TaskPredictor
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-100, 100), min_size=1, max_size=15))
+def test_isotonic_is_monotone_and_keeps_the_mean(ys):
+    y = np.array(ys)
+    out = isotonic_increasing(y, np.ones_like(y))
+    assert np.all(np.diff(out) >= -1e-9)
+    assert out.mean() == pytest.approx(y.mean(), abs=1e-6)
+
+
+def test_fit_recovers_a_curve_30_percent_above_declared():
+    big = TYPES[0]
+    m = NodeModel(big)
+    rng = np.random.default_rng(0)
+    true = np.array(big.power_curve.points_w) * 1.3
+    for u in rng.uniform(0, 1, 400):
+        m.add_sample(u, float(np.interp(u, np.linspace(0, 1, 11), true)) + rng.normal(0, 2.0))
+    fitted = m.fit()
+    assert np.all(np.diff(fitted) >= 0)
+    assert np.allclose(fitted, true, rtol=0.03)
+    snap = m.snapshot()
+    assert snap.declared_w == big.power_curve.points_w and snap.samples == 400
+    assert snap.rms_error_w < 3.0
+
+
+def test_fit_without_samples_at_high_load_scales_the_declared_curve():
+    big = TYPES[0]
+    m = NodeModel(big)
+    for u in np.linspace(0, 0.3, 50):
+        m.add_sample(u, 0.8 * big.power_curve.power_w(u))
+    fitted = m.fit()
+    assert fitted[-1] == pytest.approx(0.8 * big.power_curve.peak_w, rel=0.1)
+
+
+def test_controller_calibrates_from_node_telemetry():
+    ctl = Controller(TYPES, ControllerConfig(calibration_every=10))
+    ctl.add_node("a", "big")
+    big = TYPES[0]
+    for k in range(200):
+        u = (k % 11) / 10
+        ctl.observe_node("a", now_s=float(k), power_w=1.3 * big.power_curve.power_w(u), utilization=u)
+    snap = ctl.fitted_models()["big"]
+    assert np.allclose(snap.fitted_w, np.array(big.power_curve.points_w) * 1.3, rtol=0.02)
+    assert ctl.modeled_power_w() == pytest.approx(1.3 * big.idle_w, rel=0.02)
+
+
+def test_predictor_cold_start_and_learning():
+    p = TaskPredictor([1.0, 2.0], default_duration_s=10.0, alpha=0.5)
+    dur, edur = p.predict("g")
+    assert list(dur) == [10.0, 5.0] and list(edur) == [10.0, 5.0]
+    assert list(p.predict("g", 4.0)[0]) == [4.0, 2.0]
+    p.observe("g", 0, duration_s=20.0, energy_ratio=2.0)
+    dur, edur = p.predict("g")
+    # type 0 learned directly, type 1 from the group's reference time / speed
+    assert list(dur) == [20.0, 10.0]
+    assert list(edur / dur) == [2.0, 2.0]
+    p.observe("g", 1, duration_s=6.0)
+    dur, _ = p.predict("g")
+    assert dur[1] == 6.0
+    p.observe("g", 0, duration_s=10.0)
+    assert p.predict("g")[0][0] == pytest.approx(15.0)
+
+
+def test_predictor_memory_is_bounded():
+    p = TaskPredictor([1.0], max_groups=50)
+    for k in range(500):
+        p.observe(f"g{k}", 0, duration_s=1.0)
+    assert len(p) == 50
+    assert p.predict("g499")[0][0] == 1.0
+    assert p.predict("g0")[0][0] == p.default_duration_s  # forgotten
+
+
+def test_controller_learns_run_time_and_energy():
+    ctl = Controller(TYPES, ControllerConfig())
+    ctl.add_node("a", "big")
+    for k in range(30):
+        d = ctl.decide(TaskRequest(f"t{k}", "fft", cpus=4.0), now_s=100.0 * k)
+        ctl.task_started(d.task_id, now_s=100.0 * k)
+        ctl.task_finished(d.task_id, now_s=100.0 * k + 3.0, energy_j=1000.0)
+    d = ctl.decide(TaskRequest("x", "fft", cpus=4.0), now_s=5000.0)
+    assert d.predicted_duration_s == pytest.approx(3.0)
+    ratio = ctl.predictor.correction("fft")[0]
+    # the learned correction maps the model's attributed-energy prediction onto 1000 J
+    big = TYPES[0]
+    model_attr = (big.power_w(4 / 32) - big.idle_w + big.idle_w * 4 / 32) * 3.0
+    assert ratio * model_attr == pytest.approx(1000.0, rel=0.01)
