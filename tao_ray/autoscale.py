@@ -1,0 +1,129 @@
+"""Carrying out the controller's scaling plan on Ray.
+
+- ``power_on`` (scale up): a hint to Ray's autoscaler through the public
+  ``ray.autoscaler.sdk.request_resources(bundles=..., bundle_label_selectors=...)``: one
+  bundle of the node type's CPUs per node to boot, each with the label selector
+  ``{"tao-node-type": TYPE}`` so the autoscaler launches the efficient type the controller
+  chose (node types in the autoscaler config must carry that label). The request persists,
+  as Ray documents, until replaced; it is cleared when nothing is booting. A user callback
+  ``on_power_on(node_type)`` replaces it (used with ``ray.cluster_utils.Cluster``).
+- ``drain`` (consolidation): the controller stops placing work on the node at once. With
+  ``drain="gcs"`` TAO also asks Ray's GCS to drain it (``GcsClient.drain_node``, reason
+  PREEMPTION: running work ends, no new work starts). That call is what ``ray drain-node``
+  and autoscaler v2 use; it is not part of Ray's public API, so it is opt-in.
+- ``power_off`` (scale down) of a node with no work: the user callback
+  ``on_power_off(node_id)`` when given (e.g. ``Cluster.remove_node``); else with
+  ``drain="gcs"`` a GCS drain with reason IDLE_TERMINATION (the autoscaler then removes the
+  node); else nothing is done to the node: it stays on, and Ray's autoscaler removes it
+  after its own idle timeout (TAO's consolidation is what lets it go idle). The node's
+  energy after a real removal is modeled as the node type's ``off_w`` (0 W by default).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import ray
+
+from tao_ray.nodes import TYPE_LABEL
+
+log = logging.getLogger("tao_ray")
+
+
+def hint_bundles(node_types: dict[str, Any], booting_types: list[str]) -> tuple[list[dict], list[dict]]:
+    """(bundles, bundle_label_selectors) asking the autoscaler for one node per entry of
+    ``booting_types`` (node type names)."""
+    bundles, selectors = [], []
+    for typ in booting_types:
+        t = node_types[typ]
+        b: dict[str, float] = {"CPU": float(t.cpus)}
+        if t.gpus:
+            b["GPU"] = float(t.gpus)
+        bundles.append(b)
+        selectors.append({TYPE_LABEL: typ})
+    return bundles, selectors
+
+
+def _gcs_drain(node_id: str, reason: str, msg: str) -> bool:
+    try:
+        from ray.core.generated import autoscaler_pb2
+
+        gcs = ray._raylet.GcsClient(address=ray.get_runtime_context().gcs_address)
+        ok, err = gcs.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value(reason), msg, 0)
+        if not ok:
+            log.info("tao_ray: GCS refused to drain %s: %s", node_id[:12], err)
+        return bool(ok)
+    except Exception as e:  # noqa: BLE001
+        log.warning("tao_ray: GCS drain of %s failed: %s", node_id[:12], e)
+        return False
+
+
+def apply(rt: Any, scale: dict[str, Any]) -> None:
+    """Carry out one scaling plan from the controller (see module doc)."""
+    now = time.time()
+    for nid in scale.get("drain", ()):
+        if nid not in rt.nodes:
+            continue
+        rt.node_state[nid] = "draining"
+        rt.counters["drain"] += 1
+        rt.scale_log.append({"t_s": now, "action": "drain", "node_id": nid, "reason": scale.get("reason", "")})
+        if rt.drain == "gcs":
+            _gcs_drain(nid, "DRAIN_NODE_REASON_PREEMPTION", "tao: consolidating work onto efficient nodes")
+    for nid in scale.get("power_off", ()):
+        if nid not in rt.nodes or nid in rt.removed_at:
+            continue
+        done = False
+        if rt.on_power_off is not None or rt.drain == "gcs":
+            try:  # close its timeline before it goes
+                s = rt.samplers.get(nid)
+                if s is not None:
+                    ray.get(s.read_now.remote(), timeout=5.0)
+                rt.collect()
+            except Exception:  # noqa: BLE001
+                pass
+        if rt.on_power_off is not None:
+            try:
+                rt.on_power_off(nid)
+                done = True
+            except Exception as e:  # noqa: BLE001
+                log.warning("tao_ray: on_power_off(%s) failed: %s", nid[:12], e)
+        elif rt.drain == "gcs":
+            done = _gcs_drain(nid, "DRAIN_NODE_REASON_IDLE_TERMINATION", "tao: idle node, powered off")
+        if done:
+            with rt.lock:
+                rt.removed_at[nid] = time.time()
+                rt.node_state[nid] = "off"
+            rt.counters["power_off"] += 1
+            rt.scale_log.append({"t_s": now, "action": "power_off", "node_id": nid,
+                                 "reason": scale.get("reason", "")})
+        else:
+            # nothing can power it off: tell the controller it is still on
+            rt.node_state[nid] = "on"
+            try:
+                rt.controller.set_node_state.remote(nid, "on")
+            except Exception:  # noqa: BLE001
+                pass
+    for nid in scale.get("power_on", ()):
+        if nid in rt.node_state:
+            rt.node_state[nid] = "booting"
+    booting = [rt.node_type.get(nid) for nid in scale.get("power_on", ())]
+    booting = [t for t in booting if t is not None]
+    if booting:
+        rt.counters["scale_up_hints"] += len(booting)
+        rt.scale_log.append({"t_s": now, "action": "power_on", "node_types": booting,
+                             "reason": scale.get("reason", "")})
+        if rt.on_power_on is not None:
+            for typ in booting:
+                try:
+                    rt.on_power_on(typ)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("tao_ray: on_power_on(%s) failed: %s", typ, e)
+        else:
+            try:
+                from ray.autoscaler.sdk import request_resources
+
+                bundles, selectors = hint_bundles(rt.node_types, booting)
+                request_resources(bundles=bundles, bundle_label_selectors=selectors)
+            except Exception as e:  # noqa: BLE001
+                log.warning("tao_ray: request_resources failed: %s", e)

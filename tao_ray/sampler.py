@@ -1,0 +1,190 @@
+"""The per-node telemetry sampler: a Ray actor pinned to its node (hard node affinity,
+``num_cpus=0``) that reads the node's best energy source in a background thread, keeps the
+node's energy timeline, forwards power to the controller actor and collects the spans
+(node, start, end, CPU seconds) that TAO-wrapped tasks on its node report.
+
+Source choice: where one machine hosts several Ray nodes (``ray.cluster_utils.Cluster``),
+each node is modeled from its own power curve at the CPU utilization of its raylet and
+everything the raylet started (its workers); the sampler finds its raylet among its own
+ancestors. Otherwise the sampler uses ``tao_core.telemetry.detect()`` when it yields a
+measured source, else the node type's curve at machine-wide CPU utilization.
+Times are wall-clock seconds (``time.time()``) so that spans from any process compare.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+import psutil
+import ray
+
+from tao_core.power.curve import PowerCurve
+from tao_core.telemetry.base import EnergySource
+
+log = logging.getLogger("tao_ray")
+
+NAMESPACE = "tao"
+
+
+def sampler_name(node_id: str) -> str:
+    """Actor name of the sampler of ``node_id``."""
+    return f"tao-sampler-{node_id}"
+
+
+def find_raylet_pid() -> Optional[int]:
+    """Pid of the raylet among this process's ancestors (a Ray worker's parent), or None."""
+    try:
+        p = psutil.Process().parent()
+        while p is not None:
+            if "raylet" in p.name():
+                return p.pid
+            p = p.parent()
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def make_source(curve: PowerCurve, cpus: float, shared_machine: bool, name: str,
+                curve_label: str) -> EnergySource:
+    """The best energy source for this node (see module doc)."""
+    from tao_core.telemetry.estimator import ModeledSource
+
+    if shared_machine:
+        raylet = find_raylet_pid()
+        if raylet is not None:
+            return ModeledSource(curve, cpus=cpus, processes=lambda: [raylet], name=name,
+                                 curve_label=curve_label, clock=time.time)
+    else:
+        try:  # a measured source when the node has one
+            from tao_core.telemetry import detect  # type: ignore[attr-defined]
+
+            src = detect()
+            if src is not None and str(getattr(src, "kind", "modeled")) != "modeled":
+                return _WallClock(src)
+            if src is not None:
+                src.close()
+        except Exception as e:  # noqa: BLE001 - fall back to the model
+            log.info("tao sampler: detect() failed (%s); using the node type's curve", e)
+    return ModeledSource(curve, cpus=cpus, processes=None, name=name, curve_label=curve_label,
+                         clock=time.time)
+
+
+class _WallClock(EnergySource):
+    """Wraps a source so its readings carry wall-clock times."""
+
+    def __init__(self, inner: EnergySource) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+
+    def read(self):
+        from tao_core.telemetry.base import Reading
+
+        r = self.inner.read()
+        return Reading(t_s=time.time(), domains=r.domains)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class NodeSampler:
+    """Samples one node's energy every ``interval_s`` seconds (see module doc)."""
+
+    def __init__(self, node_id: str, curve_points: tuple, cpus: float, shared_machine: bool,
+                 interval_s: float, controller_name: str, node_type: str,
+                 push_every_s: float = 0.5) -> None:
+        self.node_id = node_id
+        self.node_type = node_type
+        self.interval_s = interval_s
+        self.controller_name = controller_name
+        self.push_every_s = push_every_s
+        self.source = make_source(PowerCurve(tuple(curve_points)), max(cpus, 1e-3), shared_machine,
+                                  name="node", curve_label=f"{node_type} power curve")
+        self._lock = threading.Lock()
+        self._timeline: list[tuple] = []  # (t_s, total_j, power_w, util, source, method, uncertainty)
+        self._spans: list[tuple] = []
+        self._stop = threading.Event()
+        self._controller = None
+        self._gauge = None
+        try:
+            from ray.util.metrics import Gauge
+
+            self._gauge = Gauge("tao_node_power_watts", description="Node power (W) as TAO reads or models it",
+                                tag_keys=("node_id", "source"))
+        except Exception:  # noqa: BLE001 - metrics are optional
+            self._gauge = None
+        self._record(self.source.read())
+        self._thread = threading.Thread(target=self._loop, name="tao-sampler", daemon=True)
+        self._thread.start()
+
+    # --- sampling ---------------------------------------------------------------------
+    def _record(self, r) -> tuple:
+        top = [d for d in r.domains.values() if d.parent is None]
+        total = sum(d.energy_j for d in top)
+        power = sum(d.power_w for d in top if d.power_w is not None) if any(
+            d.power_w is not None for d in top) else None
+        src = "+".join(sorted({str(d.source) for d in top})) or "none"
+        method = "; ".join(dict.fromkeys(d.method for d in top))
+        unc = max((d.uncertainty for d in top), default=0.0)
+        util = getattr(self.source, "last_utilization", None)
+        row = (r.t_s, total, power, util, src, method, unc)
+        with self._lock:
+            self._timeline.append(row)
+        return row
+
+    def _loop(self) -> None:
+        last_push = 0.0
+        while not self._stop.wait(self.interval_s):
+            try:
+                row = self._record(self.source.read())
+            except Exception as e:  # noqa: BLE001 - keep sampling
+                log.warning("tao sampler %s: read failed: %s", self.node_id[:12], e)
+                continue
+            if self._gauge is not None and row[2] is not None:
+                try:
+                    self._gauge.set(row[2], tags={"node_id": self.node_id, "source": row[4]})
+                except Exception:  # noqa: BLE001
+                    pass
+            if row[0] - last_push >= self.push_every_s:
+                last_push = row[0]
+                self._push(row)
+
+    def _push(self, row: tuple) -> None:
+        """Send the latest power and utilization to the controller actor (fire and forget)."""
+        try:
+            if self._controller is None:
+                self._controller = ray.get_actor(self.controller_name, namespace=NAMESPACE)
+            self._controller.observe.remote(self.node_id, row[0], row[2], row[3])
+        except Exception:  # noqa: BLE001 - controller down: it will be looked up again
+            self._controller = None
+
+    # --- API --------------------------------------------------------------------------
+    def ping(self) -> str:
+        return self.node_id
+
+    def read_now(self) -> tuple:
+        """Take a reading now and return it (closes the timeline at this instant)."""
+        return self._record(self.source.read())
+
+    def timeline(self, since: int = 0) -> list[tuple]:
+        """Readings from index ``since``: (t_s, total_j, power_w, util, source, method, uncertainty)."""
+        with self._lock:
+            return list(self._timeline[since:])
+
+    def add_spans(self, spans: list[tuple]) -> None:
+        """Spans reported by TAO-wrapped tasks on this node."""
+        with self._lock:
+            self._spans.extend(spans)
+
+    def spans(self, since: int = 0) -> list[tuple]:
+        with self._lock:
+            return list(self._spans[since:])
+
+    def info(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "node_type": self.node_type, "source": str(self.source.kind),
+                "method": getattr(self.source, "method", ""), "readings": len(self._timeline)}
+
+    def stop(self) -> None:
+        self._stop.set()
