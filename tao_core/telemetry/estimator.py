@@ -113,7 +113,7 @@ class ModeledSource(EnergySource):
         scope = "machine-wide" if processes is None else "process set"
         self.method = (
             f"{curve_label} (idle {power_curve.idle_w:.0f} W, peak {power_curve.peak_w:.0f} W) "
-            f"at psutil CPU utilization ({scope}, {self.cpus:g} CPUs)"
+            f"at psutil CPU utilization ({scope}, {self.cpus:g} CPU(s))"
         )
         #: mean CPU utilization (0..1) of the last interval, ``None`` before the second read
         self.last_utilization: Optional[float] = None
