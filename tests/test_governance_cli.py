@@ -107,6 +107,11 @@ def test_report_build_validate_merge(ledger, tmp_path, capsys):
     assert main(["report", "validate", str(merged)]) == 0
     m = json.loads(merged.read_text())
     assert [x["cluster"] for x in m["federation"]["members"]] == ["north", "south"]
+    # a federated report renders; a changed one does not
+    assert main(["report", "render", str(merged), "--format", "md", "--out", str(tmp_path / "m.md")]) == 0
+    assert "## Federation members" in (tmp_path / "m.md").read_text()
+    assert main(["report", "render", str(bad), "--format", "html", "--out", str(tmp_path / "bad.html")]) == 2
+    assert not (tmp_path / "bad.html").exists()
     # a tampered ledger: build refuses with exit 2
     data = ledger.read_bytes()
     ledger.write_bytes(data.replace(b'"policy":"tao"', b'"policy":"tAo"', 1))

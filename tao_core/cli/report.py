@@ -11,6 +11,9 @@ field); 2 when the file cannot be read. With ``--ledger``: also checks that the 
 verifies, holds the report's head hash at its head sequence number, and that rebuilding the
 report from the ledger gives the same figures.
 
+``tao report render R.json --format md|html --out F``: render a report (run or federated)
+that validates; exit 2 when it does not.
+
 ``tao report merge R1.json R2.json ... --out M.json [--name LABEL]...``: validate every
 input, then write the federated report. Exit 2 when an input is invalid or was changed
 (nothing written).
@@ -51,6 +54,11 @@ def register(subparsers: Any) -> None:
     v.add_argument("--ledger", help="also check the report against this ledger")
     v.add_argument("--pubkey", help="the signer's public key (with --ledger)")
     v.set_defaults(func=run)
+    r = sub.add_parser("render", help="write a report JSON (run or federated) as Markdown or HTML")
+    r.add_argument("report", help="report JSON file")
+    r.add_argument("--format", required=True, choices=("md", "html", "json"), help="output format")
+    r.add_argument("--out", required=True, help="output file")
+    r.set_defaults(func=run)
     m = sub.add_parser("merge", help="combine reports of several clusters into one federated report")
     m.add_argument("reports", nargs="+", help="report JSON files")
     m.add_argument("--out", required=True, help="merged report JSON file")
@@ -153,5 +161,16 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    report = load_report(args.report)
+    problems = validate_report(report)
+    if problems:
+        raise InputError(f"{args.report}: not a valid untampered report ({problems[0]}); "
+                         "check it with `tao report validate`")
+    files = write_report(report, args.out, args.format)
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    return {"build": _build, "validate": _validate, "merge": _merge}[args.report_command](args)
+    return {"build": _build, "validate": _validate, "merge": _merge, "render": _render}[args.report_command](args)

@@ -239,8 +239,10 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list]]:
         ["off", fmt_energy(e.get("off_energy_j")), "nodes powered off"],
     ]
     if em:
-        summary_rows.append(["emissions", f"{em['emissions_kg_co2e']:,.3f} kg CO2e",
-                             f"{em['carbon_intensity_g_per_kwh']:g} gCO2e/kWh x {em['facility_energy_kwh']:,.4f} kWh"])
+        ci = em.get("carbon_intensity_g_per_kwh")
+        basis = (f"{ci:g} gCO2e/kWh x {em['facility_energy_kwh']:,.4f} kWh" if ci is not None
+                 else f"each member's own carbon intensity; {em['facility_energy_kwh']:,.4f} kWh in all")
+        summary_rows.append(["emissions", f"{em['emissions_kg_co2e']:,.3f} kg CO2e", basis])
     else:
         summary_rows.append(["emissions", "n/a", "no carbon intensity given (--carbon-intensity gCO2e/kWh)"])
     oi_val = oi.get("overhead_share")

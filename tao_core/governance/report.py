@@ -756,13 +756,12 @@ def write_report(report: Mapping[str, Any], path: PathLike, fmt: str = "json") -
         atomic_write_bytes(path, render.render_html(report).encode("utf-8"))
         return [path]
     pngs = render.render_pngs(report)
+    targets = {name: path.with_name(f"{path.stem}-{name}.png") for name in pngs}
+    text = render.render_markdown(report, {name: p.name for name, p in targets.items()})
     written = []
-    names = {}
     for name, data in pngs.items():
-        p = path.with_name(f"{path.stem}-{name}.png")
-        atomic_write_bytes(p, data)
-        written.append(p)
-        names[name] = p.name
-    atomic_write_bytes(path, render.render_markdown(report, names).encode("utf-8"))
+        atomic_write_bytes(targets[name], data)
+        written.append(targets[name])
+    atomic_write_bytes(path, text.encode("utf-8"))
     written.append(path)
     return written
