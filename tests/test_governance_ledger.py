@@ -138,8 +138,29 @@ def test_other_key_is_rejected(tmp_path):
     res = verify_ledger(path, load_public_key(str(other) + ".pub"))
     assert res.exit_code == 1 and res.first_bad_seq == 4 and "not by the given public key" in res.reason
     # reopening with another key refuses to append
-    with pytest.raises(InputError, match="fails verification"):
+    with pytest.raises(InputError, match="was started with key"):
         Ledger(path, key_path=tmp_path / "other.jsonl.key")
+    # a checkpoint signed by a key other than the header's fails even without --pubkey
+    with Ledger(tmp_path / "x.jsonl", key_path=tmp_path / "k1") as led:
+        led.append("energy", {"energy_j": 1.0})
+    recs = [json.loads(x) for x in (tmp_path / "x.jsonl").read_bytes().splitlines()]
+    forged = tmp_path / "y.jsonl"
+    with Ledger(forged, key_path=tmp_path / "k2") as led:
+        led.append("energy", {"energy_j": 1.0})
+    lines = forged.read_bytes().splitlines(keepends=True)
+    hdr = dict(recs[0], prev="0" * 64)
+    # splice x's header (key k1) onto y's records (signed by k2), re-chaining the hashes
+    chain = [hdr] + [json.loads(x) for x in lines[1:]]
+    prev = "0" * 64
+    out = []
+    for r in chain:
+        r = {k: v for k, v in r.items() if k != "hash"}
+        r["prev"] = prev
+        prev = sha256_hex(canonical_bytes(r))
+        r["hash"] = prev
+        out.append(canonical_bytes(r) + b"\n")
+    res = verify_bytes(b"".join(out))
+    assert res.exit_code == 1 and "not by the ledger's key" in res.reason
 
 
 def test_every_truncation_is_intact_or_torn(tmp_path):
@@ -169,6 +190,26 @@ def test_reopen_continues_chain_and_repairs_torn_tail(tmp_path):
     kinds = [r["kind"] for r in res.records_list]
     assert kinds[n0] == "recovery" and res.records_list[n0]["payload"]["torn_bytes"] == 22
     assert seq == n0 + 2
+
+
+def test_threads_append_concurrently(tmp_path):
+    import threading
+
+    path = tmp_path / "threads.jsonl"
+    with Ledger(path, checkpoint_every=64) as led:
+        def work(k: int) -> None:
+            for i in range(300):
+                led.append("decision", {"thread": k, "i": i})
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    res = verify_ledger(path, collect=True)
+    assert res.exit_code == 0 and res.kinds["decision"] == 1200
+    for k in range(4):  # each thread's records in its own order
+        assert [r["payload"]["i"] for r in res.records_list if r["payload"].get("thread") == k] == list(range(300))
 
 
 def test_bad_arguments(tmp_path):

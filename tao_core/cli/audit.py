@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     signer += " (checked against --pubkey)" if d["signer_authenticated"] else " (embedded key, not authenticated)"
     lines = [
         f"ledger      {res.path}",
-        f"status      {res.status} ({res.message()})",
+        f"status      {res.status}" + (f": {res.reason}" if res.reason else "")
+        + (f" (first bad seq {res.first_bad_seq})" if res.first_bad_seq else ""),
         f"records     {res.records} (last seq {res.last_seq})",
         "per kind    " + ", ".join(f"{k}={n}" for k, n in d["records_per_kind"].items()),
         f"time span   {span}",

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import json
 import os
 import pathlib
 import threading
@@ -152,6 +153,16 @@ class Ledger:
                 _fsync_dir(self.path.parent)
             return
         data = _read_all(self._fd, size)
+        try:
+            header = json.loads(data[: data.find(b"\n")].decode("utf-8")) if b"\n" in data else {}
+        except (UnicodeDecodeError, ValueError):
+            header = {}
+        header_key = (header.get("payload") or {}).get("public_key") if isinstance(header, dict) else None
+        if header_key is not None and header_key != self.public_key_hex:
+            raise InputError(
+                f"ledger {self.path}: was started with key {(header.get('payload') or {}).get('key_id')}, "
+                f"not with {self.key_id} from {self.key_path}; pass that key's file as key_path"
+            )
         res = verify_bytes(data, path=str(self.path), pubkey=self._pub)
         if res.status == "bad":
             raise InputError(

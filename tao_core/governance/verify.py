@@ -144,7 +144,8 @@ def _check_checkpoint(
         check_key = pubkey
     else:
         if pinned_hex is not None and p["public_key"] != pinned_hex:
-            return f"checkpoint signed by key {p['key_id']}, earlier checkpoints by key {res.key_ids[0]}"
+            first = res.key_ids[0] if res.key_ids else "named in the ledger header"
+            return f"checkpoint signed by key {p['key_id']}, not by the ledger's key ({first})"
         check_key = embedded
     if not isinstance(p["signature"], str) or not verify_signature(check_key, p["signature"], checkpoint_message(rec)):
         return "bad signature on checkpoint"
@@ -215,6 +216,10 @@ def verify_bytes(
             return _fail(res, expected, line_no, "kind is not a non-empty string")
         if not isinstance(rec["payload"], dict):
             return _fail(res, expected, line_no, "payload is not a JSON object")
+        if kind == "ledger" and seq == 1 and pinned is None:
+            hk = rec["payload"].get("public_key")
+            if isinstance(hk, str):
+                pinned = hk  # later checkpoints must be signed by the key the header names
         if kind == "checkpoint":
             why = _check_checkpoint(res, rec, pubkey, pinned)
             if why:
