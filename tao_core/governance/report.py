@@ -389,13 +389,18 @@ def build_report_from_records(
     detail: dict[str, dict[str, float]] = {}
     if node_src is by_scope["node"]:
         for p in node_src:
-            det = p.get("detail")
-            if isinstance(det, dict):
+            # the split lives in payload["detail"], or at the payload's top level
+            det = p.get("detail") if isinstance(p.get("detail"), dict) else p
+            found = {}
+            for part, keys in (("dynamic", ("dynamic_j", "tasks_j")), ("idle", ("idle_j",)),
+                               ("boot", ("boot_j",)), ("off", ("off_j",))):
+                v = next((_num(det.get(k)) for k in keys if _num(det.get(k)) is not None), None)
+                if v is not None:
+                    found[f"{part}_j"] = v
+            if found:
                 acc = detail.setdefault(str(p.get("id") or p.get("node_id")), {})
-                for part in ("dynamic", "idle", "boot", "off"):
-                    v = _num(det.get(f"{part}_j"))
-                    if v is not None:
-                        acc[f"{part}_j"] = acc.get(f"{part}_j", 0.0) + v
+                for k, v in found.items():
+                    acc[k] = acc.get(k, 0.0) + v
     by_node = _rows(node_sums, "node_id", it_total, lambda k, d: {
         "node_type": (nodes_cfg.get(k) or {}).get("node_type"),
         "source": "+".join(sorted(d["sources"])) or None,
