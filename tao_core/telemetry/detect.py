@@ -59,6 +59,11 @@ class Detection:
     candidates: list[Candidate]
     thermal: Optional[CpuThermal] = None
 
+    @property
+    def measured(self) -> bool:
+        """True when a measured source (RAPL, pyRAPL or NVML) was chosen."""
+        return any(c.chosen for c in self.candidates if c.name in ("rapl", "pyrapl", "nvml"))
+
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
 
