@@ -24,7 +24,8 @@ energy ``E`` is the difference of the node's total (top-level domains only, see
 So for every node, the energy of its tasks plus its idle energy equals the energy read,
 to float rounding; :meth:`Attribution.check_conservation` verifies it. Only the time
 covered by readings is attributed: the part of a span outside the node's timeline gets
-nothing. A task on a node with no timeline gets ``NaN`` joules and source ``none``.
+nothing. A task on a node with no timeline (or an empty one) gets ``NaN`` joules and source
+``none``.
 
 ``node_cpus`` (logical CPUs of each node) defaults, for a node not named, to the peak
 number of CPUs its tasks reserved at any one time (at least 1), so that at its busiest the
@@ -163,8 +164,6 @@ def _rollup(tasks: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def _node_series(readings: Sequence[Reading], node_id: str):
     """Times (n+1), interval energies (n), interval uncertainties (n), source, method."""
-    if len(readings) == 0:
-        raise InputError(f"timelines[{node_id!r}]: empty; give at least two readings or leave the node out")
     t = np.array([r.t_s for r in readings], dtype=float)
     if np.any(np.diff(t) < 0):
         raise InputError(f"timelines[{node_id!r}]: readings must be in time order (t_s non-decreasing)")
@@ -220,6 +219,7 @@ def attribute(
 
     task_rows: list[dict] = []
     node_rows: list[dict] = []
+    timelines = {k: v for k, v in timelines.items() if len(v) > 0}  # empty: as if absent
     for node_id, readings in timelines.items():
         t, energy, unc, source, method = _node_series(readings, node_id)
         n = len(energy)

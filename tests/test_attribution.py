@@ -135,3 +135,8 @@ def test_conservation_property(spans, steps, idle, cpus):
     assert (a.tasks["energy_j"] >= -1e-9).all()
     assert (a.nodes["idle_j"] >= -1e-6).all()
     assert a.nodes["total_j"].sum() == pytest.approx(e * 1.3, rel=1e-9, abs=1e-6)
+
+
+def test_empty_timeline_is_treated_as_missing():
+    a = attribute({"n1": []}, [TaskSpan("a", "n1", 0, 1)])
+    assert math.isnan(a.tasks.iloc[0].energy_j) and a.nodes.empty

@@ -58,7 +58,7 @@ ENV_ROOT = "TAO_POWERCAP_ROOT"
 #: covers fans, disks, NICs or power-supply losses, which are outside every RAPL domain).
 RAPL_UNCERTAINTY = 0.05
 METHOD = "powercap sysfs energy_uj"
-_ZONE_RE = re.compile(r"^(?P<ctl>[a-z][a-z0-9_-]*):(?P<idx>\d+(?::\d+)*)$")
+_ZONE_RE = re.compile(r"^(?P<ctl>[a-z-]*rapl[a-z-]*):(?P<idx>\d+(?::\d+)*)$")
 
 PERMISSION_FIXES = (
     "grant read permission on the counters to a group you are in, until reboot: "
