@@ -123,3 +123,42 @@ def test_console_script_runs(ledger):
     proc = subprocess.run([sys.executable, "-m", "tao_core.cli.main", "audit", "verify", str(ledger)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("OK:")
+
+
+def test_signed_reports(ledger, tmp_path, capsys):
+    key, pub = str(ledger) + ".key", str(ledger) + ".pub"
+    out = tmp_path / "s.json"
+    assert main(["report", "build", "--ledger", str(ledger), "--out", str(out), "--sign-key", key]) == 0
+    assert main(["report", "validate", str(out), "--pubkey", pub]) == 0
+    assert "signed by key" in capsys.readouterr().out
+    Ledger(tmp_path / "other.jsonl").close()
+    assert main(["report", "validate", str(out), "--pubkey", str(tmp_path / "other.jsonl.pub")]) == 1
+    assert "not by the given public key" in capsys.readouterr().err
+    # re-sealing a changed report keeps the digest consistent, but the signature fails
+    from tao_core.governance.report import seal
+    rep = json.loads(out.read_text())
+    sig = rep["integrity"]["signature"]
+    rep["energy"]["it_energy_j"] = 1.0
+    seal(rep)
+    rep["integrity"]["signature"] = sig
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(rep))
+    assert main(["report", "validate", str(forged)]) == 1
+    assert "bad signature" in capsys.readouterr().err
+    # an unsigned report with --pubkey: nothing to check it against
+    unsigned = tmp_path / "u.json"
+    assert main(["report", "build", "--ledger", str(ledger), "--out", str(unsigned)]) == 0
+    assert main(["report", "validate", str(unsigned), "--pubkey", pub]) == 1
+    assert main(["report", "validate", str(unsigned), "--pubkey", pub, "--ledger", str(ledger)]) == 0
+    # merge keeps each member's signer and rejects the forged one
+    merged = tmp_path / "m.json"
+    assert main(["report", "merge", str(out), str(forged), "--out", str(merged)]) == 2
+    p2 = tmp_path / "b.jsonl"
+    write_run(p2, run_id="run-b")
+    out2 = tmp_path / "b.json"
+    assert main(["report", "build", "--ledger", str(p2), "--out", str(out2)]) == 0
+    assert main(["report", "merge", str(out), str(out2), "--out", str(merged), "--sign-key", key]) == 0
+    m = json.loads(merged.read_text())
+    assert [x["signer_key_id"] for x in m["federation"]["members"]] == [
+        json.loads(out.read_text())["integrity"]["signature"]["key_id"], None]
+    assert main(["report", "validate", str(merged), "--pubkey", pub]) == 0

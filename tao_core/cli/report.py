@@ -5,8 +5,9 @@
 report of one run (default: JSON to stdout). Exit 2 on bad input or a ledger that fails
 verification (nothing written).
 
-``tao report validate R.json [--ledger L [--pubkey KEY]]``: exit 0 when the report matches
-the shipped JSON Schema and its integrity digest; 1 when it does not (each problem names its
+``tao report validate R.json [--pubkey KEY] [--ledger L]``: exit 0 when the report matches
+the shipped JSON Schema, its integrity digest and its signature if signed (by KEY when
+given; an unsigned report with --pubkey fails unless --ledger is given); 1 when it does not (each problem names its
 field); 2 when the file cannot be read. With ``--ledger``: also checks that the ledger
 verifies, holds the report's head hash at its head sequence number, and that rebuilding the
 report from the ledger gives the same figures.
@@ -27,8 +28,9 @@ from typing import Any
 
 from tao_core.errors import InputError
 from tao_core.governance.merge import merge_reports
+from tao_core.governance.keys import load_public_key
 from tao_core.governance.report import (
-    build_report, load_report, report_json_bytes, validate_report, write_report,
+    build_report, load_report, report_json_bytes, sign_report, validate_report, write_report,
 )
 
 
@@ -48,11 +50,13 @@ def register(subparsers: Any) -> None:
     b.add_argument("--job", help="report one job of the run only")
     b.add_argument("--cluster-name", help="label of this cluster in federated reports")
     b.add_argument("--pubkey", help="the signer's public key; the report then says the signer is authenticated")
+    b.add_argument("--sign-key", help="sign the report with this Ed25519 private key (e.g. LEDGER.key)")
     b.set_defaults(func=run)
     v = sub.add_parser("validate", help="check a report against the schema and its integrity digest")
     v.add_argument("report", help="report JSON file")
     v.add_argument("--ledger", help="also check the report against this ledger")
-    v.add_argument("--pubkey", help="the signer's public key (with --ledger)")
+    v.add_argument("--pubkey", help="the signer's public key: the report's signature must be by this key "
+                   "(and, with --ledger, the ledger's checkpoints)")
     v.set_defaults(func=run)
     r = sub.add_parser("render", help="write a report JSON (run or federated) as Markdown or HTML")
     r.add_argument("report", help="report JSON file")
@@ -63,6 +67,7 @@ def register(subparsers: Any) -> None:
     m.add_argument("reports", nargs="+", help="report JSON files")
     m.add_argument("--out", required=True, help="merged report JSON file")
     m.add_argument("--name", action="append", help="cluster label, once per report in order (default: from each report)")
+    m.add_argument("--sign-key", help="sign the merged report with this Ed25519 private key")
     m.set_defaults(func=run)
     p.set_defaults(func=run)
 
@@ -74,13 +79,16 @@ def _build(args: argparse.Namespace) -> int:
         args.ledger, pubkey=args.pubkey, run_id=args.run_id, policy=args.policy, job=args.job,
         carbon_intensity_g_per_kwh=args.carbon_intensity, cluster_name=args.cluster_name,
     )
+    if args.sign_key:
+        sign_report(report, args.sign_key)
     if not args.out:
         sys.stdout.write(report_json_bytes(report).decode("utf-8"))
         return 0
     files = write_report(report, args.out, args.format)
     led = report["ledger"]
     print(f"wrote {', '.join(str(f) for f in files)} (ledger head {led['head_hash']} at seq {led['head_seq']}"
-          + (", ledger tail torn" if led["status"] == "torn" else "") + ")")
+          + (", ledger tail torn" if led["status"] == "torn" else "")
+          + (f", signed by key {report['integrity']['signature']['key_id']}" if args.sign_key else "") + ")")
     return 0
 
 
@@ -117,13 +125,20 @@ def _diff(a: Any, b: Any, path: str = "") -> str:
 
 def _validate(args: argparse.Namespace) -> int:
     report = load_report(args.report)
-    problems = validate_report(report)
+    pubkey = load_public_key(args.pubkey) if args.pubkey else None
+    signed = (isinstance(report, dict) and isinstance(report.get("integrity"), dict)
+              and bool(report["integrity"].get("signature")))
+    # --pubkey checks the report's signature; an unsigned report passes it only through --ledger
+    problems = validate_report(report, pubkey if signed or not args.ledger else None)
     if problems:
         for p in problems:
             print(f"{args.report}: {p}", file=sys.stderr)
         print(f"INVALID: {len(problems)} problem(s)", file=sys.stderr)
         return 1
     msg = f"VALID: {args.report} matches the schema and its integrity digest {report['integrity']['content_sha256']}"
+    sig = report["integrity"].get("signature")
+    if sig:
+        msg += f"; signed by key {sig['key_id']}" + (" (the given --pubkey)" if pubkey is not None else " (embedded key: pass --pubkey to authenticate)")
     if args.ledger:
         if report["report_type"] != "run" or not report["ledger"].get("head_seq"):
             raise InputError("--ledger: only a run report built from a ledger can be checked against one")
@@ -155,6 +170,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     reports = [load_report(p) for p in args.reports]
     merged = merge_reports(reports, names=args.name, sources=args.reports)
+    if args.sign_key:
+        sign_report(merged, args.sign_key)
     write_report(merged, args.out, "json")
     print(f"wrote {args.out}: {len(merged['federation']['members'])} member(s), IT "
           f"{merged['energy']['it_energy_j']:.1f} J, facility {merged['energy']['facility_energy_j']:.1f} J")

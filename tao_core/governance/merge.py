@@ -114,6 +114,7 @@ def merge_reports(
                 "overhead_share": rep["optimization_inversion"].get("overhead_share"),
                 "emissions_kg_co2e": em["emissions_kg_co2e"] if em else None,
                 "measured_share": p["measured_share"],
+                "signer_key_id": (rep["integrity"].get("signature") or {}).get("key_id"),
                 "via": None,
             })
         it += e["it_energy_j"]

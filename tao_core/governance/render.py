@@ -337,8 +337,14 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list]]:
                                        ("table", ["report field", "provision", "purpose"], map_rows),
                                        ("table", ["figure", "status", "method"], est_rows)]))
     integ = report["integrity"]
-    secs.append(("Integrity", [("p", f"SHA-256 of the report's canonical JSON ({integ['canonicalization']}), "
-                                     f"{integ.get('covers', '')}: {integ['content_sha256']}")]))
+    blocks = [("p", f"SHA-256 of the report's canonical JSON ({integ['canonicalization']}), "
+                    f"{integ.get('covers', '')}: {integ['content_sha256']}")]
+    sig = integ.get("signature")
+    blocks.append(("p", f"Signed (Ed25519) by key {sig['key_id']}, public key {sig['public_key']}; check with "
+                        "`tao report validate REPORT.json --pubkey KEY.pub`." if sig else
+                        "Not signed: its figures are authenticated through the ledger "
+                        "(`tao report validate REPORT.json --ledger LEDGER --pubkey LEDGER.pub`)."))
+    secs.append(("Integrity", blocks))
     return secs
 
 

@@ -129,6 +129,53 @@ def seal(report: dict) -> dict:
     return report
 
 
+REPORT_SIGNATURE_CONTEXT = b"tao-energy-report/1\n"
+
+
+def sign_report(report: dict, key_path: PathLike) -> dict:
+    """Seal ``report`` and sign its content digest with the Ed25519 private key at
+    ``key_path`` (e.g. the ledger's ``LEDGER.key``); sets ``integrity.signature`` with the
+    key id and public key. The signature covers ``b"tao-energy-report/1\\n"`` + the hex
+    digest. Raises ``InputError`` when the key file is missing or not an Ed25519 key."""
+    from tao_core.governance.keys import key_id as _key_id, load_or_create_private_key, raw_public
+
+    if not pathlib.Path(key_path).exists():
+        raise InputError(f"--sign-key {key_path}: no such file; pass the private key that signed the ledger")
+    key, _ = load_or_create_private_key(key_path)
+    seal(report)
+    digest = report["integrity"]["content_sha256"]
+    pub = key.public_key()
+    report["integrity"]["signature"] = {
+        "alg": "ed25519",
+        "key_id": _key_id(pub),
+        "public_key": raw_public(pub).hex(),
+        "signature": key.sign(REPORT_SIGNATURE_CONTEXT + digest.encode("ascii")).hex(),
+    }
+    return report
+
+
+def _check_report_signature(report: Mapping[str, Any], pubkey: Any) -> Optional[str]:
+    """None when the report's signature (if any) verifies, and, with ``pubkey``, when it is
+    present and made by that key; else the problem."""
+    from tao_core.governance.keys import key_id as _key_id, public_key_from_hex, raw_public, verify_signature
+
+    sig = report["integrity"].get("signature")
+    if sig is None:
+        return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check --pubkey against"
+    try:
+        embedded = public_key_from_hex(sig["public_key"])
+    except ValueError as exc:
+        return f"integrity/signature/public_key: invalid ({exc})"
+    if sig["key_id"] != _key_id(embedded):
+        return "integrity/signature/key_id: does not match its public key"
+    if pubkey is not None and raw_public(pubkey) != raw_public(embedded):
+        return f"integrity/signature: signed by key {sig['key_id']}, not by the given public key {_key_id(pubkey)}"
+    msg = REPORT_SIGNATURE_CONTEXT + report["integrity"]["content_sha256"].encode("ascii")
+    if not verify_signature(embedded, sig["signature"], msg):
+        return "integrity/signature: bad signature"
+    return None
+
+
 def _generator() -> dict:
     try:
         from importlib.metadata import version
@@ -684,9 +731,10 @@ def load_schema() -> dict:
     return _SCHEMA
 
 
-def validate_report(report: Any) -> list[str]:
+def validate_report(report: Any, pubkey: Any = None) -> list[str]:
     """Problems with ``report`` (empty when valid): JSON Schema errors (each naming its
-    field path) and an integrity mismatch."""
+    field path), an integrity mismatch, a bad signature. ``pubkey`` (an Ed25519 public key
+    object): also require a signature by this key."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema())
@@ -705,6 +753,10 @@ def validate_report(report: Any) -> list[str]:
         errors.append(
             f"integrity/content_sha256: {want} does not match the content ({got}); the report was changed after it was built"
         )
+        return errors
+    problem = _check_report_signature(report, pubkey)
+    if problem:
+        errors.append(problem)
     return errors
 
 
