@@ -253,3 +253,12 @@ def test_report_from_tao_simulate_ledger(tmp_path):
     assert rep["controller"]["decisions"].get("place", 0) == rep["subject"]["tasks_completed"]
     write_report(rep, tmp_path / "r.html", "html")
     assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_bad_pue_is_refused(tmp_path):
+    path = tmp_path / "p.jsonl"
+    with Ledger(path) as led:
+        led.append("config", {"run_id": "r", "cluster": {"pue": 0.8}})
+        led.append("energy", {"scope": "node", "id": "a", "energy_j": 5.0, "source": "modeled"})
+    with pytest.raises(InputError, match="pue 0.8.*>= 1"):
+        build_report(path)

@@ -402,6 +402,8 @@ def build_report_from_records(
         pue_source = "config record (declared)"
     if pue is None:
         pue, pue_source = 1.0, "assumed 1.0 (no PUE declared)"
+    if pue < 1.0:
+        raise InputError(f"pue {pue:g} (from the {pue_source}): must be >= 1 (facility watts per IT watt); fix the run's PUE")
     facility = _num(summary.get("facility_energy_j")) if summary else None
     facility_method = "summary record" if facility is not None else "IT energy x PUE"
     if facility is None:
