@@ -31,6 +31,10 @@ nothing. A task on a node with no timeline (or an empty one) gets ``NaN`` joules
 number of CPUs its tasks reserved at any one time (at least 1), so that at its busiest the
 node's static power is fully charged to its tasks.
 
+Each row's joules are also split into the ledger's components (``cpu_package_j``,
+``dram_j``, ``gpu_j``, ``other_j``, see :data:`COMPONENTS`): in each interval a task's
+joules are shared among components as the node's interval energy is.
+
 Every row carries the source kind of the readings it came from (``measured-rapl``,
 ``measured-nvml``, ``modeled``, ``replay``, joined with ``+`` when a node mixes several),
 the method, and a relative uncertainty: the energy-weighted mean of the domains'
@@ -48,18 +52,34 @@ import pandas as pd
 from tao_core.errors import InputError
 from tao_core.telemetry.base import Reading
 
-__all__ = ["TaskSpan", "Attribution", "attribute", "ConservationError"]
+__all__ = ["TaskSpan", "Attribution", "attribute", "ConservationError", "COMPONENTS", "component_of"]
 
 _METHOD = "interval split: dynamic by CPU share, static (idle_w) by capacity share"
 
+#: energy components, as in the ledger's ``energy`` records: top-level domains named
+#: ``package-N`` -> cpu_package, ``dram-N`` -> dram, ``gpu-N`` -> gpu, anything else (``node``
+#: of the estimator, ``psys``) -> other
+COMPONENTS = ("cpu_package", "dram", "gpu", "other")
+COMPONENT_COLUMNS = [f"{c}_j" for c in COMPONENTS]
 TASK_COLUMNS = [
     "task_id", "group", "job", "node_id", "start_s", "end_s", "energy_j", "dynamic_j",
-    "static_j", "source", "method", "uncertainty",
+    "static_j", *COMPONENT_COLUMNS, "source", "method", "uncertainty",
 ]
 NODE_COLUMNS = [
-    "node_id", "total_j", "tasks_j", "idle_j", "dynamic_j", "static_j", "start_s", "end_s",
-    "source", "method", "uncertainty",
+    "node_id", "total_j", "tasks_j", "idle_j", "dynamic_j", "static_j", *COMPONENT_COLUMNS,
+    "start_s", "end_s", "source", "method", "uncertainty",
 ]
+
+
+def component_of(domain: str) -> str:
+    """Ledger component of a top-level domain name (see ``COMPONENTS``)."""
+    if domain.startswith("package"):
+        return "cpu_package"
+    if domain.startswith("dram"):
+        return "dram"
+    if domain.startswith("gpu"):
+        return "gpu"
+    return "other"
 
 
 class ConservationError(AssertionError):
@@ -145,7 +165,7 @@ class Attribution:
 
 
 def _rollup(tasks: pd.DataFrame, key: str) -> pd.DataFrame:
-    cols = [key, "tasks", "energy_j", "dynamic_j", "static_j", "source"]
+    cols = [key, "tasks", "energy_j", "dynamic_j", "static_j", *COMPONENT_COLUMNS, "source"]
     if tasks.empty:
         return pd.DataFrame(columns=cols)
     out = (
@@ -155,6 +175,7 @@ def _rollup(tasks: pd.DataFrame, key: str) -> pd.DataFrame:
             energy_j=("energy_j", "sum"),
             dynamic_j=("dynamic_j", "sum"),
             static_j=("static_j", "sum"),
+            **{c: (c, "sum") for c in COMPONENT_COLUMNS},
             source=("source", lambda s: "+".join(sorted(set("+".join(s).split("+"))))),
         )
         .reset_index()
@@ -163,12 +184,14 @@ def _rollup(tasks: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _node_series(readings: Sequence[Reading], node_id: str):
-    """Times (n+1), interval energies (n), interval uncertainties (n), source, method."""
+    """Times (n+1), interval energies (n), interval uncertainties (n), source, method, and
+    each interval's share of its energy per component (n x 4)."""
     t = np.array([r.t_s for r in readings], dtype=float)
     if np.any(np.diff(t) < 0):
         raise InputError(f"timelines[{node_id!r}]: readings must be in time order (t_s non-decreasing)")
     total = np.array([r.total_energy_j() for r in readings], dtype=float)
     unc = np.zeros(len(readings))
+    comp = np.zeros((len(readings), len(COMPONENTS)))
     sources: set[str] = set()
     methods: list[str] = []
     for i, r in enumerate(readings):
@@ -178,12 +201,16 @@ def _node_series(readings: Sequence[Reading], node_id: str):
             max((d.uncertainty for d in top), default=0.0)
         )
         for d in top:
+            comp[i, COMPONENTS.index(component_of(d.name))] += d.energy_j
             sources.add(str(d.source))
             if d.method not in methods:
                 methods.append(d.method)
     energy = np.diff(total)
+    comp_e = np.diff(comp, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        comp_frac = np.where(energy[:, None] != 0, comp_e / np.where(energy[:, None] != 0, energy[:, None], 1.0), 0.0)
     # uncertainty of an interval: that of the reading closing it
-    return t, energy, unc[1:], "+".join(sorted(sources)) or "none", "; ".join(methods)
+    return t, energy, unc[1:], "+".join(sorted(sources)) or "none", "; ".join(methods), comp_frac
 
 
 def attribute(
@@ -221,7 +248,7 @@ def attribute(
     node_rows: list[dict] = []
     timelines = {k: v for k, v in timelines.items() if len(v) > 0}  # empty: as if absent
     for node_id, readings in timelines.items():
-        t, energy, unc, source, method = _node_series(readings, node_id)
+        t, energy, unc, source, method, comp_frac = _node_series(readings, node_id)
         n = len(energy)
         dt = np.diff(t)
         static = np.minimum(idle_w.get(node_id, 0.0) * dt, np.maximum(energy, 0.0))
@@ -259,6 +286,7 @@ def attribute(
             if w_cpu is None:
                 d_j = st_j = 0.0
                 u = 0.0
+                comps = [0.0] * len(COMPONENTS)
             else:
                 sl = slice(i0, i1)
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -274,7 +302,8 @@ def attribute(
                 d_j, st_j = float(d.sum()), float(st.sum())
                 e = d + st
                 u = float((unc[sl] * np.abs(e)).sum() / np.abs(e).sum()) if np.abs(e).sum() > 0 else 0.0
-            task_rows.append(_task_row(s, d_j + st_j, d_j, st_j, source, f"{_METHOD} over {method}", u))
+                comps = [float(x) for x in e @ comp_frac[sl]]
+            task_rows.append(_task_row(s, d_j + st_j, d_j, st_j, source, f"{_METHOD} over {method}", u, comps))
 
         total_j = float(energy.sum())
         tasks_j = float(dyn_to_tasks.sum() + stat_to_tasks.sum())
@@ -284,6 +313,7 @@ def attribute(
             {
                 "node_id": node_id, "total_j": total_j, "tasks_j": tasks_j, "idle_j": idle_j,
                 "dynamic_j": float(dynamic.sum()), "static_j": float(static.sum()),
+                **{c: float(x) for c, x in zip(COMPONENT_COLUMNS, energy @ comp_frac)},
                 "start_s": float(t[0]), "end_s": float(t[-1]), "source": source, "method": method,
                 "uncertainty": float((unc * np.abs(energy)).sum() / np.abs(energy).sum())
                 if np.abs(energy).sum() > 0 else 0.0,
@@ -295,7 +325,8 @@ def attribute(
             continue
         for s in nspans:
             task_rows.append(
-                _task_row(s, math.nan, math.nan, math.nan, "none", f"no energy timeline for node {node_id!r}", math.nan)
+                _task_row(s, math.nan, math.nan, math.nan, "none", f"no energy timeline for node {node_id!r}", math.nan,
+                          [math.nan] * len(COMPONENTS))
             )
 
     tasks = pd.DataFrame(task_rows, columns=TASK_COLUMNS)
@@ -303,11 +334,12 @@ def attribute(
     return Attribution(tasks=tasks, nodes=nodes)
 
 
-def _task_row(s: TaskSpan, e: float, d: float, st: float, source: str, method: str, u: float) -> dict:
+def _task_row(s: TaskSpan, e: float, d: float, st: float, source: str, method: str, u: float,
+              comps: Sequence[float]) -> dict:
     return {
         "task_id": s.task_id, "group": s.group, "job": s.job, "node_id": s.node_id,
         "start_s": s.start_s, "end_s": s.end_s, "energy_j": e, "dynamic_j": d, "static_j": st,
-        "source": source, "method": method, "uncertainty": u,
+        **dict(zip(COMPONENT_COLUMNS, comps)), "source": source, "method": method, "uncertainty": u,
     }
 
 
