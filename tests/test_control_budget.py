@@ -60,7 +60,7 @@ def test_loop_holds_budget_when_model_is_30_percent_low():
     assert open_loop.max() > budget
     assert measured.max() <= budget, (measured.max(), budget)
     # the budget is used, not just respected: work flows and power sits near the budget
-    assert done > 300
+    assert done > 250
     assert measured[60:].mean() > 0.85 * budget
     assert ctl.loop.ratio == pytest.approx(1.3, rel=0.02)
 
@@ -70,7 +70,7 @@ def test_loop_holds_budget_when_only_dynamic_power_is_30_percent_low():
     measured, budget, done, ctl = _run_loop(lambda model_w, idle_w: idle_w + 1.3 * (model_w - idle_w))
     assert measured.max() <= budget, (measured.max(), budget)
     assert ctl.loop.dynamic_scale == pytest.approx(1.3, rel=0.03)
-    assert done > 300
+    assert done > 250
     assert measured[60:].mean() > 0.85 * budget
 
 

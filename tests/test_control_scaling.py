@@ -86,11 +86,18 @@ def test_idle_nodes_go_after_timeout_least_efficient_first():
 
 
 def test_hotter_idle_node_goes_first():
-    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0)
+    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0, scale_down_band=0.0)
     ctl.observe_node("b1", now_s=0.0, temperature_k=330.0)
     plan = ctl.plan_scaling(now_s=1.0)
     # 120 CPUs on, 60 must stay: smalls (least efficient) go, then the hottest big one
     assert set(plan.power_off) == {"s0", "s1", "s2", "b1"} and plan.power_off[-1] == "b1"
+
+
+def test_scale_down_band_keeps_headroom():
+    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0, scale_down_band=0.5)
+    plan = ctl.plan_scaling(now_s=1.0)
+    # 120 CPUs on; 90 (60 x 1.5) must stay: only the three small nodes go
+    assert set(plan.power_off) == {"s0", "s1", "s2"}
 
 
 def test_min_on_time_prevents_flapping():
@@ -127,7 +134,7 @@ def test_boot_on_pending_demand_most_efficient_first():
 
 
 def test_spare_capacity_follows_arrival_rate():
-    ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0))
+    ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
     for i in range(4):
         ctl.add_node(f"b{i}", "big")
     # 1 CPU-second of work asked per second for a while: about 60 CPUs of spare

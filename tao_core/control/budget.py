@@ -50,14 +50,20 @@ class PowerLoop:
         self.samples = 0
         self._last_t: Optional[float] = None
         self._sums = [0.0] * 5  # Sss, Ssd, Sdd, Sms, Smd (forgetting)
+        self._effective: Optional[float] = None
+        self._update_effective()
 
     @property
     def effective_budget_w(self) -> Optional[float]:
         """Budget the barrier uses: ``budget x (1 - target_headroom - margin)``, IT watts
         (None: no budget)."""
+        return self._effective
+
+    def _update_effective(self) -> None:
         if self.budget_w is None:
-            return None
-        return self.budget_w * max(1.0 - self.target_headroom - self.margin, 0.0)
+            self._effective = None
+        else:
+            self._effective = self.budget_w * max(1.0 - self.target_headroom - self.margin, 0.0)
 
     def predict_w(self, static_w: float, dynamic_w: float) -> float:
         """Calibrated cluster IT watts for modeled static and dynamic watts."""
@@ -100,4 +106,5 @@ class PowerLoop:
             self.integral += e * dt
             self.integral = min(max(self.integral, 0.0), self.margin_max / self.ki)
         self.margin = min(max(self.kp * e + self.ki * self.integral, 0.0), self.margin_max)
+        self._update_effective()
         return self.margin

@@ -64,6 +64,8 @@ class ControllerConfig:
     - ``spare_horizon_s``: also keep free the CPUs that recent arrivals ask for in this many
       seconds (EWMA arrival rate x horizon). None = the longest boot time of any node type.
     - ``arrival_halflife_s``: half-life of the arrival-rate estimate, seconds.
+    - ``scale_down_band``: hysteresis: a node is powered off only while the rest covers
+      demand x (1 + band); it is booted as soon as supply falls below demand.
     - ``boot_amortize_s``: seconds a booted node is expected to stay useful; its boot energy
       is spread over them when ranking nodes to boot.
     - ``scale_down``: allow powering nodes off at all (False = static cluster).
@@ -108,6 +110,7 @@ class ControllerConfig:
     spare_cpus: float = 0.0
     spare_horizon_s: Optional[float] = None
     arrival_halflife_s: float = 30.0
+    scale_down_band: float = 0.25
     boot_amortize_s: float = 300.0
     scale_down: bool = True
     consolidate: bool = True

@@ -93,6 +93,9 @@ class Controller:
         self.scorer = Scorer(self.nodes, self._curves, allow_wake=cfg.wake_in_decide)
         self._curve_rows = [list(map(float, r)) for r in self._curves]
         self._boot_j_k = [t.boot_energy_j for t in self.types]
+        self._gpu_idle_total_k = [float(t.gpus * t.gpu_idle_w) for t in self.types]
+        self._boot_w_list = [float(t.boot_power_w) for t in self.types]
+        self._off_w_list = [float(t.off_w) for t in self.types]
         self.predictor = TaskPredictor(self._speed_k, default_duration_s=cfg.default_duration_s,
                                        alpha=cfg.prediction_alpha, max_groups=cfg.max_groups)
         self.loop = PowerLoop(cfg.it_budget_w, kp=cfg.pi_kp, ki=cfg.pi_ki, target_headroom=cfg.target_headroom,
@@ -137,7 +140,7 @@ class Controller:
         used_c = float(nt.used_c[i])
         used_g = float(nt.used_g[i])
         gd = float(nt.gpu_dyn[i])
-        gs = float(self._gpus_k[k] * self._gpu_idle_k[k]) + used_g * gd
+        gs = self._gpu_idle_total_k[k] + used_g * gd
         nt.gpu_static[i] = gs
         inv10 = float(nt.inv10[i])
         x = used_c * inv10
@@ -151,11 +154,11 @@ class Controller:
         nt.p_on[i] = p_on
         if st == ON or st == DRAINING:
             p = p_on
-            ps = curve[0] + float(self._gpus_k[k] * self._gpu_idle_k[k])
+            ps = curve[0] + self._gpu_idle_total_k[k]
         elif st == BOOTING:
-            p = ps = float(self._boot_w_k[k])
+            p = ps = self._boot_w_list[k]
         else:
-            p = ps = float(self._off_w_k[k])
+            p = ps = self._off_w_list[k]
         self._p_model += p - float(nt.p_node[i])
         self._p_static += ps - float(nt.p_static[i])
         nt.p_node[i] = p
@@ -375,14 +378,8 @@ class Controller:
             t = self._tasks[tid]
             return Decision(tid, Action.PLACE, node_id=t.node_id, predicted_energy_j=t.pred_energy_j,
                             predicted_duration_s=t.pred_dur_s, reason="already placed")
-        dq = self._deferred
-        if tid in dq:
-            dq.move_to_end(tid)
-        else:
+        if tid not in self._deferred:  # a new arrival (a deferred task asking again is not)
             self._note_arrival(task, now_s)
-            dq[tid] = now_s
-            if len(dq) > 100_000:
-                dq.popitem(last=False)
         job = task.job
         budgets = cfg.job_budgets_j
         if job is not None and job in budgets:
@@ -489,7 +486,8 @@ class Controller:
             nt.busy_until[j] = end
         self._refresh_node(j)
         heapq.heappush(self._ends, (end, tid))
-        self._deferred.pop(tid, None)
+        if self._deferred:
+            self._deferred.pop(tid, None)
         if task.job is not None:
             self._job_inflight_j[task.job] = self._job_inflight_j.get(task.job, 0.0) + energy
         self.counters["place"] += 1
@@ -544,6 +542,13 @@ class Controller:
             if until is not None and until <= now_s:
                 until = None
         self.counters["defer"] += 1
+        dq = self._deferred
+        if task.task_id in dq:
+            dq.move_to_end(task.task_id)
+        else:
+            dq[task.task_id] = now_s
+            if len(dq) > 100_000:
+                dq.popitem(last=False)
         node_id = self.nodes.ids[j] if j is not None else None
         alts = self._alternatives(sc) if (self.config.alternatives and sc is not None) else ()
         if self.event_sink is not None and self.config.emit_events:

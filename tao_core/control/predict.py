@@ -3,10 +3,11 @@ each node type.
 
 Run time (seconds) on node type ``k``:
 
-1. the EWMA of run times measured for (group, k), if any;
-2. else the EWMA of the group's reference run time (measured run time x speed of the
+1. the task's own ``duration_hint_s`` (run time at speed 1.0) divided by the speed of
+   ``k``, when given;
+2. else the EWMA of run times measured for (group, k), if any;
+3. else the EWMA of the group's reference run time (measured run time x speed of the
    node type it ran on) divided by the speed of ``k``;
-3. else the task's ``duration_hint_s`` (run time at speed 1.0) divided by the speed;
 4. else ``default_duration_s`` divided by the speed.
 
 Energy: the controller predicts a task's dynamic energy from the node power model
@@ -20,6 +21,7 @@ learns something new.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -27,17 +29,18 @@ import numpy as np
 
 
 class _Group:
-    __slots__ = ("dur", "dur_seen", "ref_dur", "ratio", "ratio_seen", "ref_ratio", "n", "cache")
+    __slots__ = ("dur", "dur_seen", "ref_dur", "ratio", "ratio_seen", "ref_ratio", "n", "cache", "ratio_arr")
 
     def __init__(self, k: int) -> None:
-        self.dur = np.zeros(k)
-        self.dur_seen = np.zeros(k, dtype=bool)
+        self.dur = [0.0] * k
+        self.dur_seen = [False] * k
         self.ref_dur: Optional[float] = None
-        self.ratio = np.ones(k)
-        self.ratio_seen = np.zeros(k, dtype=bool)
+        self.ratio = [1.0] * k
+        self.ratio_seen = [False] * k
         self.ref_ratio: Optional[float] = None
         self.n = 0
         self.cache: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self.ratio_arr: Optional[np.ndarray] = None
 
 
 class TaskPredictor:
@@ -46,6 +49,7 @@ class TaskPredictor:
     def __init__(self, speeds: Sequence[float], *, default_duration_s: float = 10.0,
                  alpha: float = 0.3, max_groups: int = 10_000) -> None:
         self.speeds = np.asarray(speeds, dtype=float)
+        self._speeds = [float(x) for x in self.speeds]
         self.k = len(self.speeds)
         self.default_duration_s = float(default_duration_s)
         self.alpha = float(alpha)
@@ -74,26 +78,41 @@ class TaskPredictor:
 
     def predict(self, group: str, duration_hint_s: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
         """``(run time per node type in s, run time x energy correction per node type in
-        s)``; the arrays must not be modified by the caller."""
+        s)``; the arrays must not be modified by the caller. A task's own
+        ``duration_hint_s`` wins over the group's learned run times."""
         g = self._groups.get(group)
+        if duration_hint_s is not None and duration_hint_s > 0:
+            dur = self._cold(duration_hint_s)[0]
+            if g is None or g.ratio_arr is None:
+                return dur, dur
+            return dur, dur * g.ratio_arr
         if g is None:
-            return self._cold(duration_hint_s if duration_hint_s is None or duration_hint_s > 0 else None)
+            return self._cold(None)
         if g.cache is not None:
             return g.cache
-        if g.ref_dur is not None:
-            base = g.ref_dur / self.speeds
-        else:
-            hint = duration_hint_s if duration_hint_s is not None and duration_hint_s > 0 else self.default_duration_s
-            base = hint / self.speeds
-        dur = np.maximum(np.where(g.dur_seen, g.dur, base), 1e-9)
-        ratio = np.maximum(np.where(g.ratio_seen, g.ratio, 1.0 if g.ref_ratio is None else g.ref_ratio), 1e-6)
-        g.cache = (dur, dur * ratio)
+        return self._build(g)
+
+    def _build(self, g: _Group) -> tuple[np.ndarray, np.ndarray]:
+        ref = g.ref_dur if g.ref_dur is not None else self.default_duration_s
+        rr = 1.0 if g.ref_ratio is None else g.ref_ratio
+        durs = []
+        edurs = []
+        for k, sp in enumerate(self._speeds):
+            d = g.dur[k] if g.dur_seen[k] else ref / sp
+            if d < 1e-9:
+                d = 1e-9
+            r = g.ratio[k] if g.ratio_seen[k] else rr
+            if r < 1e-6:
+                r = 1e-6
+            durs.append(d)
+            edurs.append(d * r)
+        g.cache = (np.array(durs), np.array(edurs))
         return g.cache
 
     def observe(self, group: str, type_index: int, *, duration_s: Optional[float] = None,
                 energy_ratio: Optional[float] = None) -> None:
         """Learn from one finished task: its run time (s) on node type ``type_index`` and
-        the ratio measured / predicted dynamic energy."""
+        the ratio measured / predicted energy."""
         g = self._groups.get(group)
         if g is None:
             g = _Group(self.k)
@@ -103,17 +122,19 @@ class TaskPredictor:
         else:
             self._groups.move_to_end(group)
         a = self.alpha
-        if duration_s is not None and np.isfinite(duration_s) and duration_s >= 0:
-            k = type_index
+        k = type_index
+        if duration_s is not None and math.isfinite(duration_s) and duration_s >= 0:
             g.dur[k] = duration_s if not g.dur_seen[k] else (1 - a) * g.dur[k] + a * duration_s
             g.dur_seen[k] = True
-            ref = duration_s * self.speeds[k]
+            ref = duration_s * self._speeds[k]
             g.ref_dur = ref if g.ref_dur is None else (1 - a) * g.ref_dur + a * ref
-        if energy_ratio is not None and np.isfinite(energy_ratio) and energy_ratio >= 0:
+        if energy_ratio is not None and math.isfinite(energy_ratio) and energy_ratio >= 0:
             r = min(energy_ratio, 100.0)
-            k = type_index
             g.ratio[k] = r if not g.ratio_seen[k] else (1 - a) * g.ratio[k] + a * r
             g.ratio_seen[k] = True
             g.ref_ratio = r if g.ref_ratio is None else (1 - a) * g.ref_ratio + a * r
         g.n += 1
-        g.cache = None
+        if g.ratio_seen[k] or g.ref_ratio is not None:
+            rr = g.ref_ratio
+            g.ratio_arr = np.array([max(g.ratio[j] if g.ratio_seen[j] else rr, 1e-6) for j in range(self.k)])
+        self._build(g)

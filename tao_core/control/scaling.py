@@ -12,7 +12,7 @@ Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply).
   work with the boot amortised), nodes a decision asked to wake ahead of the rest; GPU
   demand boots GPU nodes first. Under a power budget a boot is skipped when the node's
   idle watts would not fit in the headroom.
-- Power off, when supply stays >= need without the node: ON (or DRAINING) nodes with no
+- Power off, when supply stays >= need x (1 + ``scale_down_band``) without the node: ON (or DRAINING) nodes with no
   reserved work, idle for at least the idle timeout (default: the node type's break-even
   time ``boot J / (idle W - off W)``) and on for at least ``min_on_s``; least efficient and
   hottest first. A node with running or reserved work is never powered off.
@@ -135,9 +135,11 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
         if cand.size:
             # least efficient first, then hottest
             order = cand[np.lexsort((-nt.temp_ratio[cand], -eff[cand]))]
+            keep_c = need_c * (1.0 + cfg.scale_down_band)
+            keep_g = need_g * (1.0 + cfg.scale_down_band)
             for i in order.tolist():
                 c, g = float(nt.cpus[i]), float(nt.gpus[i])
-                if supply_c - c >= need_c - 1e-9 and supply_g - g >= need_g - 1e-9:
+                if supply_c - c >= keep_c - 1e-9 and supply_g - g >= keep_g - 1e-9:
                     power_off.append(nt.ids[i])
                     supply_c -= c
                     supply_g -= g
