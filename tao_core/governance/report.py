@@ -1,12 +1,12 @@
 """The energy report of one run (or one job of a run), built from ledger records.
 
 ``build_report(ledger_path, ...)`` verifies the ledger and summarises the records of one run
-(from its ``config`` record to the next); ``build_report_from_records(records, ...)`` does
-the same from records already read. Both return a dict that validates against the JSON
-Schema shipped beside this module (``energy_report.schema.json``) and ends with an
-``integrity`` field: the SHA-256 over the canonical JSON (``canonical.py``) of the report
-without that field. ``write_report(report, path, fmt)`` writes JSON, Markdown or HTML
-(``render.py``) through a temporary file and a rename.
+(a run ends at its ``summary`` record; a second ``config`` also starts a new one);
+``build_report_from_records(records, ...)`` does the same from records already read. Both
+return a dict that validates against the JSON Schema shipped beside this module
+(``energy_report.schema.json``) and ends with an ``integrity`` field (``validate.py``).
+``write_report(report, path, fmt)`` (``output.py``, re-exported here) writes JSON, Markdown
+or HTML (``render.py``).
 
 Record payloads read (see docs/architecture.md, "Ledger records"):
 
@@ -42,7 +42,6 @@ How the figures are derived (also written into the report's ``method`` fields):
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import pathlib
@@ -50,7 +49,11 @@ from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from tao_core.errors import InputError
-from tao_core.governance.canonical import CANONICAL_FORM, canonical_bytes, sha256_hex, to_jsonable
+from tao_core.governance.canonical import to_jsonable
+from tao_core.governance.output import atomic_write_bytes, report_json_bytes, write_report  # noqa: F401
+from tao_core.governance.validate import (  # noqa: F401
+    content_sha256, load_report, load_schema, schema_path, seal, sign_report, validate_report,
+)
 
 REPORT_FORMAT = "tao-energy-report/1"
 INVERSION_THRESHOLD = 0.5
@@ -110,70 +113,6 @@ def _iso(t: Optional[float]) -> Optional[str]:
     if t is None:
         return None
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def content_sha256(report: Mapping[str, Any]) -> str:
-    """SHA-256 over the canonical JSON of ``report`` without its ``integrity`` field."""
-    return sha256_hex(canonical_bytes({k: v for k, v in report.items() if k != "integrity"}))
-
-
-def seal(report: dict) -> dict:
-    """Set ``report["integrity"]`` from its content (in place) and return it."""
-    report.pop("integrity", None)
-    report["integrity"] = {
-        "algorithm": "sha256",
-        "canonicalization": CANONICAL_FORM,
-        "covers": "the whole report without its integrity field",
-        "content_sha256": content_sha256(report),
-    }
-    return report
-
-
-REPORT_SIGNATURE_CONTEXT = b"tao-energy-report/1\n"
-
-
-def sign_report(report: dict, key_path: PathLike) -> dict:
-    """Seal ``report`` and sign its content digest with the Ed25519 private key at
-    ``key_path`` (e.g. the ledger's ``LEDGER.key``); sets ``integrity.signature`` with the
-    key id and public key. The signature covers ``b"tao-energy-report/1\\n"`` + the hex
-    digest. Raises ``InputError`` when the key file is missing or not an Ed25519 key."""
-    from tao_core.governance.keys import key_id as _key_id, load_or_create_private_key, raw_public
-
-    if not pathlib.Path(key_path).exists():
-        raise InputError(f"--sign-key {key_path}: no such file; pass the private key that signed the ledger")
-    key, _ = load_or_create_private_key(key_path)
-    seal(report)
-    digest = report["integrity"]["content_sha256"]
-    pub = key.public_key()
-    report["integrity"]["signature"] = {
-        "alg": "ed25519",
-        "key_id": _key_id(pub),
-        "public_key": raw_public(pub).hex(),
-        "signature": key.sign(REPORT_SIGNATURE_CONTEXT + digest.encode("ascii")).hex(),
-    }
-    return report
-
-
-def _check_report_signature(report: Mapping[str, Any], pubkey: Any) -> Optional[str]:
-    """None when the report's signature (if any) verifies, and, with ``pubkey``, when it is
-    present and made by that key; else the problem."""
-    from tao_core.governance.keys import key_id as _key_id, public_key_from_hex, raw_public, verify_signature
-
-    sig = report["integrity"].get("signature")
-    if sig is None:
-        return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check --pubkey against"
-    try:
-        embedded = public_key_from_hex(sig["public_key"])
-    except ValueError as exc:
-        return f"integrity/signature/public_key: invalid ({exc})"
-    if sig["key_id"] != _key_id(embedded):
-        return "integrity/signature/key_id: does not match its public key"
-    if pubkey is not None and raw_public(pubkey) != raw_public(embedded):
-        return f"integrity/signature: signed by key {sig['key_id']}, not by the given public key {_key_id(pubkey)}"
-    msg = REPORT_SIGNATURE_CONTEXT + report["integrity"]["content_sha256"].encode("ascii")
-    if not verify_signature(embedded, sig["signature"], msg):
-        return "integrity/signature: bad signature"
-    return None
 
 
 def _generator() -> dict:
@@ -715,112 +654,3 @@ def build_report(
         recs, ledger_info=info, run_id=run_id, job=job, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh,
         cluster_name=cluster_name, generated_at=generated_at, policy=policy,
     )
-
-
-# ----------------------------------------------------------------------------- schema
-def schema_path() -> pathlib.Path:
-    """The JSON Schema shipped with the package."""
-    return pathlib.Path(__file__).with_name("energy_report.schema.json")
-
-
-_SCHEMA: Optional[dict] = None
-
-
-def load_schema() -> dict:
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = json.loads(schema_path().read_text(encoding="utf-8"))
-    return _SCHEMA
-
-
-def validate_report(report: Any, pubkey: Any = None) -> list[str]:
-    """Problems with ``report`` (empty when valid): JSON Schema errors (each naming its
-    field path), an integrity mismatch, a bad signature. ``pubkey`` (an Ed25519 public key
-    object): also require a signature by this key."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = []
-    for err in sorted(validator.iter_errors(report), key=lambda e: list(map(str, e.absolute_path))):
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        errors.append(f"{where}: {err.message}")
-    if errors:
-        return errors
-    want = report["integrity"]["content_sha256"]
-    try:
-        got = content_sha256(report)
-    except ValueError as exc:
-        return [f"integrity: report cannot be canonicalised ({exc})"]
-    if got != want:
-        errors.append(
-            f"integrity/content_sha256: {want} does not match the content ({got}); the report was changed after it was built"
-        )
-        return errors
-    problem = _check_report_signature(report, pubkey)
-    if problem:
-        errors.append(problem)
-    return errors
-
-
-def load_report(path: PathLike) -> dict:
-    """Read a report JSON file (``InputError`` when unreadable or not JSON)."""
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{path}: not JSON ({exc}); pass a report written by `tao report build --format json`") from None
-
-
-# ----------------------------------------------------------------------------- writing
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def report_json_bytes(report: Mapping[str, Any]) -> bytes:
-    return (json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-
-
-def write_report(report: Mapping[str, Any], path: PathLike, fmt: str = "json") -> list[pathlib.Path]:
-    """Write ``report`` as ``fmt`` (json, md or html) to ``path``; returns the files
-    written (Markdown also writes its PNG plots beside it, ``<stem>-<plot>.png``). Every
-    file goes through a temporary file and a rename, so nothing is half written."""
-    fmt = fmt.lower()
-    if fmt not in ("json", "md", "html"):
-        raise InputError(f"--format {fmt}: must be json, md or html")
-    path = pathlib.Path(path)
-    if not path.parent.exists():
-        raise InputError(f"--out {path}: folder {path.parent} does not exist")
-    if fmt == "json":
-        atomic_write_bytes(path, report_json_bytes(report))
-        return [path]
-    from tao_core.governance import render
-
-    if fmt == "html":
-        atomic_write_bytes(path, render.render_html(report).encode("utf-8"))
-        return [path]
-    pngs = render.render_pngs(report)
-    targets = {name: path.with_name(f"{path.stem}-{name}.png") for name in pngs}
-    text = render.render_markdown(report, {name: p.name for name, p in targets.items()})
-    written = []
-    for name, data in pngs.items():
-        atomic_write_bytes(targets[name], data)
-        written.append(targets[name])
-    atomic_write_bytes(path, text.encode("utf-8"))
-    written.append(path)
-    return written
