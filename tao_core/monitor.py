@@ -110,6 +110,8 @@ class EnergyMonitor:
     on this machine), with a background sampler every ``period_s`` seconds.
 
     ``keep_samples``: how many sampler readings to keep for :meth:`timeline` (oldest dropped).
+    A ``source`` you pass stays yours to close; one the monitor detected is closed by
+    :meth:`close`. Window results keep the domains present at the window's end.
     """
 
     def __init__(

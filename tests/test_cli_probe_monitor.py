@@ -166,3 +166,38 @@ def test_monitor_table_without_json(tmp_path):
     assert p.returncode == 0, err
     lines = out.splitlines()
     assert "node W" in lines[0] and "modeled" in lines[1] and len(lines) == 4
+
+
+def _denied_tree(tmp_path, monkeypatch):
+    import builtins
+
+    from tao_core.telemetry import rapl
+
+    for zid, name in (("intel-rapl:0", "package-0"), ("intel-rapl:0/intel-rapl:0:0", "dram")):
+        p = tmp_path / "pc" / zid
+        p.mkdir(parents=True)
+        (p / "name").write_text(name)
+        (p / "energy_uj").write_text("1")
+        (p / "max_energy_range_uj").write_text("1000")
+    real_open = builtins.open
+
+    def guarded_open(file, *a, **kw):
+        if str(file).endswith("energy_uj"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *a, **kw)
+
+    monkeypatch.setattr(rapl, "open", guarded_open, raising=False)
+    return tmp_path / "pc"
+
+
+def test_probe_and_monitor_on_root_only_counters(tmp_path, monkeypatch, capsys):
+    from tao_core.cli.main import main
+
+    root = _denied_tree(tmp_path, monkeypatch)
+    assert main(["probe", "--powercap-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "permission denied" in out and "fix:" in out and "udev" in out
+    assert main(["monitor", "--powercap-root", str(root), "--count", "1", "--json"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1
+    assert "permission denied" in cap.err and "fix:" in cap.err
