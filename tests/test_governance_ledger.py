@@ -267,3 +267,40 @@ def test_sigkill_during_appends(tmp_path, delay_s, fsync):
     with Ledger(path, checkpoint_every=97) as led:
         led.append("summary", {"note": "after crash"})
     assert verify_ledger(path).exit_code == 0
+
+
+def test_any_json_payload_round_trips(tmp_path):
+    """Canonical form holds for arbitrary payloads (unicode, big and small numbers, nesting)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tao_core.governance.canonical import to_jsonable
+
+    leaves = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=20)
+    payloads = st.dictionaries(st.text(max_size=8), st.recursive(
+        leaves, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+        max_leaves=12), max_size=6)
+    counter = iter(range(10**6))
+
+    @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(payloads)
+    def check(payload):
+        path = tmp_path / f"h{next(counter)}.jsonl"
+        try:
+            clean = to_jsonable(payload)
+        except InputError:
+            return
+        try:
+            canonical_bytes(clean)
+        except UnicodeEncodeError:  # lone surrogates are not UTF-8: append must refuse them
+            with Ledger(path, key_path=tmp_path / "k", fsync="never", pub_path="") as led:
+                with pytest.raises(InputError):
+                    led.append("energy", payload)
+            return
+        with Ledger(path, key_path=tmp_path / "k", checkpoint_every=2, fsync="never", pub_path="") as led:
+            seq = led.append("energy", payload)
+        res = verify_ledger(path, collect=True)
+        assert res.exit_code == 0, res.message()
+        assert res.records_list[seq - 1]["payload"] == clean
+
+    check()

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import re
 from typing import Any, Callable, Mapping, Optional
 
 PLOT_TITLES = {
@@ -401,7 +402,7 @@ def render_html(report: Mapping[str, Any], pngs: Optional[Mapping[str, bytes]] =
         out.append(f"<h2>{esc(heading)}</h2>")
         for b in blocks:
             if b[0] == "p":
-                out.append(f"<p>{esc(b[1])}</p>")
+                out.append("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(b[1])) + "</p>")
             elif b[0] == "table":
                 if not b[2]:
                     continue
