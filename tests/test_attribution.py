@@ -115,7 +115,7 @@ spans_st = st.lists(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     spans=spans_st,
     steps=st.lists(st.tuples(st.floats(0.01, 3), st.floats(0, 500)), min_size=1, max_size=15),

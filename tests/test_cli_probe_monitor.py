@@ -136,14 +136,21 @@ def test_monitor_json_over_moving_tree_with_wrap(tmp_path):
     assert lines[1]["domains"]["package-1"]["power_w"] == 0.0
 
 
-def test_monitor_bad_arguments_and_unreadable_root_exit_2(tmp_path):
-    for args in (["--interval", "0"], ["--interval", "abc"], ["--count", "0"],
-                 ["--powercap-root", str(tmp_path / "missing")]):
-        p = tao("monitor", *args, "--count", "1") if "--count" not in args else tao("monitor", *args)
-        out, err = p.communicate(timeout=TIMEOUT_S)
-        assert p.returncode == 2, (args, err)
-        assert len(err.strip().splitlines()) == 1 and err.startswith("tao monitor: error:"), err
-        assert out == ""
+def test_monitor_bad_arguments_exit_2_with_one_line(capsys):
+    from tao_core.cli.main import main
+
+    for args in (["--interval", "0"], ["--interval", "abc"], ["--count", "0"], ["--count", "x"]):
+        assert main(["monitor", *args]) == 2, args
+        cap = capsys.readouterr()
+        assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap.err
+        assert cap.err.startswith("tao monitor: error: --"), cap.err
+
+
+def test_monitor_unreadable_root_exits_2_as_a_process(tmp_path):
+    p = tao("monitor", "--powercap-root", str(tmp_path / "missing"), "--count", "1")
+    out, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "no powercap tree" in err, err
 
 
 def test_probe_json_reports_each_candidate_with_reason(tmp_path):

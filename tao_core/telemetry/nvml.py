@@ -221,7 +221,7 @@ class NvmlSource(EnergySource):
         util = self._call(st, "nvmlDeviceGetUtilizationRates", h)
         if util is not None:
             key = st.name.lower().replace("nvidia ", "").replace(" ", "-")
-            idle_max = next((v for k, v in self._table.items() if k in key or key in k), None)
+            idle_max = next((v for k, v in self._table.items() if k == key or k in key), None)
             if idle_max is None and st.power_limit_w:
                 idle_max = (IDLE_FRACTION_OF_LIMIT * st.power_limit_w, st.power_limit_w)
             if idle_max is not None:
