@@ -135,3 +135,16 @@ def test_node_cap_is_respected():
             placed += 1
             assert node_power_w(ctl, "a") <= cap
     assert 0 < placed < 32
+
+
+def test_measured_power_at_cap_blocks_the_node():
+    ctl = Controller(TYPES, ControllerConfig(node_caps_w={"a": 300.0}, lambda_j_per_s=0.0, scale_down=False,
+                                             calibrate=False))
+    ctl.add_node("a", "big")
+    ctl.add_node("b", "big")
+    ctl.observe_node("b", now_s=0.0, temperature_k=330.0)  # b is hotter: a wins while allowed
+    assert ctl.decide(TaskRequest("t0", "g", cpus=1.0), now_s=0.0).node_id == "a"
+    ctl.observe_node("a", now_s=1.0, power_w=305.0)  # the model says ~130 W; the meter says over
+    assert ctl.decide(TaskRequest("t1", "g", cpus=1.0), now_s=1.0).node_id == "b"
+    ctl.observe_node("a", now_s=2.0, power_w=200.0)
+    assert ctl.decide(TaskRequest("t2", "g", cpus=1.0), now_s=2.0).node_id == "a"

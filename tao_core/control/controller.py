@@ -244,6 +244,7 @@ class Controller:
         nt.measured_w[i] = np.nan
         nt.util_obs[i] = np.nan
         nt.n_tasks[i] = 0
+        nt.cap_block[i] = 0
         self._node_tasks[node_id] = set()
         self.scorer.invalidate()
         self._refresh_node(i)
@@ -309,6 +310,8 @@ class Controller:
             nt.util_obs[i] = min(max(utilization, 0.0), 1.0)
         if power_w is not None and math.isfinite(power_w):
             nt.measured_w[i] = power_w
+            if nt.cap_w[i] < _INF:
+                nt.cap_block[i] = 1 if power_w >= nt.cap_w[i] else 0
             if self.config.calibrate and int(nt.state[i]) in (ON, DRAINING):
                 k = int(nt.ti[i])
                 u = nt.util_obs[i] if utilization is not None else nt.used_c[i] / nt.cpus[i]

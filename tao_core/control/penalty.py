@@ -37,7 +37,9 @@ Terms and units:
   one second of delay is worth; sweeping it traces the energy-delay Pareto front.
 
 A node is infeasible (cost ``inf``) when it lacks free CPUs or GPUs, is draining, would
-exceed its own power cap, or (when waking is not allowed) is off.
+exceed its own power cap (modeled watts after the placement, times the calibration factor,
+above the cap; or its last measured watts already at the cap), or (when waking is not
+allowed) is off.
 """
 from __future__ import annotations
 
@@ -242,6 +244,7 @@ class Scorer:
             np.add(cost, x, out=cost)
         if any_cap:
             over_cap = (dpw + nt.p_node) * ratio > nt.cap_w
+            over_cap |= nt.cap_block != 0  # measured power already at the cap
             cost[over_cap] = np.inf
         return Scores(cost, e, d, dpw)
 
