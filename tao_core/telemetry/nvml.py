@@ -71,9 +71,9 @@ def load_pynvml() -> Any:
 def _init_reason(nvml: Any, exc: Exception) -> str:
     v = getattr(exc, "value", None)
     if v == getattr(nvml, "NVML_ERROR_LIBRARY_NOT_FOUND", object()):
-        return "no NVIDIA driver (libnvidia-ml.so not found)"
+        return "no GPU: no NVIDIA driver (libnvidia-ml.so not found)"
     if v == getattr(nvml, "NVML_ERROR_DRIVER_NOT_LOADED", object()):
-        return "NVIDIA driver not loaded"
+        return "no GPU: NVIDIA driver not loaded"
     if v == getattr(nvml, "NVML_ERROR_NO_PERMISSION", object()):
         return "no permission to use NVML"
     return f"NVML init failed: {exc}"
