@@ -39,9 +39,19 @@ class EnergyAdaptive(Adaptive):
         if not advice:
             return base
         live = len(advice["order"])
-        if advice["power_off"]:
-            base = min(base, live - len(advice["power_off"]))
-        return max(int(base), int(self.minimum))
+        off = list(advice["power_off"])
+        if off:
+            base = min(base, live - len(off))
+        target = max(int(base), int(self.minimum))
+        # powered-off choices beyond what ``minimum`` lets Dask retire stay on: say so,
+        # least efficient retired first (the plan lists them in that order)
+        keep = off[max(0, live - target):]
+        if keep:
+            try:
+                await self.scheduler.tao_keep(names=keep)
+            except Exception as exc:
+                logger.warning("TAO: could not return workers %s to service (%s)", keep, exc)
+        return target
 
     async def workers_to_close(self, target: int) -> list[str]:
         advice = self._advice or await self._get_advice(target)

@@ -62,6 +62,28 @@ def _window(t: list[float], e: list[float], lo: Optional[float], hi: Optional[fl
     return tt.tolist(), np.interp(tt, ta, ea).tolist()
 
 
+def energy_between(data: dict[str, Any], t0: float, t1: float) -> tuple[float, dict[str, float]]:
+    """Modeled joules of every worker between wall times ``t0`` and ``t1`` (total, per
+    worker address). A worker counts while it is up: one that left is counted until Dask
+    removed it (its last sampled power carried to that moment) and as 0 W afterwards."""
+    import numpy as np
+
+    left = {n["address"]: n["left_s"] for n in data["nodes"]}
+    per: dict[str, float] = {}
+    for addr, tl in data["timelines"].items():
+        t = np.asarray(tl["t_s"], float)
+        e = np.asarray(tl["energy_j"], float)
+        if len(t) < 2:
+            continue
+        end = left.get(addr)
+        if end is not None and end > t[-1]:
+            e = np.append(e, e[-1] + tl["power_w"][-1] * (end - t[-1]))
+            t = np.append(t, end)
+        a, b = max(t0, t[0]), min(t1, t[-1])
+        per[addr] = float(np.interp(b, t, e) - np.interp(a, t, e)) if b > a else 0.0
+    return sum(per.values()), per
+
+
 def fetch(client: Any, name: str = "tao") -> dict[str, Any]:
     """The scheduler plugin's state, as plain data."""
     def _export(dask_scheduler: Any, name: str = name) -> dict[str, Any]:

@@ -71,6 +71,9 @@ class TAOSchedulerPlugin(SchedulerPlugin):
 
     name = "tao"
 
+    #: seconds a worker the plan powered off may stay before TAO counts it as kept (ON)
+    retire_grace_s = 5.0
+
     def __init__(
         self,
         assignment: Optional[NodeAssignment] = None,
@@ -122,12 +125,14 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         self._placing = self.place
         self._warned: set[str] = set()
         self._pc: Optional[PeriodicCallback] = None
+        self._powered_off: dict[str, float] = {}  # node -> when a plan powered it off
 
     async def start(self, scheduler: Any) -> None:
         self._init_state(scheduler)
         try:
             scheduler.handlers["tao_scaling"] = self.scaling_advice
             scheduler.handlers["tao_export"] = self.export
+            scheduler.handlers["tao_keep"] = self.keep_workers
             from tao_dask import metrics
 
             metrics.install(self)
@@ -500,7 +505,16 @@ class TAOSchedulerPlugin(SchedulerPlugin):
                     if ts is not None:
                         pending.append(self._request(ts))
                 now = time.time()
+                # nodes an earlier plan powered off that Dask did not retire: back ON
+                for addr, t_off in list(self._powered_off.items()):
+                    if addr not in self.scheduler.workers or not self.nodes[addr].managed:
+                        del self._powered_off[addr]
+                    elif now - t_off > self.retire_grace_s:
+                        del self._powered_off[addr]
+                        ctl.set_node_state(addr, NodeState.ON, now_s=now)
                 plan = ctl.plan_scaling(now_s=now, pending=pending)
+                for addr in plan.power_off:
+                    self._powered_off[addr] = now
                 # the plan is already applied to the controller's view (OFF, DRAINING,
                 # BOOTING); a node it wants on that is still a live worker is simply ON
                 for addr in plan.power_on:
@@ -514,6 +528,21 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         except Exception as exc:
             self._fail("planning scaling", exc)
         return out
+
+    def keep_workers(self, names: list[str]) -> None:
+        """Workers a scaling plan powered off that will not be retired (Dask's
+        ``minimum``): ON again in the controller's view."""
+        try:
+            now = time.time()
+            by_name = {str(ws.name): a for a, ws in self.scheduler.workers.items()}
+            for name in names:
+                addr = by_name.get(str(name))
+                if addr is not None and self.nodes.get(addr) is not None and self.nodes[addr].managed:
+                    self._powered_off.pop(addr, None)
+                    self.ctl.set_node_state(addr, NodeState.ON, now_s=now)
+            self._reopen()
+        except Exception as exc:
+            self._fail("returning workers to service", exc)
 
     def valid_workers_downscaling(self, scheduler: Any, workers: list[Any]) -> list[Any]:
         """Order Dask's retirement candidates so the least efficient go first.

@@ -1,0 +1,108 @@
+"""TAO's cost on Dask's throughput: 20,000 tiny tasks, Dask alone vs Dask with TAO.
+
+Two LocalClusters (2 worker processes, 1 thread each) stay up side by side, one plain,
+one with ``tao_dask.register`` (telemetry every 0.5 s, placement on). Each round runs
+``client.map(inc, range(N))`` on each, in alternating order, and times submit -> all
+results in memory. Reported: the median of the per-round ratios, TAO tasks/s over
+default tasks/s (goal >= 0.97), and the medians of each.
+
+``--decide-all`` adds a third cluster where TAO decides every task itself
+(``min_task_s=0``: no hand-off of tiny tasks to Dask), to show what a per-task decision
+costs.
+
+    python benchmarks/dask_overhead.py [--json OUT] [--rounds 5] [--tasks 20000] [--decide-all]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from distributed import Client, LocalCluster, wait
+
+import tao_dask
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def one_run(c: Client, n: int, tag: str) -> float:
+    """Tasks per second for n tiny tasks, submit to all done."""
+    t0 = time.perf_counter()
+    futs = c.map(inc, range(n), key=[f"inc-{tag}-{i}" for i in range(n)])
+    wait(futs)
+    dt = time.perf_counter() - t0
+    assert futs[-1].result() == n
+    del futs
+    return n / dt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "dask_overhead.json"))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tasks", type=int, default=20_000)
+    ap.add_argument("--decide-all", action="store_true")
+    a = ap.parse_args(argv)
+    if a.rounds < 1 or a.tasks < 1:
+        print("--rounds and --tasks must be >= 1", file=sys.stderr)
+        return 2
+    variants = ["default", "tao"] + (["tao_decide_all"] if a.decide_all else [])
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    with ExitStack() as stack:
+        clients = {}
+        for v in variants:
+            cl = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                  dashboard_address=":0", silence_logs=logging.ERROR))
+            c = stack.enter_context(Client(cl))
+            if v == "tao":
+                tao_dask.register(c, default_type="IbmX3250XeonX3470")
+            elif v == "tao_decide_all":
+                tao_dask.register(c, default_type="IbmX3250XeonX3470", min_task_s=0.0)
+            clients[v] = c
+        for v, c in clients.items():  # warm-up: imports, connections, prefix durations
+            one_run(c, min(a.tasks, 2000), f"warm-{v}")
+        for r in range(a.rounds):
+            order = variants if r % 2 == 0 else variants[::-1]
+            for v in order:
+                rates[v].append(one_run(clients[v], a.tasks, f"{v}-{r}"))
+            line = "  ".join(f"{v} {rates[v][-1]:7.0f}/s" for v in variants)
+            print(f"round {r + 1}: {line}", flush=True)
+        counts = clients["tao"].run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["tao"].counts))
+    ratios = [t / d for t, d in zip(rates["tao"], rates["default"])]
+    out = {
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "goal": ">= 0.97",
+        "tasks": a.tasks,
+        "rounds": a.rounds,
+        "tasks_per_s": {v: statistics.median(x) for v, x in rates.items()},
+        "runs_tasks_per_s": rates,
+        "tao_counts": counts,
+        "setup": "LocalCluster, 2 worker processes x 1 thread, one cluster per variant, rounds alternate the order",
+    }
+    if a.decide_all:
+        out["ratio_decide_all"] = statistics.median(t / d for t, d in zip(rates["tao_decide_all"], rates["default"]))
+    print(f"\nmedian tasks/s: " + ", ".join(f"{v} {out['tasks_per_s'][v]:.0f}" for v in variants))
+    print(f"median ratio tao/default: {out['ratio']:.3f} (goal >= 0.97)"
+          + (f"; decide-all/default: {out['ratio_decide_all']:.3f}" if a.decide_all else ""))
+    d = os.path.dirname(os.path.abspath(a.json))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, a.json)
+    print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
