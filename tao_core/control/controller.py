@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _INF = float("inf")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Task:
     task_id: str
     group: str
@@ -131,18 +131,16 @@ class Controller:
             raise InputError(f"node_id: unknown node {node_id!r}; add it first with add_node")
         return i
 
-    def _refresh_node(self, i: int) -> None:
+    def _refresh_node(self, i: int, state_changed: bool = True) -> None:
         """Recompute the modeled watts of row ``i`` from its state and reserved load, and
         the scorer's cached rows."""
         nt = self.nodes
-        k = int(nt.ti[i])
-        st = int(nt.state[i])
-        used_c = float(nt.used_c[i])
-        used_g = float(nt.used_g[i])
-        gd = float(nt.gpu_dyn[i])
-        gs = self._gpu_idle_total_k[k] + used_g * gd
-        nt.gpu_static[i] = gs
-        inv10 = float(nt.inv10[i])
+        k = nt.ti.item(i)
+        st = nt.state.item(i)
+        gd = nt.gpu_dyn.item(i)
+        gs = self._gpu_idle_total_k[k] + nt.used_g.item(i) * gd
+        inv10 = nt.inv10.item(i)
+        used_c = nt.used_c.item(i)
         x = used_c * inv10
         if x < 0.0:
             x = 0.0
@@ -150,8 +148,8 @@ class Controller:
         if j > 9:
             j = 9
         curve = self._curve_rows[k]
-        p_on = curve[j] + (curve[j + 1] - curve[j]) * min(x - j, 1.0) + gs
-        nt.p_on[i] = p_on
+        x -= j
+        p_on = curve[j] + (curve[j + 1] - curve[j]) * (x if x < 1.0 else 1.0) + gs
         if st == ON or st == DRAINING:
             p = p_on
             ps = curve[0] + self._gpu_idle_total_k[k]
@@ -159,18 +157,20 @@ class Controller:
             p = ps = self._boot_w_list[k]
         else:
             p = ps = self._off_w_list[k]
-        self._p_model += p - float(nt.p_node[i])
-        self._p_static += ps - float(nt.p_static[i])
+        self._p_model += p - nt.p_node.item(i)
+        self._p_static += ps - nt.p_static.item(i)
+        nt.gpu_static[i] = gs
+        nt.p_on[i] = p_on
         nt.p_node[i] = p
         nt.p_static[i] = ps
-        if st == OFF:
-            nt.wake_j[i] = self._boot_j_k[k]
-            nt.boot_wait[i] = self._boot_s_k[k]
-        else:
-            nt.wake_j[i] = 0.0
-            nt.boot_wait[i] = 0.0
-        self.scorer.row_changed(i, state=st, used_c=used_c, free_c=float(nt.free_c[i]), free_g=float(nt.free_g[i]),
-                                inv10=inv10, off11=k * 11, gpu_static=gs, gpu_dyn=gd, p_on=p_on, p_node=p)
+        if state_changed:
+            if st == OFF:
+                nt.wake_j[i] = self._boot_j_k[k]
+                nt.boot_wait[i] = self._boot_s_k[k]
+            else:
+                nt.wake_j[i] = 0.0
+                nt.boot_wait[i] = 0.0
+        self.scorer.row_changed(i, st, used_c, nt.free_c.item(i), nt.free_g.item(i), inv10, k * 11, gs, gd, p_on, p)
 
     def _recount(self) -> None:
         nt = self.nodes
@@ -404,11 +404,8 @@ class Controller:
         budget = lp.effective_budget_w
         p_now = lp.predict_w(self._p_static, self._p_model - self._p_static)
         scorer = self.scorer
-        sc = scorer.score(
-            cpus=cpus, gpus=gpus, dur_k=dur_k, edur_k=edur_k, share_k=share_k, now_s=now_s,
-            lambda_j_per_s=cfg.lambda_j_per_s, mu=cfg.mu, power_now_w=p_now, ratio=ratio,
-            budget_w=budget, keep_on=cfg.scale_down, any_not_on=any_not_on, any_temp=self._any_temp,
-            any_cap=self._any_cap)
+        sc = scorer.score(cpus, gpus, dur_k, edur_k, share_k, now_s, cfg.lambda_j_per_s, cfg.mu, p_now, ratio,
+                          budget, cfg.scale_down, any_not_on, self._any_temp, self._any_cap)
         if any_not_on and ((not task.deferrable) or (
                 task.deadline_s is not None and task.deadline_s - now_s <= 2.0 * float(dur_k.max()))):
             sc.cost[nt.state != ON] = _INF  # urgent: only nodes that can start it now
@@ -485,9 +482,9 @@ class Controller:
         nt.free_c[j] -= cpus
         nt.free_g[j] -= gpus
         nt.n_tasks[j] += 1
-        if end > nt.busy_until[j]:
+        if end > nt.busy_until.item(j):
             nt.busy_until[j] = end
-        self._refresh_node(j)
+        self._refresh_node(j, False)
         heapq.heappush(self._ends, (end, tid))
         if self._deferred:
             self._deferred.pop(tid, None)
@@ -501,7 +498,10 @@ class Controller:
         if self.event_sink is not None and cfg.emit_events:
             self._emit(DecisionEvent(t_s=now_s, kind="place", subject=tid, group=task.group, node_id=node_id,
                                      cost=cost, reason="lowest penalty", alternatives=alts,
-                                     budget=self.budget_state(task.job)))
+                                     budget=self.budget_state(task.job),
+                                     detail={"energy_j": energy, "delay_s": delay, "duration_s": dur,
+                                             "added_w": dp_w * ratio, "cpus": cpus, "gpus": gpus,
+                                             "job": task.job}))
             if warning is not None:
                 self.counters["warn"] += 1
                 self._emit(DecisionEvent(t_s=now_s, kind="warn", subject=task.job or tid, group=task.group,
@@ -647,7 +647,7 @@ class Controller:
         else:
             tasks = self._tasks
             nt.busy_until[i] = max(tasks[x].end_s for x in ts) if ts else -_INF
-        self._refresh_node(i)
+        self._refresh_node(i, False)
 
     # ------------------------------------------------------------- scaling
     def plan_scaling(self, *, now_s: float, pending: Sequence[TaskRequest] = ()) -> ScalePlan:

@@ -63,7 +63,7 @@ def barrier(power_w: np.ndarray | float, budget_w: Optional[float]) -> np.ndarra
     return float(out) if np.ndim(out) == 0 else out
 
 
-@dataclass
+@dataclass(slots=True)
 class Scores:
     """Per-node arrays of one scoring pass. They are views into scratch buffers that the
     next pass overwrites: copy what must be kept."""
@@ -146,7 +146,7 @@ class Scorer:
                 self._cache.popitem(last=False)
         return ent
 
-    def row_changed(self, i: int, *, state: int, used_c: float, free_c: float, free_g: float, inv10: float,
+    def row_changed(self, i: int, state: int, used_c: float, free_c: float, free_g: float, inv10: float,
                     off11: int, gpu_static: float, gpu_dyn: float, p_on: float, p_node: float) -> None:
         """Update row ``i`` of every cached shape after node ``i`` changed."""
         if not self._cache or self._cache_n != self.nt.n:
@@ -183,7 +183,7 @@ class Scorer:
         return self._e[:n], self._d[:n], self._x[:n], self._c[:n]
 
     # ------------------------------------------------------------ scoring
-    def score(self, *, cpus: float, gpus: float, dur_k: np.ndarray, edur_k: np.ndarray,
+    def score(self, cpus: float, gpus: float, dur_k: np.ndarray, edur_k: np.ndarray,
               share_k: Optional[np.ndarray], now_s: float, lambda_j_per_s: float, mu: float,
               power_now_w: float, ratio: float, budget_w: Optional[float], keep_on: bool,
               any_not_on: bool, any_temp: bool, any_cap: bool) -> Scores:
