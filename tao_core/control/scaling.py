@@ -9,7 +9,8 @@ Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply).
 
 - Boot, when supply < need: nodes that are off, cheapest first by
   ``(peak W x T/T_ref + boot J / boot_amortize_s) / (cpus x speed)`` (watts per unit of
-  work with the boot amortised), nodes a decision asked to wake ahead of the rest; GPU
+  work with the boot amortised), nodes a decision asked to wake since the last plan ahead
+  of the rest; GPU
   demand boots GPU nodes first. Under a power budget a boot is skipped when the node's
   idle watts would not fit in the headroom.
 - Power off, when supply stays >= need x (1 + ``scale_down_band``) without the node: ON (or DRAINING) nodes with no
@@ -98,7 +99,16 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
             amort = max(cfg.boot_amortize_s, 1e-9)
             work = (nt.cpus * ctl._speed_k[nt.ti])[off_idx]
             score = eff[off_idx] + boot_j / amort / work
-            requested = np.array([nid in ctl._wake_requests for nid in (nt.ids[i] for i in off_idx.tolist())])
+            wr = ctl._wake_requests
+            if wr:
+                requested = np.zeros(off_idx.size, dtype=bool)
+                pos_of = {int(i): p for p, i in enumerate(off_idx.tolist())}
+                for nid in wr:
+                    r = nt.index.get(nid)
+                    if r is not None and r in pos_of:
+                        requested[pos_of[r]] = True
+            else:
+                requested = np.zeros(off_idx.size, dtype=bool)
             gpu_short = supply_g < need_g - 1e-9
             has_gpu = nt.gpus[off_idx] > 0
             # sort: requested first; when GPUs are short GPU nodes first; then cheapest
@@ -162,6 +172,9 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
                         and nt.used_c[worst] <= 0.5 * c):
                     drain.append(nt.ids[worst])
                     reasons.append(f"drain {nt.ids[worst]}: least efficient, its work fits elsewhere")
+
+    # wake requests are hints for this plan only: a task still waiting asks again
+    ctl._wake_requests.clear()
 
     # ---- apply to own view, emit events
     sink = ctl.event_sink if cfg.emit_events else None
