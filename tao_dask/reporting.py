@@ -8,9 +8,6 @@ seconds (wall clock), watts.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from typing import Any, Optional
 
 import pandas as pd
@@ -92,59 +89,73 @@ def fetch(client: Any, name: str = "tao") -> dict[str, Any]:
     return client.run_on_scheduler(_export)
 
 
-def _atomic_json(path: str, obj: Any) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tao-report-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def build(data: dict[str, Any], att: Attribution) -> dict[str, Any]:
-    """The report as a JSON-able dict (ledger field names, docs/architecture.md)."""
+def ledger_records(data: dict[str, Any], att: Attribution, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The run as ledger records (kinds config, decision, energy, summary; fields as in
+    docs/architecture.md "Ledger records")."""
     nodes = {n["address"]: n for n in data["nodes"]}
-    rows = []
+    cfg = data.get("config") or {}
+    recs: list[tuple[str, dict[str, Any]]] = [("config", {
+        "run_id": run_id, "engine": "dask", "policy": "tao" if data["placing"] else "dask-default",
+        "controller": cfg,
+        "cluster": {"pue": cfg.get("pue", 1.0), "power_budget_w": cfg.get("power_budget_w"),
+                    "nodes": [{"node_id": a, "node_type": n["node_type"], "cpus": n["nthreads"], "gpus": 0}
+                              for a, n in nodes.items()]},
+        "telemetry": [{"domain": nodes.get(a, {}).get("name", a), "source": tl["source"], "method": tl["method"]}
+                      for a, tl in data["timelines"].items()],
+    })]
+    recs += [("decision", d) for d in data["decisions"]]
     for r in att.nodes.itertuples(index=False):
-        rows.append({"scope": "node", "id": r.node_id, "node_id": r.node_id,
-                     "node_type": nodes.get(r.node_id, {}).get("node_type"),
-                     "energy_j": r.total_j, "tasks_j": r.tasks_j, "idle_j": r.idle_j,
-                     "components": {"other": r.total_j}, "source": r.source, "method": r.method,
-                     "uncertainty": r.uncertainty, "start_s": r.start_s, "end_s": r.end_s})
-    groups = [{"scope": "group", "id": g.group, "group": g.group, "tasks": int(g.tasks),
-               "energy_j": float(g.energy_j), "source": g.source} for g in att.groups.itertuples(index=False)]
+        recs.append(("energy", {
+            "scope": "node", "id": r.node_id, "node_id": r.node_id, "group": None, "job": None,
+            "energy_j": r.total_j, "components": {"other": r.total_j}, "source": r.source, "method": r.method,
+            "uncertainty": r.uncertainty, "start_s": r.start_s, "end_s": r.end_s,
+            "detail": {"tasks_j": r.tasks_j, "dynamic_j": r.dynamic_j, "idle_j": r.idle_j},
+        }))
+    for r in att.tasks.itertuples(index=False):
+        if r.energy_j != r.energy_j:  # NaN: the worker had no timeline
+            continue
+        recs.append(("energy", {
+            "scope": "task", "id": r.task_id, "node_id": r.node_id, "group": r.group, "job": r.job,
+            "energy_j": r.energy_j, "components": {"other": r.energy_j}, "source": r.source,
+            "method": r.method, "uncertainty": r.uncertainty, "start_s": r.start_s, "end_s": r.end_s,
+        }))
     t = att.tasks
     makespan = float(t["end_s"].max() - t["start_s"].min()) if len(t) else 0.0
     total = att.total_j
-    idle = att.idle_j
-    return {
-        "engine": "dask",
-        "cluster": {"nodes": [{"node_id": a, "name": n["name"], "node_type": n["node_type"],
-                               "cpus": n["nthreads"], "gpus": 0, "joined_s": n["joined_s"],
-                               "left_s": n["left_s"]} for a, n in nodes.items()]},
-        "telemetry": sorted({(tl["source"], tl["method"]) for tl in data["timelines"].values()}),
-        "summary": {"it_energy_j": total, "idle_energy_j": idle, "dynamic_energy_j": float(t["dynamic_j"].sum()) if len(t) else 0.0,
-                    "tasks_energy_j": total - idle, "makespan_s": makespan, "tasks_completed": int(len(t)),
-                    "conservation_residual_j": att.check_conservation()},
-        "placement": {"active": data["placing"], "counts": data["counts"], "placed_on": data["placed_on"]},
-        "energy": rows + groups,
-        "decisions": len(data["decisions"]),
-    }
+    dyn = float(att.nodes["dynamic_j"].sum()) if len(att.nodes) else 0.0
+    pue = float(cfg.get("pue", 1.0) or 1.0)
+    peak = max((max(tl["power_w"]) for tl in data["timelines"].values() if tl["power_w"]), default=0.0)
+    recs.append(("summary", {
+        "it_energy_j": total, "facility_energy_j": total * pue, "pue": pue, "dynamic_energy_j": dyn,
+        "idle_energy_j": att.idle_j, "boot_energy_j": 0.0,
+        "overhead_share": 1.0 - dyn / (total * pue) if total > 0 else None,
+        "peak_power_w": peak, "power_budget_w": cfg.get("power_budget_w"), "budget_violation_s": None,
+        "makespan_s": makespan, "tasks_completed": int(len(t)),
+    }))
+    return recs
 
 
-def report(client: Any, path: Optional[str] = None, *, name: str = "tao") -> pd.DataFrame:
+def report(client: Any, path: Optional[str] = None, *, fmt: str = "json", ledger: Optional[str] = None,
+           name: str = "tao") -> pd.DataFrame:
     """Per-task energy of everything the cluster ran since TAO was registered.
 
     Returns one row per task (``task_id``, ``group``, ``node_id``, ``start_s``, ``end_s``,
-    ``energy_j``, ``dynamic_j``, ``static_j``, ``source``, ``method``, ``uncertainty``);
-    writes the JSON report to ``path`` when given (atomically)."""
+    ``energy_j``, ``dynamic_j``, ``static_j``, ``source``, ``method``, ``uncertainty``),
+    energy conserved per worker (tasks + idle == the worker's modeled energy).
+
+    With ``path``: writes the run to a signed, hash-chained ledger (``ledger``, default
+    ``<path>.ledger.jsonl``, key beside it) and the energy report built from it
+    (``tao_core.governance``; ``fmt`` json, md or html) to ``path``."""
     data = fetch(client, name)
     att = attribution_of(data)
+    att.check_conservation()
     if path:
-        _atomic_json(path, build(data, att))
+        from tao_core.governance import Ledger, build_report, write_report
+
+        ledger = ledger or f"{path}.ledger.jsonl"
+        run_id = f"dask-{int(data['started_s'])}-{int(data['exported_s'])}"
+        with Ledger(ledger) as led:
+            for kind, payload in ledger_records(data, att, run_id):
+                led.append(kind, payload)
+        write_report(build_report(ledger, run_id=run_id), path, fmt)
     return att.tasks

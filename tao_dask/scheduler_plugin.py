@@ -27,11 +27,12 @@ Units: seconds (wall clock, ``time.time()``), joules, watts.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Mapping, Optional
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
@@ -557,6 +558,16 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             return workers
 
     # ------------------------------------------------------------------ export
+    def _config_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        if cfg is None and self.ctl is not None:
+            cfg = self.ctl.config
+        if cfg is None:
+            return {}
+        if dataclasses.is_dataclass(cfg):
+            return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(cfg).items()}
+        return {"repr": repr(cfg)}
+
     def export(self) -> dict[str, Any]:
         """Everything the report needs, as plain data."""
         nodes = []
@@ -585,5 +596,5 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             "placed_on": dict(self.placed_on),
             "held_now": len(self.held_keys),
             "decisions": [e.to_dict() for e in self.events],
-            "config": None if self.config is None else repr(self.config),
+            "config": self._config_dict(),
         }

@@ -139,11 +139,16 @@ def test_energy_is_conserved_and_reported(hetero, tmp_path):
         row = att.nodes.loc[att.nodes["node_id"] == addr]
         assert row["total_j"].iloc[0] == pytest.approx(tl["energy_j"][-1] - tl["energy_j"][0], rel=1e-9, abs=1e-6)
     rep = json.loads(out.read_text())
-    assert rep["engine"] == "dask"
-    assert rep["summary"]["tasks_completed"] == len(df)
-    assert rep["summary"]["it_energy_j"] == pytest.approx(
-        rep["summary"]["idle_energy_j"] + rep["summary"]["tasks_energy_j"])
-    assert all(r["source"] == "modeled" for r in rep["energy"] if r["scope"] == "node")
+    from tao_core.governance import validate_report, verify_ledger
+
+    assert validate_report(rep) == []
+    verify_ledger(str(out) + ".ledger.jsonl")
+    # the report and the returned frame come from the same export
+    assert sum(g["energy_j"] for g in rep["energy"]["by_group"]) == pytest.approx(df["energy_j"].sum())
+    assert rep["energy"]["it_energy_j"] == pytest.approx(
+        rep["energy"]["idle_energy_j"] + df["energy_j"].sum())
+    assert rep["provenance"]["modeled_share"] == pytest.approx(1.0)
+    assert {g["group"] for g in rep["energy"]["by_group"]} >= {"busy"}
 
 
 def test_prometheus_metrics(hetero):
