@@ -59,6 +59,23 @@ def _gcs_drain(node_id: str, reason: str, msg: str) -> bool:
         return False
 
 
+def _busy_nodes() -> set[str]:
+    """Nodes where Ray reports CPUs or GPUs in use (available < total); empty if unknown."""
+    try:
+        from ray._private import state
+
+        avail = state.available_resources_per_node()
+        total = state.total_resources_per_node()
+    except Exception:  # noqa: BLE001
+        return set()
+    out = set()
+    for nid, tot in total.items():
+        av = avail.get(nid, {})
+        if any(av.get(k, 0.0) < tot.get(k, 0.0) - 1e-9 for k in ("CPU", "GPU")):
+            out.add(nid)
+    return out
+
+
 def apply(rt: Any, scale: dict[str, Any]) -> None:
     """Carry out one scaling plan from the controller (see module doc)."""
     now = time.time()
@@ -70,10 +87,15 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
         rt.scale_log.append({"t_s": now, "action": "drain", "node_id": nid, "reason": scale.get("reason", "")})
         if rt.drain == "gcs":
             _gcs_drain(nid, "DRAIN_NODE_REASON_PREEMPTION", "tao: consolidating work onto efficient nodes")
+    busy = _busy_nodes()
     for nid in scale.get("power_off", ()):
         if nid not in rt.nodes or nid in rt.removed_at:
             continue
         done = False
+        if nid in busy:  # Ray still runs something there (e.g. work placed while TAO failed open)
+            log.info("tao_ray: not powering off %s: Ray reports CPUs in use there", nid[:12])
+            rt.controller.set_node_state.remote(nid, "on")
+            continue
         if rt.on_power_off is not None or rt.drain == "gcs":
             try:  # close its timeline before it goes
                 s = rt.samplers.get(nid)
@@ -84,6 +106,9 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
                 pass
         if rt.on_power_off is not None:
             try:
+                s = rt.samplers.get(nid)
+                if s is not None:  # it must not be restarted elsewhere once its node is gone
+                    ray.kill(s, no_restart=True)
                 rt.on_power_off(nid)
                 done = True
             except Exception as e:  # noqa: BLE001

@@ -135,6 +135,7 @@ class Runtime:
         self.controller = ControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
             max_restarts=-1, num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
         ).remote([node_type_to_dict(t) for t in self.node_types.values()], _config_dict(config))
         self.gate = Gate.options(num_cpus=0, max_concurrency=100_000, scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=True)).remote()

@@ -1,0 +1,150 @@
+"""A heterogeneous Ray cluster on one machine (``ray.cluster_utils.Cluster``) for demos,
+benchmarks and tests, plus the paced workload they run with Ray's default scheduling and
+with TAO.
+
+Each worker node carries the label ``tao-node-type`` of its node type. ``power_off(node_id)``
+removes the node from the cluster (its processes end: the stand-in for an autoscaler
+terminating it) and ``power_on(node_type)`` adds a fresh node of that type; pass them to
+``tao_ray.init(on_power_off=..., on_power_on=...)``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import ray
+from ray.cluster_utils import Cluster
+
+from tao_ray.nodes import TYPE_LABEL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class LocalCluster:
+    """``nodes``: (node type name, logical CPUs) of each worker node; the head node gets
+    ``head_cpus`` CPUs and no TAO type (the driver, controller and gate live there)."""
+
+    nodes: Sequence[tuple[str, int]]
+    head_cpus: int = 0
+    cluster: Any = None
+    removed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+
+    def start(self) -> "LocalCluster":
+        # workers must import this repository's packages wherever the driver was started
+        pp = os.environ.get("PYTHONPATH", "")
+        if str(ROOT) not in pp.split(os.pathsep):
+            os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
+        self.cluster = Cluster(initialize_head=True,
+                               head_node_args=dict(num_cpus=self.head_cpus, include_dashboard=False))
+        for typ, cpus in self.nodes:
+            self.cluster.add_node(num_cpus=cpus, labels={TYPE_LABEL: typ})
+        self.cluster.wait_for_nodes()
+        ray.init(address=self.cluster.address, log_to_driver=False)
+        return self
+
+    def _cpus_of(self, typ: str) -> int:
+        return next(c for t, c in self.nodes if t == typ)
+
+    def power_off(self, node_id: str) -> None:
+        """Remove the worker node ``node_id`` (hex) from the cluster."""
+        for n in self.cluster.worker_nodes:
+            if n.node_id == node_id:
+                self.cluster.remove_node(n, allow_graceful=True)
+                self.removed.append(node_id)
+                return
+        raise KeyError(f"no worker node {node_id}")
+
+    def power_on(self, typ: str) -> None:
+        """Add one node of type ``typ`` (as many CPUs as the first node of that type)."""
+        n = self.cluster.add_node(num_cpus=self._cpus_of(typ), labels={TYPE_LABEL: typ}, wait=False)
+        self.added.append(n.node_id)
+
+    def stop(self) -> None:
+        try:
+            ray.shutdown()
+        finally:
+            if self.cluster is not None:
+                self.cluster.shutdown()
+
+
+def paced_workload(fn: Any, *, tasks: int, interval_s: float, work_s: float) -> tuple[list, float, float]:
+    """Submit ``tasks`` calls ``fn.remote(i, work_s)`` one every ``interval_s`` seconds and wait
+    for all. Returns (results, start time, end time) in wall-clock seconds."""
+    t0 = time.time()
+    refs = []
+    for i in range(tasks):
+        target = t0 + i * interval_s
+        delay = target - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        refs.append(fn.remote(i, work_s))
+    out = ray.get(refs)
+    return out, t0, time.time()
+
+
+def job(i: int, work_s: float) -> tuple[int, str]:
+    """A request-like task: ``work_s`` seconds, about a fifth of them busy on the CPU."""
+    end = time.time() + work_s
+    while time.time() < end:
+        busy = time.time() + 0.01
+        while time.time() < busy:
+            pass
+        time.sleep(0.04)
+    return i, ray.get_runtime_context().get_node_id()
+
+
+def compare(nodes: Sequence[tuple[str, int]], node_types: Sequence[Any], *, tasks: int, interval_s: float,
+            work_s: float, variants: Sequence[str] = ("default", "tao"), report_path: Optional[str] = None,
+            log: Callable[[str], None] = print, controller_config: Any = None) -> dict[str, dict[str, Any]]:
+    """Run the paced workload once per variant, each on a fresh cluster:
+
+    - ``default``: Ray's default scheduling; TAO only samples (no placement, nothing powered off);
+    - ``tao``: TAO placement, and idle nodes powered off when the controller plans it
+      (``LocalCluster.power_off``; their energy after removal is modeled as 0 W, the node
+      types' ``off_w``);
+    - ``tao-placement-only``: TAO placement, every node stays on.
+
+    Energy: modeled joules of every node from the first submission to the last result.
+    """
+    import tao_ray
+    from tao_ray import energy
+
+    results: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        lc = LocalCluster(nodes).start()
+        try:
+            kw: dict[str, Any] = {}
+            if variant == "tao":
+                kw = dict(on_power_off=lc.power_off, on_power_on=lc.power_on)
+            rt = tao_ray.init(node_types, config=controller_config() if controller_config else None, **kw)
+            fn = ray.remote(job) if variant == "default" else tao_ray.remote(job)
+            time.sleep(1.0)  # samplers' first readings
+            out, t0, t1 = paced_workload(fn, tasks=tasks, interval_s=interval_s, work_s=work_s)
+            time.sleep(0.3)
+            rt.close_timelines()
+            per_node = energy.energy_between(rt, t0, t1)
+            by_type: dict[str, int] = {}
+            for _, nid in out:
+                typ = rt.node_type.get(nid, "?")
+                by_type[typ] = by_type.get(typ, 0) + 1
+            res = {"energy_j": sum(per_node.values()), "makespan_s": t1 - t0, "tasks": len(out),
+                   "tasks_by_node_type": by_type, "nodes_powered_off": len(lc.removed),
+                   "nodes_added": len(lc.added),
+                   "energy_by_node_j": {f"{rt.node_type[n]}:{n[:8]}": round(e, 1) for n, e in per_node.items()},
+                   "source": "modeled"}
+            if variant != "default" and report_path:
+                tao_ray.report(report_path)
+                res["report"] = report_path
+            results[variant] = res
+            log(f"{variant:<20} energy {res['energy_j']:9.1f} J   makespan {res['makespan_s']:6.2f} s   "
+                f"tasks by node type {by_type}   nodes powered off {len(lc.removed)}")
+        finally:
+            if tao_ray.is_initialized():
+                tao_ray.shutdown()
+            lc.stop()
+    return results
