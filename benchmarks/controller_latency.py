@@ -4,7 +4,8 @@ Each size: a cluster of three node types (SPECpower-shaped curves, one with GPUs
 node on and about half full of reserved work, a power budget and temperatures set (so
 every term of the penalty is computed). Then ``--decisions`` rounds of ``decide`` (each
 placed task is finished right after, so the load stays steady); only ``decide`` is
-timed, with ``time.perf_counter_ns``. Two variants per size, run alternately:
+timed. Sizes and variants are measured in interleaved rounds, so drifts in machine load
+hit them alike. Two variants per size:
 ``hot`` (no event sink, no alternatives: the adapters' hot path) and ``events``
 (a sink receiving a DecisionEvent with the top-3 alternatives per decision).
 
@@ -81,15 +82,16 @@ def measure(ctl: Controller, sink: list, decisions: int, offset: int) -> tuple[n
                            duration_hint_s=5.0 + d % 7)
         c0 = tt()
         t0 = perf()
-        dec = ctl.decide(task, now_s=1.0 + 1e-3 * d)
+        now = 1.0 + 1e-3 * (offset + d)
+        dec = ctl.decide(task, now_s=now)
         t1 = perf()
         c1 = tt()
         wall[d] = (t1 - t0) / 1e3
         cpu[d] = (c1 - c0) / 1e3
         if dec.node_id is not None and dec.action.value == "place":
-            ctl.task_finished(task.task_id, now_s=1.0 + 1e-3 * d, duration_s=5.0)
+            ctl.task_finished(task.task_id, now_s=now, duration_s=5.0)
         else:
-            ctl.cancel(task.task_id, now_s=1.0)
+            ctl.cancel(task.task_id, now_s=now)
         sink.clear()
     return wall, cpu
 
@@ -105,22 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print("wall: wall-clock latency; cpu: the thread's CPU time (excludes time the OS ran other work)")
     print(f"{'nodes':>7} {'p50 us':>8} {'p99 us':>8} {'cpu p50':>8} {'cpu p99':>8} {'ev p50':>8} {'ev p99':>8}  goal (wall p99)")
-    for n in sizes:
-        hot, hs = build(n, events=False)
-        ev, es = build(n, events=True)
-        hot_w, hot_c, ev_w, ev_c = [], [], [], []
-        chunk = max(1, args.decisions // 4)
-        gc.disable()
-        try:
-            for r in range(4):  # alternate the variants
+    ctls = {n: (build(n, events=False), build(n, events=True)) for n in sizes}
+    samples = {n: {"hot_w": [], "hot_c": [], "ev_w": [], "ev_c": []} for n in sizes}
+    rounds = 8
+    chunk = max(1, args.decisions // rounds)
+    gc.disable()
+    try:
+        # interleave sizes and variants so that a change in machine load hits them alike
+        for r in range(rounds):
+            for n in sizes:
+                (hot, hs), (ev, es) = ctls[n]
                 w, c = measure(hot, hs, chunk, r * chunk)
-                hot_w.append(w)
-                hot_c.append(c)
+                samples[n]["hot_w"].append(w)
+                samples[n]["hot_c"].append(c)
                 w, c = measure(ev, es, chunk, r * chunk)
-                ev_w.append(w)
-                ev_c.append(c)
-        finally:
-            gc.enable()
+                samples[n]["ev_w"].append(w)
+                samples[n]["ev_c"].append(c)
+    finally:
+        gc.enable()
+    for n in sizes:
+        hot_w, hot_c = samples[n]["hot_w"], samples[n]["hot_c"]
+        ev_w, ev_c = samples[n]["ev_w"], samples[n]["ev_c"]
         h = np.concatenate(hot_w)
         hc = np.concatenate(hot_c)
         e = np.concatenate(ev_w)

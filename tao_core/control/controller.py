@@ -410,10 +410,10 @@ class Controller:
                 task.deadline_s is not None and task.deadline_s - now_s <= 2.0 * float(dur_k.max()))):
             sc.cost[nt.state != ON] = _INF  # urgent: only nodes that can start it now
         j = scorer.choose(sc, power_now_w=p_now, ratio=ratio, budget_w=budget)
-        cj = float(sc.cost[j])
+        cj = sc.cost.item(j)
         if cj == _INF:
             return self._defer(task, now_s, None, self._defer_reason(task, budget), None, sc=sc)
-        st = int(nt.state[j])
+        st = nt.state.item(j)
         node_id = nt.ids[j]
         if st != ON:
             if st == OFF:
@@ -426,7 +426,7 @@ class Controller:
                 reason = f"cheapest node {node_id} is booting"
             return self._defer(task, now_s, until, reason, j, sc=sc)
         # job energy budget (warn mode, or deny when this task would overrun)
-        energy = float(sc.energy_j[j])
+        energy = sc.energy_j.item(j)
         warning = None
         if job is not None and job in budgets:
             spent = self.job_spent_j.get(job, 0.0) + self._job_inflight_j.get(job, 0.0)
@@ -435,8 +435,8 @@ class Controller:
                 if cfg.job_budget_mode == "deny":
                     return self._reject(task, now_s, msg)
                 warning = msg
-        return self._place(task, now_s, j, cj, energy, float(sc.delay_s[j]), float(sc.dp_w[j]), ratio,
-                           float(dur_k[nt.ti[j]]), warning, sc)
+        delay = sc.delay_s.item(j)  # on a node that is on: the run time
+        return self._place(task, now_s, j, cpus, gpus, cj, energy, delay, sc.dp_w.item(j), ratio, delay, warning, sc)
 
     def _alternatives(self, sc: Any, exclude: int = -1) -> tuple[Alternative, ...]:
         k = self.config.alternatives
@@ -462,25 +462,26 @@ class Controller:
                 out.append(Alternative(ids[i], c, float(sc.energy_j[i]), float(sc.delay_s[i])))
         return tuple(out)
 
-    def _place(self, task: TaskRequest, now_s: float, j: int, cost: float, energy: float, delay: float,
-               dp_w: float, ratio: float, dur: float, warning: Optional[str], sc: Any) -> Decision:
+    def _place(self, task: TaskRequest, now_s: float, j: int, cpus: float, gpus: float, cost: float, energy: float,
+               delay: float, dp_w: float, ratio: float, dur: float, warning: Optional[str], sc: Any) -> Decision:
         nt = self.nodes
         tid = task.task_id
-        cpus = float(task.cpus)
-        gpus = float(task.gpus)
-        k = int(nt.ti[j])
         node_id = nt.ids[j]
-        dyn_w = dp_w  # modeled watts the task adds (uncorrected)
-        static_share = nt.idle_w[j] * (cpus / nt.cpus[j])
-        model_attr = (dyn_w + static_share) * dur
+        node_cpus = nt.cpus.item(j)
+        # uncorrected model prediction of the task's attributed energy: added watts plus its
+        # capacity share of the node's idle watts, times the run time
+        model_attr = (dp_w + nt.idle_w.item(j) * (cpus / node_cpus)) * dur
         end = now_s + dur
-        rec = _Task(tid, task.group, task.job, node_id, k, cpus, gpus, now_s, dur, energy, float(model_attr), end)
-        self._tasks[tid] = rec
+        self._tasks[tid] = _Task(tid, task.group, task.job, node_id, nt.ti.item(j), cpus, gpus, now_s, dur, energy,
+                                 model_attr, end)
         self._node_tasks[node_id].add(tid)
-        nt.used_c[j] += cpus
-        nt.used_g[j] += gpus
-        nt.free_c[j] -= cpus
-        nt.free_g[j] -= gpus
+        used = nt.used_c.item(j) + cpus
+        nt.used_c[j] = used
+        nt.free_c[j] = node_cpus - used
+        if gpus:
+            used = nt.used_g.item(j) + gpus
+            nt.used_g[j] = used
+            nt.free_g[j] = nt.gpus.item(j) - used
         nt.n_tasks[j] += 1
         if end > nt.busy_until.item(j):
             nt.busy_until[j] = end

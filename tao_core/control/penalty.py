@@ -65,8 +65,7 @@ def barrier(power_w: np.ndarray | float, budget_w: Optional[float]) -> np.ndarra
 
 @dataclass(slots=True)
 class Scores:
-    """Per-node arrays of one scoring pass. They are views into scratch buffers that the
-    next pass overwrites: copy what must be kept."""
+    """Per-node arrays of one scoring pass (``dp_w`` may be a cached array: do not modify)."""
 
     cost: np.ndarray      #: penalty, joule-equivalents; inf = infeasible
     energy_j: np.ndarray  #: predicted marginal energy E (before the temperature factor), J
@@ -198,25 +197,25 @@ class Scorer:
         nt = self.nt
         n = nt.n
         dyn, dp = self._get(cpus, gpus)
-        e, d, x, cost = self._scratch(n)
+        x = self._scratch(n)[2]
         ti = nt.ti
-        np.take(dur_k, ti, out=d)
-        np.take(edur_k, ti, out=e)
-        np.multiply(e, dyn, out=e)  # dynamic energy, inf where infeasible
+        d = dur_k[ti]       # run time per node, s
+        e = edur_k[ti]
+        e *= dyn            # dynamic energy, J (inf where infeasible)
         if any_not_on:
             wait = np.maximum(nt.ready_at - now_s, nt.boot_wait)
             np.maximum(wait, 0.0, out=wait)
-            start = wait + now_s
             if keep_on:
-                np.subtract(nt.busy_until, start, out=x)
+                np.subtract(nt.busy_until, now_s, out=x)
+                x -= wait
                 np.maximum(x, 0.0, out=x)
                 np.subtract(d, x, out=x)
                 np.maximum(x, 0.0, out=x)
-                np.multiply(x, nt.idle_w, out=x)
-                np.add(e, x, out=e)
+                x *= nt.idle_w
+                e += x
             if share_k is not None:
-                e += nt.wake_j * share_k.take(ti)
-            np.add(d, wait, out=d)  # delay = wait + run time
+                e += nt.wake_j * share_k[ti]
+            d += wait  # delay = wait + run time
             dpw = dp
         else:
             if keep_on:
@@ -224,24 +223,21 @@ class Scorer:
                 np.maximum(x, 0.0, out=x)
                 np.subtract(d, x, out=x)
                 np.maximum(x, 0.0, out=x)
-                np.multiply(x, nt.idle_w, out=x)
-                np.add(e, x, out=e)
+                x *= nt.idle_w
+                e += x
             dpw = dyn  # for nodes that are on, added watts now == added watts when on
-        if any_temp:
-            np.multiply(e, nt.temp_ratio, out=cost)
-        else:
-            np.copyto(cost, e)
+        cost = e * nt.temp_ratio if any_temp else e.copy()
         if lambda_j_per_s:
             np.multiply(d, lambda_j_per_s, out=x)
-            np.add(cost, x, out=cost)
+            cost += x
         if budget_w is not None:
             # -mu * log(1 - (P + r dP) / B), with the log argument floored; choose() masks >= B
             np.multiply(dpw, -ratio / budget_w, out=x)
-            np.add(x, 1.0 - power_now_w / budget_w, out=x)
+            x += 1.0 - power_now_w / budget_w
             np.maximum(x, _TINY, out=x)
             np.log(x, out=x)
-            np.multiply(x, -mu, out=x)
-            np.add(cost, x, out=cost)
+            x *= -mu
+            cost += x
         if any_cap:
             over_cap = (dpw + nt.p_node) * ratio > nt.cap_w
             over_cap |= nt.cap_block != 0  # measured power already at the cap
