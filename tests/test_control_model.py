@@ -97,3 +97,22 @@ def test_controller_learns_run_time_and_energy():
     big = TYPES[0]
     model_attr = (big.power_w(4 / 32) - big.idle_w + big.idle_w * 4 / 32) * 3.0
     assert ratio * model_attr == pytest.approx(1000.0, rel=0.01)
+
+
+def test_refit_updates_every_node_like_the_scalar_path():
+    ctl = Controller(TYPES, ControllerConfig(calibration_every=5, calibration_min_interval_s=0.0))
+    for i in range(4):
+        ctl.add_node(f"b{i}", "big")
+    ctl.add_node("g", "gpu")
+    for k in range(12):
+        ctl.decide(TaskRequest(f"t{k}", "g", cpus=3.0, gpus=1.0 if k == 0 else 0.0), now_s=0.0)
+    big = TYPES[0]
+    for k in range(10):
+        ctl.observe_node("b0", now_s=float(k), power_w=0.9 * big.power_curve.power_w(k / 10), utilization=k / 10)
+    nt = ctl.nodes
+    vec = (nt.p_node.copy(), nt.p_static.copy(), nt.p_on.copy(), ctl.modeled_power_w())
+    for i in range(nt.n):
+        ctl._refresh_node(i)
+    assert np.allclose(vec[0], nt.p_node) and np.allclose(vec[1], nt.p_static) and np.allclose(vec[2], nt.p_on)
+    assert vec[3] == pytest.approx(float(nt.p_node.sum()))
+    assert ctl.fitted_models()["big"].fitted_w[0] == pytest.approx(0.9 * big.power_curve.idle_w, rel=0.05)

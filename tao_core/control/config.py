@@ -52,6 +52,7 @@ class ControllerConfig:
     - ``calibrate``: fit node power curves to ``observe_node`` samples.
     - ``calibration_prior``: weight of the declared curve in the fit, in samples per breakpoint.
     - ``calibration_every``: refit a node type's curve after this many new samples.
+    - ``calibration_min_interval_s``: and at most once per this many seconds.
 
     Scaling:
 
@@ -103,6 +104,7 @@ class ControllerConfig:
     calibrate: bool = True
     calibration_prior: float = 5.0
     calibration_every: int = 20
+    calibration_min_interval_s: float = 10.0
 
     idle_timeout_s: Optional[float] = None
     min_idle_timeout_s: float = 1.0

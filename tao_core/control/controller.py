@@ -116,6 +116,7 @@ class Controller:
         self._arr_rate_g = 0.0
         self._arr_t: Optional[float] = None
         self._last_margin_event = 0.0
+        self._last_fit_s = [-_INF] * len(self.types)
         self.counters = {"place": 0, "defer": 0, "reject": 0, "warn": 0}
 
     # ------------------------------------------------------------------ helpers
@@ -317,7 +318,9 @@ class Controller:
                 u = nt.util_obs[i] if utilization is not None else nt.used_c[i] / nt.cpus[i]
                 m = self.models[k]
                 m.add_sample(float(u), float(power_w - nt.gpu_static[i]))
-                if m.due(self.config.calibration_every):
+                if m.due(self.config.calibration_every) and (
+                        now_s - self._last_fit_s[k] >= self.config.calibration_min_interval_s):
+                    self._last_fit_s[k] = now_s
                     self._apply_fit(k)
 
     def _apply_fit(self, k: int) -> None:
@@ -328,8 +331,31 @@ class Controller:
         nt = self.nodes
         rows = np.flatnonzero(nt.ti == k)
         nt.idle_w[rows] = m.idle_w
-        for i in rows.tolist():
-            self._refresh_node(i)
+        self._refresh_rows(rows)
+
+    def _refresh_rows(self, rows: np.ndarray) -> None:
+        """Vectorised :meth:`_refresh_node` for many rows (after a curve refit)."""
+        nt = self.nodes
+        if rows.size == 0:
+            return
+        k = nt.ti[rows]
+        st = nt.state[rows]
+        gidle = np.asarray(self._gpu_idle_total_k)[k]
+        gs = gidle + nt.used_g[rows] * nt.gpu_dyn[rows]
+        x = np.clip(nt.used_c[rows] * nt.inv10[rows], 0.0, 10.0)
+        j = np.minimum(x.astype(np.int64), 9)
+        f = np.minimum(x - j, 1.0)
+        c = self._curves
+        p_on = c[k, j] + (c[k, j + 1] - c[k, j]) * f + gs
+        on = (st == ON) | (st == DRAINING)
+        other = np.where(st == BOOTING, self._boot_w_k[k], self._off_w_k[k])
+        nt.gpu_static[rows] = gs
+        nt.p_on[rows] = p_on
+        nt.p_node[rows] = np.where(on, p_on, other)
+        nt.p_static[rows] = np.where(on, c[k, 0] + gidle, other)
+        self._p_model = float(nt.p_node.sum())
+        self._p_static = float(nt.p_static.sum())
+        self.scorer.invalidate()
 
     def observe_cluster_power(self, *, now_s: float, power_w: float) -> None:
         """Measured cluster IT watts, for the closed loop."""
