@@ -380,7 +380,8 @@ def build_report_from_records(
             # the split lives in payload["detail"], or at the payload's top level
             det = p.get("detail") if isinstance(p.get("detail"), dict) else p
             found = {}
-            for part, keys in (("dynamic", ("dynamic_j", "tasks_j")), ("idle", ("idle_j",)),
+            # tasks_j (all energy charged to tasks) before dynamic_j, so that with idle_j it adds up
+            for part, keys in (("dynamic", ("tasks_j", "dynamic_j")), ("idle", ("idle_j",)),
                                ("boot", ("boot_j",)), ("off", ("off_j",))):
                 v = next((_num(det.get(k)) for k in keys if _num(det.get(k)) is not None), None)
                 if v is not None:
