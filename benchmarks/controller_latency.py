@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {}
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print("wall: wall-clock latency; cpu: the thread's CPU time (excludes time the OS ran other work)")
-    print(f"{'nodes':>7} {'p50 us':>8} {'p99 us':>8} {'cpu p50':>8} {'cpu p99':>8} {'ev p50':>8} {'ev p99':>8}  goal (wall p99)")
+    print("best: p99 of the quietest of the interleaved rounds; ev: with events and top-3 alternatives")
+    print(f"{'nodes':>7} {'p50 us':>8} {'p99 us':>8} {'cpu p50':>8} {'cpu p99':>8} {'best p99':>8} "
+          f"{'ev p50':>8} {'ev p99':>8}  goal (wall p99)")
     ctls = {n: (build(n, events=False), build(n, events=True)) for n in sizes}
     samples = {n: {"hot_w": [], "hot_c": [], "ev_w": [], "ev_c": []} for n in sizes}
     rounds = 8
@@ -136,16 +138,20 @@ def main(argv: list[str] | None = None) -> int:
                "cpu_p50_us": float(np.percentile(hc, 50)), "cpu_p99_us": float(np.percentile(hc, 99)),
                "events_p50_us": float(np.percentile(e, 50)), "events_p99_us": float(np.percentile(e, 99)),
                "events_cpu_p99_us": float(np.percentile(ec, 99)),
-               "decisions": int(h.size)}
+               # the quietest of the interleaved rounds: closest to an unloaded machine
+               "best_round_p50_us": float(min(np.percentile(w, 50) for w in hot_w)),
+               "best_round_p99_us": float(min(np.percentile(w, 99) for w in hot_w)),
+               "rounds": len(hot_w), "decisions": int(h.size)}
         goal = GOALS_US.get(n)
         if goal is not None:
             row["goal_p99_us"] = goal
             row["goal_met"] = bool(row["p99_us"] <= goal)
             row["goal_met_cpu_time"] = bool(row["cpu_p99_us"] <= goal)
+            row["goal_met_best_round"] = bool(row["best_round_p99_us"] <= goal)
         res[str(n)] = row
         gtxt = "" if goal is None else f"<= {goal:.0f}: {'met' if row['goal_met'] else 'MISSED'}"
         print(f"{n:>7} {row['p50_us']:8.1f} {row['p99_us']:8.1f} {row['cpu_p50_us']:8.1f} {row['cpu_p99_us']:8.1f} "
-              f"{row['events_p50_us']:8.1f} {row['events_p99_us']:8.1f}  {gtxt}")
+              f"{row['best_round_p99_us']:8.1f} {row['events_p50_us']:8.1f} {row['events_p99_us']:8.1f}  {gtxt}")
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"load average (1 min) before/after: {load0} / {load1} on {os.cpu_count()} CPUs")
     out = {"nodes": res, "python": sys.version.split()[0], "numpy": np.__version__,
