@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "controller_latency.json"))
     ap.add_argument("--decisions", type=int, default=4000, help="timed decisions per size and variant")
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    ap.add_argument("--realtime", action="store_true",
+                    help="run the timed loop under SCHED_FIFO (lowest real-time priority) when the OS allows it, "
+                         "so other processes on a shared machine do not preempt it")
     args = ap.parse_args(argv)
+    sched = "default"
     sizes = [int(s) for s in args.sizes.split(",")]
     res: dict = {}
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -113,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     samples = {n: {"hot_w": [], "hot_c": [], "ev_w": [], "ev_c": []} for n in sizes}
     rounds = 8
     chunk = max(1, args.decisions // rounds)
+    if args.realtime:  # only around the timed loop
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            sched = "SCHED_FIFO 1"
+        except (AttributeError, PermissionError, OSError) as exc:
+            print(f"--realtime: not allowed here ({exc}); running with the default scheduler")
     gc.disable()
     try:
         # interleave sizes and variants so that a change in machine load hits them alike
@@ -127,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 samples[n]["ev_c"].append(c)
     finally:
         gc.enable()
+        if sched != "default":
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     for n in sizes:
         hot_w, hot_c = samples[n]["hot_w"], samples[n]["hot_c"]
         ev_w, ev_c = samples[n]["ev_w"], samples[n]["ev_c"]
@@ -153,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n:>7} {row['p50_us']:8.1f} {row['p99_us']:8.1f} {row['cpu_p50_us']:8.1f} {row['cpu_p99_us']:8.1f} "
               f"{row['best_round_p99_us']:8.1f} {row['events_p50_us']:8.1f} {row['events_p99_us']:8.1f}  {gtxt}")
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"load average (1 min) before/after: {load0} / {load1} on {os.cpu_count()} CPUs")
+    print(f"load average (1 min) before/after: {load0} / {load1} on {os.cpu_count()} CPUs; scheduler: {sched}")
     out = {"nodes": res, "python": sys.version.split()[0], "numpy": np.__version__,
            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-           "loadavg_1min": [load0, load1]}
+           "loadavg_1min": [load0, load1], "scheduler": sched}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
