@@ -55,6 +55,8 @@ def init(
     on_power_on: Optional[Callable[[str], Any]] = None,
     drain: str = "none",
     shared_machine: Optional[bool] = None,
+    launchable: Optional[Mapping[str, int]] = None,
+    hint_with: str = "label",
 ) -> Any:
     """Start TAO on the connected Ray cluster (call after ``ray.init``).
 
@@ -67,6 +69,11 @@ def init(
     (default: nothing / ``request_resources`` hints); ``drain``: "none" or "gcs" (see
     :mod:`tao_ray.autoscale`). ``shared_machine``: force (True/False) modeling each node from
     its own processes; default: when several nodes share one address.
+    ``launchable``: node type -> most nodes of that type Ray's autoscaler may run; TAO then
+    keeps the missing ones as nodes that are off in the controller's view, and when the
+    controller boots one TAO asks the autoscaler for it with ``request_resources`` and the
+    type's label selector (the autoscaler's node types must carry ``tao-node-type`` labels),
+    or with ``hint_with="resource"`` one unit of the type's ``tao_type_NAME`` resource.
     ``timeout_s``: seconds without an answer from the controller before failing open.
     Returns the driver runtime.
     """
@@ -95,6 +102,7 @@ def init(
         sample_interval_s=sample_interval_s, sync_interval_s=sync_interval_s, timeout_s=timeout_s,
         slot_linger_s=slot_linger_s, node_poll_s=node_poll_s, strict=strict_admission,
         on_power_off=on_power_off, on_power_on=on_power_on, drain=drain, shared_machine=shared_machine,
+        launchable=launchable, hint_with=hint_with,
     )
     return _state.runtime
 

@@ -13,10 +13,13 @@
   and autoscaler v2 use; it is not part of Ray's public API, so it is opt-in.
 - ``power_off`` (scale down) of a node with no work: the user callback
   ``on_power_off(node_id)`` when given (e.g. ``Cluster.remove_node``); else with
-  ``drain="gcs"`` a GCS drain with reason IDLE_TERMINATION (the autoscaler then removes the
-  node); else nothing is done to the node: it stays on, and Ray's autoscaler removes it
-  after its own idle timeout (TAO's consolidation is what lets it go idle). The node's
-  energy after a real removal is modeled as the node type's ``off_w`` (0 W by default).
+  ``drain="gcs"`` a GCS drain with reason IDLE_TERMINATION; else, when the cluster has an
+  autoscaler (``launchable`` given), TAO *releases* the node: it stops its own sampler actor
+  there (an actor, even with ``num_cpus=0``, keeps Ray from counting a node idle) and Ray's
+  autoscaler removes the node after its idle timeout (TAO's consolidation is what lets it go
+  idle); from release until the node leaves it is modeled at its idle power. Otherwise
+  nothing is done: the node stays on and is told so to the controller. The node's energy
+  after a real removal is modeled as the node type's ``off_w`` (0 W by default).
 """
 from __future__ import annotations
 
@@ -31,15 +34,23 @@ from tao_ray.nodes import TYPE_LABEL
 log = logging.getLogger("tao_ray")
 
 
-def hint_bundles(node_types: dict[str, Any], booting_types: list[str]) -> tuple[list[dict], list[dict]]:
+def hint_bundles(node_types: dict[str, Any], booting_types: list[str],
+                 hint_with: str = "label") -> tuple[list[dict], list[dict]]:
     """(bundles, bundle_label_selectors) asking the autoscaler for one node per entry of
-    ``booting_types`` (node type names)."""
+    ``booting_types`` (node type names). ``hint_with="label"``: each bundle carries the label
+    selector ``{"tao-node-type": TYPE}``; ``"resource"``: each bundle also asks for one unit of
+    the custom resource ``tao_type_TYPE`` (for autoscalers that pick node types by resources
+    only; the autoscaler's node types must then advertise that resource)."""
+    from tao_ray.nodes import TYPE_RESOURCE_PREFIX
+
     bundles, selectors = [], []
     for typ in booting_types:
         t = node_types[typ]
         b: dict[str, float] = {"CPU": float(t.cpus)}
         if t.gpus:
             b["GPU"] = float(t.gpus)
+        if hint_with == "resource":
+            b[TYPE_RESOURCE_PREFIX + typ] = 1.0
         bundles.append(b)
         selectors.append({TYPE_LABEL: typ})
     return bundles, selectors
@@ -115,6 +126,14 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
                 log.warning("tao_ray: on_power_off(%s) failed: %s", nid[:12], e)
         elif rt.drain == "gcs":
             done = _gcs_drain(nid, "DRAIN_NODE_REASON_IDLE_TERMINATION", "tao: idle node, powered off")
+        elif rt.launchable:
+            # leave it to Ray's autoscaler: TAO's own sampler actor would keep the node from
+            # counting as idle, so it stops; the node is modeled at idle power until it leaves
+            rt.release_node(nid)
+            rt.counters["power_off"] += 1
+            rt.scale_log.append({"t_s": now, "action": "release", "node_id": nid,
+                                 "reason": scale.get("reason", "")})
+            continue
         if done:
             with rt.lock:
                 rt.removed_at[nid] = time.time()
@@ -129,10 +148,16 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
                 rt.controller.set_node_state.remote(nid, "on")
             except Exception:  # noqa: BLE001
                 pass
+    wake = []
     for nid in scale.get("power_on", ()):
+        if nid in rt.released_at and nid not in rt.removed_at:
+            rt.resume_node(nid)  # released but still there: take it back
+            continue
         if nid in rt.node_state:
             rt.node_state[nid] = "booting"
-    booting = [rt.node_type.get(nid) for nid in scale.get("power_on", ())]
+            rt._boot_at[nid] = now
+            wake.append(nid)
+    booting = [rt.node_type.get(nid) for nid in wake]
     booting = [t for t in booting if t is not None]
     if booting:
         rt.counters["scale_up_hints"] += len(booting)
@@ -145,10 +170,15 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
                 except Exception as e:  # noqa: BLE001
                     log.warning("tao_ray: on_power_on(%s) failed: %s", typ, e)
         else:
-            try:
-                from ray.autoscaler.sdk import request_resources
+            rt.refresh_requests()
 
-                bundles, selectors = hint_bundles(rt.node_types, booting)
-                request_resources(bundles=bundles, bundle_label_selectors=selectors)
-            except Exception as e:  # noqa: BLE001
-                log.warning("tao_ray: request_resources failed: %s", e)
+
+def request(node_types: dict[str, Any], booting: list[str], hint_with: str = "label") -> None:
+    """``request_resources`` for one node of each type in ``booting`` (empty: clear the request)."""
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        bundles, selectors = hint_bundles(node_types, booting, hint_with)
+        request_resources(bundles=bundles, bundle_label_selectors=selectors)
+    except Exception as e:  # noqa: BLE001
+        log.warning("tao_ray: request_resources failed: %s", e)

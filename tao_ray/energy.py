@@ -24,6 +24,7 @@ from tao_core.attribution import Attribution, TaskSpan, attribute
 from tao_core.telemetry.base import DomainReading, Reading, SourceKind
 
 OFF_METHOD = "node powered off by TAO: off_w of its node type, modeled"
+RELEASED_METHOD = "node released to Ray's autoscaler: idle_w of its node type until it left, modeled"
 
 
 def _kind(src: str) -> SourceKind:
@@ -44,9 +45,22 @@ def readings(rt: Any, nid: str, t_end: Optional[float] = None) -> list[Reading]:
         out.append(Reading(t_s=float(t), domains={"node": d}))
         last = (t, total, src, unc)
     removed = rt.removed_at.get(nid)
-    if last is not None and removed is not None and t_end is not None and t_end > last[0]:
-        off_w = float(rt.node_types[rt.node_type[nid]].off_w)
-        e = float(last[1]) + off_w * (t_end - last[0])
+    released = getattr(rt, "released_at", {}).get(nid)
+    if last is None or t_end is None or t_end <= last[0]:
+        return out
+    t, e = float(last[0]), float(last[1])
+    nt = rt.node_types[rt.node_type[nid]]
+    if released is not None:  # sampler stopped, node left to Ray's autoscaler: idle until it leaves
+        t_gone = min(removed if removed is not None else t_end, t_end)
+        if t_gone > t:
+            e += float(nt.idle_w) * (t_gone - t)
+            t = t_gone
+            d = DomainReading(name="node", energy_j=e, source=SourceKind.MODELED, method=RELEASED_METHOD,
+                              power_w=float(nt.idle_w), uncertainty=float(last[3]))
+            out.append(Reading(t_s=t, domains={"node": d}))
+    if removed is not None and t_end > t:
+        off_w = float(nt.off_w)
+        e += off_w * (t_end - t)
         d = DomainReading(name="node", energy_j=e, source=SourceKind.MODELED, method=OFF_METHOD,
                           power_w=off_w, uncertainty=float(last[3]))
         out.append(Reading(t_s=float(t_end), domains={"node": d}))
@@ -58,7 +72,8 @@ def energy_between(rt: Any, t0: float, t1: float) -> dict[str, float]:
     after removal, its ``off_w``; before its first reading, nothing)."""
     out = {}
     for nid in rt.nodes:
-        rs = readings(rt, nid, t_end=t1 if nid in rt.removed_at else None)
+        gone = nid in rt.removed_at or nid in getattr(rt, "released_at", {})
+        rs = readings(rt, nid, t_end=t1 if gone else None)
         if len(rs) < 2:
             continue
         t = np.array([r.t_s for r in rs])

@@ -76,7 +76,9 @@ class Runtime:
                  sample_interval_s: float, sync_interval_s: float, timeout_s: float,
                  slot_linger_s: float, node_poll_s: float, strict: Optional[bool],
                  on_power_off: Optional[Callable[[str], Any]], on_power_on: Optional[Callable[[str], Any]],
-                 drain: str, shared_machine: Optional[bool]) -> None:
+                 drain: str, shared_machine: Optional[bool],
+                 launchable: Mapping[str, int] | None = None, boot_timeout_s: float = 120.0,
+                 hint_with: str = "label") -> None:
         self.node_types = dict(node_types)
         self.config = config
         self.node_type_of = dict(node_type_of or {})
@@ -102,6 +104,21 @@ class Runtime:
         self.node_state: dict[str, str] = {}
         self.removed_at: dict[str, float] = {}
         self.retired: set[str] = set()  # removed nodes replaced by a node booted in their place
+        self.released_at: dict[str, float] = {}  # nodes left to Ray's autoscaler
+        self._energy_offset: dict[str, float] = {}
+        self._tl_idx: dict[str, int] = {}
+        self.launchable = dict(launchable or {})
+        for typ in self.launchable:
+            if typ not in self.node_types:
+                raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(self.node_types)}")
+        self.virtual: dict[str, str] = {}  # placeholder id -> node type (nodes the autoscaler may launch)
+        self._vids = itertools.count()
+        self._boot_at: dict[str, float] = {}
+        self._requested: list[str] = []
+        self.boot_timeout_s = boot_timeout_s
+        if hint_with not in ("label", "resource"):
+            raise InputError("hint_with: use 'label' (bundle label selectors) or 'resource' (tao_type_NAME resources)")
+        self.hint_with = hint_with
         self.samplers: dict[str, Any] = {}
         self.timelines: dict[str, list[tuple]] = {}
         self.spans: dict[str, list[tuple]] = {}
@@ -185,22 +202,111 @@ class Runtime:
                 if nid not in alive and nid not in self.removed_at:
                     self.removed_at[nid] = time.time()
                     self.node_state[nid] = "off"
+                if nid not in alive and self.launchable:
+                    self.retired.add(nid)  # launchable placeholders stand for the capacity now
+            if self.launchable:
+                self._update_launchable(alive)
         if wait and new:
             ray.get([s.ping.remote() for s in new], timeout=60)
         self._push_nodes()
 
+    def _update_launchable(self, alive: set[str]) -> None:
+        """Keep, per launchable node type, (max nodes - alive nodes) placeholders that are off
+        in the controller's view; a node that joined replaces a booting placeholder first."""
+        now = time.time()
+        changed = False
+        for typ, q in self.launchable.items():
+            n_alive = sum(1 for nid in alive if self.node_type.get(nid) == typ)
+            want = max(0, int(q) - n_alive)
+            mine = [v for v, t in self.virtual.items() if t == typ and v not in self.retired]
+            mine.sort(key=lambda v: (self.node_state.get(v) != "booting", v))
+            while len(mine) > want:
+                v = mine.pop(0)
+                self.retired.add(v)
+                changed = changed or self.node_state.get(v) == "booting"
+            while len(mine) < want:
+                v = f"launchable-{typ}-{next(self._vids)}"
+                self.virtual[v] = typ
+                self.node_type[v] = typ
+                self.node_state[v] = "off"
+                mine.append(v)
+            for v in mine:  # a launch that never came: offer the capacity again
+                if self.node_state.get(v) == "booting" and now - self._boot_at.get(v, now) > self.boot_timeout_s:
+                    self.node_state[v] = "off"
+                    changed = True
+        self.refresh_requests()
+
+    def release_node(self, nid: str) -> None:
+        """Stop the node's sampler (after a last reading) so Ray's autoscaler can see it idle."""
+        s = self.samplers.get(nid)
+        try:
+            if s is not None:
+                ray.get(s.read_now.remote(), timeout=5.0)
+            self.collect()
+            if s is not None:
+                ray.kill(s, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+        with self.lock:
+            self.released_at[nid] = time.time()
+            self.node_state[nid] = "releasing"
+
+    def resume_node(self, nid: str) -> None:
+        """Take back a released node that is still in the cluster: a new sampler, whose
+        cumulative energy continues from the modeled idle energy of the gap."""
+        typ = self.node_type[nid]
+        nt = self.node_types[typ]
+        n = self.nodes[nid]
+        last = self.timelines[nid][-1] if self.timelines.get(nid) else None
+        now = time.time()
+        with self.lock:
+            rel = self.released_at.pop(nid, now)
+            if last is not None:
+                self._energy_offset[nid] = last[1] + nt.idle_w * max(now - last[0], 0.0)
+                self.timelines[nid].append((now, self._energy_offset[nid], nt.idle_w, None, "modeled",
+                                            "released: idle_w of its node type, modeled", last[6]))
+            self._tl_idx[nid] = 0
+            self.node_state[nid] = "on"
+        del rel
+        try:  # the name of the killed sampler may take a moment to be freed
+            ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
+            time.sleep(0.2)
+        except ValueError:
+            pass
+        self.samplers[nid] = NodeSampler.options(
+            name=sampler_name(nid), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
+        ).remote(nid, tuple(nt.power_curve.points_w), n.cpus or nt.cpus, bool(self.shared_machine),
+                 self.sample_interval_s, CONTROLLER_NAME, typ)
+        self._push_nodes()
+
+    def refresh_requests(self) -> None:
+        """One ``request_resources`` call for every placeholder now booting (an empty one
+        when none is), so Ray's autoscaler launches exactly what the controller asked."""
+        from tao_ray import autoscale
+
+        booting = [self.virtual[v] for v in self.virtual
+                   if v not in self.retired and self.node_state.get(v) == "booting"]
+        if booting == self._requested:
+            return
+        self._requested = booting
+        autoscale.request(self.node_types, booting, self.hint_with)
+
     def _push_nodes(self) -> None:
         with self.lock:
-            payload = [(nid, self.node_type[nid], "off" if nid in self.removed_at else self.node_state[nid])
-                       for nid in self.nodes if nid not in self.retired]
+            ids = [n for n in self.nodes if n not in self.retired] + [v for v in self.virtual if v not in self.retired]
+            payload = [(nid, self.node_type[nid],
+                        "off" if (nid in self.removed_at or nid in self.released_at) else self.node_state[nid])
+                       for nid in ids]
         try:
             ray.get(self.controller.sync_nodes.remote(payload), timeout=self.timeout_s)
         except Exception as e:  # noqa: BLE001
             self._fail_open(f"sync_nodes: {type(e).__name__}: {e}")
 
     def live_nodes(self) -> list[str]:
+        """Nodes still in the cluster whose sampler runs."""
         with self.lock:
-            return [n for n in self.nodes if n not in self.removed_at]
+            return [n for n in self.nodes if n not in self.removed_at and n not in self.released_at]
 
     # ------------------------------------------------------------------ submission
     def new_tid(self) -> str:
@@ -483,7 +589,7 @@ class Runtime:
             s = self.samplers.get(nid)
             if s is None:
                 continue
-            refs[nid] = (s.timeline.remote(len(self.timelines[nid])),
+            refs[nid] = (s.timeline.remote(self._tl_idx.get(nid, 0)),
                          s.spans.remote(self._span_idx.get(nid, 0)))
         for nid, (rt, rs) in refs.items():
             try:
@@ -491,6 +597,10 @@ class Runtime:
             except Exception:  # noqa: BLE001 - node gone: keep what we have
                 continue
             with self.lock:
+                self._tl_idx[nid] = self._tl_idx.get(nid, 0) + len(tl)
+                off = self._energy_offset.get(nid, 0.0)
+                if off:
+                    tl = [(r[0], r[1] + off) + tuple(r[2:]) for r in tl]
                 self.timelines[nid].extend(tl)
                 self.spans[nid].extend(sp)
                 self._span_idx[nid] = self._span_idx.get(nid, 0) + len(sp)
