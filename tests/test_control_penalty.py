@@ -148,3 +148,25 @@ def test_measured_power_at_cap_blocks_the_node():
     assert ctl.decide(TaskRequest("t1", "g", cpus=1.0), now_s=1.0).node_id == "b"
     ctl.observe_node("a", now_s=2.0, power_w=200.0)
     assert ctl.decide(TaskRequest("t2", "g", cpus=1.0), now_s=2.0).node_id == "a"
+
+
+@FAST
+@given(lam=st.floats(0.0, 100.0), mu=st.floats(0.0, 1000.0), temp=st.floats(260.0, 360.0),
+       frac=st.floats(0.3, 1.0), cpus=st.sampled_from([1.0, 2.0, 8.0]), d=st.floats(1.0, 100.0))
+def test_reported_cost_is_the_formula(lam, mu, temp, frac, cpus, d):
+    budget = BIG.idle_w + frac * (BIG.peak_w - BIG.idle_w) + 50.0
+    ctl = Controller(TYPES, ControllerConfig(lambda_j_per_s=lam, mu=mu, power_budget_w=budget))
+    ctl.add_node("a", "big")
+    ctl.observe_node("a", now_s=0.0, temperature_k=temp)
+    dec = ctl.decide(TaskRequest("t", "g", cpus=cpus, duration_hint_s=d), now_s=0.0)
+    before = BIG.idle_w
+    after = BIG.power_w(cpus / BIG.cpus)
+    energy = (after - before) * d + BIG.idle_w * d  # dynamic + keep-on (the node was empty)
+    b_eff = budget * (1.0 - ctl.config.target_headroom)
+    if after >= b_eff:
+        assert dec.action == Action.DEFER
+        return
+    expected = energy * temp / ctl.config.t_ref_k + mu * barrier(after, b_eff) + lam * d
+    assert dec.action == Action.PLACE
+    assert dec.cost == pytest.approx(expected, rel=1e-9, abs=1e-6)
+    assert dec.predicted_energy_j == pytest.approx(energy, rel=1e-9)

@@ -114,7 +114,9 @@ class Controller:
         self._wake_requests: "OrderedDict[str, float]" = OrderedDict()
         self._arr_rate_c = 0.0  # CPUs asked per second (exponentially weighted)
         self._arr_rate_g = 0.0
-        self._arr_t: Optional[float] = None
+        self._arr_t = -_INF
+        hl = cfg.arrival_halflife_s
+        self._arr_tau = hl / math.log(2.0) if hl > 0 else 1e-9
         self._last_margin_event = 0.0
         self._last_fit_s = [-_INF] * len(self.types)
         self.counters = {"place": 0, "defer": 0, "reject": 0, "warn": 0}
@@ -374,25 +376,12 @@ class Controller:
         return {m.name: m.snapshot() for m in self.models}
 
     # --------------------------------------------------------------- tasks
-    def _note_arrival(self, task: TaskRequest, now_s: float) -> None:
-        hl = self.config.arrival_halflife_s
-        tau = hl / math.log(2.0) if hl > 0 else 1e-9
-        if self._arr_t is not None and now_s > self._arr_t:
-            f = math.exp(-(now_s - self._arr_t) / tau)
-            self._arr_rate_c *= f
-            self._arr_rate_g *= f
-        if self._arr_t is None or now_s > self._arr_t:
-            self._arr_t = now_s
-        self._arr_rate_c += task.cpus / tau
-        self._arr_rate_g += task.gpus / tau
-
     def arrival_rate(self, now_s: float) -> tuple[float, float]:
-        """Recent demand: (CPUs asked per second, GPUs asked per second)."""
-        if self._arr_t is None:
+        """Recent demand: (CPUs asked per second, GPUs asked per second), an exponentially
+        weighted rate with half-life ``arrival_halflife_s``."""
+        if self._arr_t == -_INF:
             return 0.0, 0.0
-        hl = self.config.arrival_halflife_s
-        tau = hl / math.log(2.0) if hl > 0 else 1e-9
-        f = math.exp(-max(0.0, now_s - self._arr_t) / tau)
+        f = math.exp(-max(0.0, now_s - self._arr_t) / self._arr_tau)
         return self._arr_rate_c * f, self._arr_rate_g * f
 
     def decide(self, task: TaskRequest, *, now_s: float) -> Decision:
@@ -408,7 +397,16 @@ class Controller:
             return Decision(tid, Action.PLACE, node_id=t.node_id, predicted_energy_j=t.pred_energy_j,
                             predicted_duration_s=t.pred_dur_s, reason="already placed")
         if tid not in self._deferred:  # a new arrival (a deferred task asking again is not)
-            self._note_arrival(task, now_s)
+            tau = self._arr_tau
+            at = self._arr_t
+            if now_s > at:
+                f = math.exp((at - now_s) / tau)
+                self._arr_rate_c = self._arr_rate_c * f + cpus / tau
+                self._arr_rate_g = self._arr_rate_g * f + gpus / tau
+                self._arr_t = now_s
+            else:
+                self._arr_rate_c += cpus / tau
+                self._arr_rate_g += gpus / tau
         job = task.job
         budgets = cfg.job_budgets_j
         if job is not None and job in budgets:
@@ -436,7 +434,7 @@ class Controller:
                 task.deadline_s is not None and task.deadline_s - now_s <= 2.0 * float(dur_k.max()))):
             sc.cost[nt.state != ON] = _INF  # urgent: only nodes that can start it now
         j = scorer.choose(sc, power_now_w=p_now, ratio=ratio, budget_w=budget)
-        cj = sc.cost.item(j)
+        cj = sc.cost.item(j) + sc.offset
         if cj == _INF:
             return self._defer(task, now_s, None, self._defer_reason(task, budget), None, sc=sc)
         st = nt.state.item(j)
@@ -481,7 +479,7 @@ class Controller:
         p_now = lp.predict_w(self._p_static, self._p_model - self._p_static)
         out = []
         for i in idx.tolist():
-            c = float(cost[i])
+            c = float(cost[i]) + sc.offset
             if b is not None and p_now + float(sc.dp_w[i]) * lp.dynamic_scale >= b:
                 c = _INF
             if c < _INF:
@@ -671,7 +669,7 @@ class Controller:
             nt.free_g[i] = nt.gpus[i]
             nt.busy_until[i] = -_INF
             nt.idle_since[i] = now_s
-        else:
+        elif t.end_s >= nt.busy_until.item(i):  # it held the latest end: find the next one
             tasks = self._tasks
             nt.busy_until[i] = max(tasks[x].end_s for x in ts) if ts else -_INF
         self._refresh_node(i, False)

@@ -43,6 +43,7 @@ allowed) is off.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional
@@ -71,6 +72,7 @@ class Scores:
     energy_j: np.ndarray  #: predicted marginal energy E (before the temperature factor), J
     delay_s: np.ndarray   #: predicted delay D, s
     dp_w: np.ndarray      #: added modeled node watts (uncorrected; inf = infeasible)
+    offset: float = 0.0   #: penalty term common to every node, left out of ``cost`` (add it back to report)
 
 
 _TINY = 1e-300
@@ -198,6 +200,7 @@ class Scorer:
         n = nt.n
         dyn, dp = self._get(cpus, gpus)
         x = self._scratch(n)[2]
+        offset = 0.0
         ti = nt.ti
         d = dur_k[ti]       # run time per node, s
         e = edur_k[ti]
@@ -230,19 +233,21 @@ class Scorer:
         if lambda_j_per_s:
             np.multiply(d, lambda_j_per_s, out=x)
             cost += x
-        if budget_w is not None:
-            # -mu * log(1 - (P + r dP) / B), with the log argument floored; choose() masks >= B
-            np.multiply(dpw, -ratio / budget_w, out=x)
-            x += 1.0 - power_now_w / budget_w
+        if budget_w is not None and ratio > 0:
+            # -mu log(1 - (P + r dP)/B) = -mu log(r/B) - mu log((B - P)/r - dP); the first
+            # term is the same for every node: it is kept apart in ``offset``. The log
+            # argument is floored; choose() makes nodes at or over the budget infeasible.
+            np.subtract((budget_w - power_now_w) / ratio, dpw, out=x)
             np.maximum(x, _TINY, out=x)
             np.log(x, out=x)
             x *= -mu
             cost += x
+            offset = -mu * math.log(ratio / budget_w)
         if any_cap:
             over_cap = (dpw + nt.p_node) * ratio > nt.cap_w
             over_cap |= nt.cap_block != 0  # measured power already at the cap
             cost[over_cap] = np.inf
-        return Scores(cost, e, d, dpw)
+        return Scores(cost, e, d, dpw, offset)
 
     @staticmethod
     def over_budget(dp_w: np.ndarray | float, *, power_now_w: float, ratio: float, budget_w: Optional[float]):
