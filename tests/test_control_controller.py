@@ -139,3 +139,16 @@ def test_bad_input_names_the_field():
         ctl.add_node("x", "big")
     with pytest.raises(InputError, match="unknown node"):
         ctl.set_node_state("y", NodeState.ON, now_s=0.0)
+
+
+def test_fast_place_decision_equals_the_dataclass():
+    from tao_core.control import Alternative, Decision
+    from tao_core.control.controller import _place_decision
+
+    alts = (Alternative("n", 1.0, 2.0, 3.0),)
+    fast = _place_decision("t", "n", 1.5, 2.5, 3.5, alts, "w")
+    slow = Decision("t", Action.PLACE, node_id="n", cost=1.5, predicted_energy_j=2.5, predicted_duration_s=3.5,
+                    reason="lowest penalty", alternatives=alts, warning="w")
+    assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
+    with pytest.raises(Exception):
+        fast.cost = 2.0  # still frozen

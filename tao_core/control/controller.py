@@ -15,7 +15,7 @@ import heapq
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -42,6 +42,28 @@ from tao_core.errors import InputError
 log = logging.getLogger(__name__)
 
 _INF = float("inf")
+
+_DECISION_DEFAULTS = {f.name: f.default for f in fields(Decision)}
+
+
+def _place_decision(task_id: str, node_id: str, cost: float, energy_j: float, duration_s: float,
+                    alternatives: tuple, warning: Optional[str]) -> Decision:
+    """A PLACE :class:`Decision`, built without the frozen dataclass's per-field
+    ``object.__setattr__`` calls (about 2 us of the hot path); equal to
+    ``Decision(task_id, Action.PLACE, node_id=..., ...)``."""
+    d = object.__new__(Decision)
+    vals = _DECISION_DEFAULTS.copy()  # fields added to Decision later keep their defaults
+    vals["task_id"] = task_id
+    vals["action"] = Action.PLACE
+    vals["node_id"] = node_id
+    vals["cost"] = cost
+    vals["predicted_energy_j"] = energy_j
+    vals["predicted_duration_s"] = duration_s
+    vals["reason"] = "lowest penalty"
+    vals["alternatives"] = alternatives
+    vals["warning"] = warning
+    object.__setattr__(d, "__dict__", vals)
+    return d
 
 
 @dataclass(slots=True)
@@ -533,8 +555,7 @@ class Controller:
                                          node_id=node_id, reason=warning, budget=self.budget_state(task.job)))
         elif warning is not None:
             self.counters["warn"] += 1
-        return Decision(tid, Action.PLACE, node_id=node_id, cost=cost, predicted_energy_j=energy,
-                        predicted_duration_s=dur, reason="lowest penalty", alternatives=alts, warning=warning)
+        return _place_decision(tid, node_id, cost, energy, dur, alts, warning)
 
     def _defer_reason(self, task: TaskRequest, budget: Optional[float]) -> str:
         nt = self.nodes
