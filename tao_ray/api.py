@@ -34,8 +34,8 @@ class TaoRemoteFunction:
         self.job = job
         self.cpus = float(self._ray_options.get("num_cpus", 1) if self._ray_options.get("num_cpus") is not None else 1)
         self.gpus = float(self._ray_options.get("num_gpus") or 0)
-        self._remote = ray.remote(**self._ray_options)(wrap_function(fn, self.group, job)) if self._ray_options \
-            else ray.remote(wrap_function(fn, self.group, job))
+        wrapped = wrap_function(fn, self.group, job, self.cpus)
+        self._remote = ray.remote(**self._ray_options)(wrapped) if self._ray_options else ray.remote(wrapped)
         self._handles: dict[str, Any] = {}
 
     def default_handle(self) -> Any:

@@ -141,7 +141,7 @@ class Runtime:
         self.counters = {"placed": 0, "deferred": 0, "default": 0, "fail_open_events": 0,
                          "scale_up_hints": 0, "power_off": 0, "drain": 0}
         self.scale_log: list[dict[str, Any]] = []
-        #: (Ray task id hex, node id) of the latest tasks TAO placed, for checking placement
+        #: (Ray TaskID, node id) of the latest tasks TAO placed, for checking placement
         self.placements: deque = deque(maxlen=10_000)
         self.events: list[dict[str, Any]] = []
         self._n_events = 0
@@ -356,9 +356,9 @@ class Runtime:
         if self.strict:
             return self.gate.hold.remote(q.tid)
         ref = fn.handle_for(node).remote(*args, **kwargs)
-        self.placements.append((ref.task_id().hex(), node))
+        self.placements.append((ref.task_id(), node))
         t0 = time.time()
-        ref.future().add_done_callback(lambda _f, gid=gid, t0=t0: self._slot_done(gid, t0))
+        on_done(ref, lambda gid=gid, t0=t0: self._slot_done(gid, t0))
         return ref
 
     def _pick_slot(self, group: str) -> Optional[_Grant]:
@@ -405,9 +405,9 @@ class Runtime:
             ref = q.fn.default_handle().remote(*q.args, **q.kwargs)
         else:
             ref = q.fn.handle_for(node_id).remote(*q.args, **q.kwargs)
-            self.placements.append((ref.task_id().hex(), node_id))
+            self.placements.append((ref.task_id(), node_id))
             t0 = time.time()
-            ref.future().add_done_callback(lambda _f, gid=q.tid, t0=t0: self._one_done(gid, t0))
+            on_done(ref, lambda gid=q.tid, t0=t0: self._one_done(gid, t0))
         self._release.append((q.tid, [ref]))
 
     # ------------------------------------------------------------------ sync loop
@@ -664,6 +664,23 @@ class Runtime:
                 ray.kill(self.gate)
             except Exception:  # noqa: BLE001
                 pass
+
+
+def on_done(ref: Any, callback: Callable[[], Any]) -> None:
+    """Call ``callback()`` once the task behind ``ref`` has finished (or failed), without
+    fetching its value where Ray allows it (``ObjectRef._on_ready``, else ``_on_completed``,
+    else the public ``ref.future()``). The callback keeps ``ref`` alive until it runs, so a
+    caller dropping its ref does not lose the notification."""
+    cb = lambda *_a, _r=ref: callback()  # noqa: E731
+    try:
+        ref._on_ready(cb)
+        return
+    except AttributeError:
+        pass
+    try:
+        ref._on_completed(cb)
+    except AttributeError:
+        ref.future().add_done_callback(cb)
 
 
 def _config_dict(cfg: ControllerConfig) -> dict[str, Any]:

@@ -48,9 +48,21 @@ def _record(span: tuple) -> None:
             _thread.start()
 
 
-def wrap_function(fn: Callable, group: str, job: Optional[str] = None) -> Callable:
-    """``fn`` wrapped so that each call reports its span. Coroutine and generator functions
-    are returned unchanged (they run, but get no span)."""
+_proc: dict[str, str] = {}  # node id and job id of this worker process (they never change)
+
+
+def _proc_ids() -> tuple[str, str]:
+    if not _proc:
+        ctx = ray.get_runtime_context()
+        _proc["node"] = ctx.get_node_id()
+        _proc["job"] = ctx.get_job_id()
+    return _proc["node"], _proc["job"]
+
+
+def wrap_function(fn: Callable, group: str, job: Optional[str] = None, cpus: float = 1.0) -> Callable:
+    """``fn`` wrapped so that each call reports its span (``cpus``: the logical CPUs each
+    task reserves). Coroutine and generator functions are returned unchanged (they run, but
+    get no span)."""
     if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         return fn
 
@@ -61,13 +73,9 @@ def wrap_function(fn: Callable, group: str, job: Optional[str] = None) -> Callab
             return fn(*args, **kwargs)
         finally:
             end = time.time()
-            ctx = ray.get_runtime_context()
-            try:
-                cpus = float(ctx.get_assigned_resources().get("CPU", 0.0))
-            except Exception:  # noqa: BLE001
-                cpus = 1.0
-            _record((ctx.get_task_id(), ctx.get_node_id(), start, end, time.thread_time() - c0,
-                     group, job or ctx.get_job_id(), cpus))
+            node, job_id = _proc_ids()
+            _record((ray.get_runtime_context().get_task_id(), node, start, end, time.thread_time() - c0,
+                     group, job or job_id, cpus))
 
     # the name Ray shows; no __wrapped__, so Ray checks arguments against (*args, **kwargs)
     for attr in ("__name__", "__qualname__", "__module__", "__doc__"):

@@ -70,7 +70,7 @@ def test_tasks_land_where_the_controller_placed_them(tao):
     refs = [where.remote(i, 0.2) for i in range(12)]
     out = ray.get(refs, timeout=120)
     assert [x for x, _ in out] == list(range(12))
-    placed = dict(rt.placements)
+    placed = {t.hex(): n for t, n in rt.placements}
     ran = {r.task_id().hex(): node for r, (_, node) in zip(refs, out)}
     assert set(ran) <= set(placed), "every task went through a controller grant"
     assert all(placed[t] == ran[t] for t in ran), "a task ran on another node than the one granted"
@@ -84,7 +84,7 @@ def test_tasks_land_where_the_controller_placed_them(tao):
     # an existing @ray.remote function through tao_ray.options
     plain = ray.remote(lambda: ray.get_runtime_context().get_node_id())
     r = tao_ray.options(plain).remote()
-    assert ray.get(r, timeout=60) == dict(rt.placements)[r.task_id().hex()]
+    assert ray.get(r, timeout=60) == {t.hex(): n for t, n in rt.placements}[r.task_id().hex()]
 
 
 def test_power_budget_defers_and_everything_runs(tao):
@@ -100,8 +100,7 @@ def test_power_budget_defers_and_everything_runs(tao):
     stats = ray.get(rt.controller.stats.remote())
     assert stats["counters"]["defer"] > 0, "the budget never deferred anything"
     # tasks ran where their grants said
-    placed = dict(rt.placements)
-    assert {node for _, node in out} <= set(placed.values())
+    assert {node for _, node in out} <= {n for _, n in rt.placements}
 
 
 def test_controller_killed_mid_run_loses_no_task(tao):
