@@ -152,3 +152,18 @@ def test_fast_place_decision_equals_the_dataclass():
     assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
     with pytest.raises(Exception):
         fast.cost = 2.0  # still frozen
+
+
+def test_alternatives_include_the_chosen_node_near_the_budget():
+    # the chosen node's row in the scorer's cache changes when it is reserved; the
+    # alternatives must be computed from the state the decision saw
+    from control_fixtures import BIG
+
+    budget = (BIG.idle_w * 2 + 40.0) / 0.98
+    ctl, events = _ctl(power_budget_w=budget, lambda_j_per_s=0.0)
+    ctl.add_node("a", "big")
+    ctl.add_node("b", "big")
+    d = ctl.decide(TaskRequest("t", "g", cpus=1.0), now_s=0.0)
+    assert d.action == Action.PLACE
+    assert d.alternatives and d.alternatives[0].node_id == d.node_id
+    assert d.alternatives[0].cost == pytest.approx(d.cost)

@@ -513,6 +513,9 @@ class Controller:
         nt = self.nodes
         tid = task.task_id
         node_id = nt.ids[j]
+        cfg = self.config
+        # before the reservation: sc.dp_w can be the scorer's cached row that it updates
+        alts = self._alternatives(sc) if cfg.alternatives else ()
         node_cpus = nt.cpus.item(j)
         # uncorrected model prediction of the task's attributed energy: added watts plus its
         # capacity share of the node's idle watts, times the run time
@@ -538,10 +541,6 @@ class Controller:
         if task.job is not None:
             self._job_inflight_j[task.job] = self._job_inflight_j.get(task.job, 0.0) + energy
         self.counters["place"] += 1
-        alts = ()
-        cfg = self.config
-        if cfg.alternatives:
-            alts = self._alternatives(sc)
         if self.event_sink is not None and cfg.emit_events:
             self._emit(DecisionEvent(t_s=now_s, kind="place", subject=tid, group=task.group, node_id=node_id,
                                      cost=cost, reason="lowest penalty", alternatives=alts,
