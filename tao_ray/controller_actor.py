@@ -108,11 +108,13 @@ class ControllerActor:
                 del self._grants[gid]
         return self.epoch
 
-    def observe(self, node_id: str, t_s: float, power_w: Optional[float], utilization: Optional[float]) -> None:
-        """A sampler's latest reading of its node (watts, CPU utilization 0..1)."""
+    def observe(self, node_id: str, t_s: float, power_w: Optional[float], utilization: Optional[float],
+                temperature_k: Optional[float] = None) -> None:
+        """A sampler's latest reading of its node (watts, CPU utilization 0..1, kelvin)."""
         now = time.time()
         try:
-            self.ctl.observe_node(node_id, now_s=now, power_w=power_w, utilization=utilization)
+            self.ctl.observe_node(node_id, now_s=now, power_w=power_w, utilization=utilization,
+                                  temperature_k=temperature_k)
             if power_w is not None and node_id in self.ctl.nodes.index:
                 self._power[node_id] = (t_s, float(power_w))
                 fresh = [w for (t, w) in self._power.values() if now - t < 5.0]

@@ -57,14 +57,13 @@ def make_source(curve: PowerCurve, cpus: float, shared_machine: bool, name: str,
             return ModeledSource(curve, cpus=cpus, processes=lambda: [raylet], name=name,
                                  curve_label=curve_label, clock=time.time)
     else:
-        try:  # a measured source when the node has one
-            from tao_core.telemetry import detect  # type: ignore[attr-defined]
+        try:  # measured sources (RAPL, NVML) when the node has them, with its curve as the fallback
+            from tao_core.telemetry.detect import detect
 
-            src = detect()
-            if src is not None and str(getattr(src, "kind", "modeled")) != "modeled":
-                return _WallClock(src)
-            if src is not None:
-                src.close()
+            det = detect(power_curve=curve, cpus=cpus)
+            if det.measured:
+                return _WallClock(det.source())
+            det.close()
         except Exception as e:  # noqa: BLE001 - fall back to the model
             log.info("tao sampler: detect() failed (%s); using the node type's curve", e)
     return ModeledSource(curve, cpus=cpus, processes=None, name=name, curve_label=curve_label,
@@ -107,6 +106,7 @@ class NodeSampler:
         self._spans: list[tuple] = []
         self._stop = threading.Event()
         self._controller = None
+        self._temperature_k = None
         self._gauge = None
         try:
             from ray.util.metrics import Gauge
@@ -129,6 +129,8 @@ class NodeSampler:
         method = "; ".join(dict.fromkeys(d.method for d in top))
         unc = max((d.uncertainty for d in top), default=0.0)
         util = getattr(self.source, "last_utilization", None)
+        temps = [d.temperature_k for d in r.domains.values() if d.temperature_k is not None]
+        self._temperature_k = max(temps) if temps else None
         row = (r.t_s, total, power, util, src, method, unc)
         with self._lock:
             self._timeline.append(row)
@@ -156,7 +158,7 @@ class NodeSampler:
         try:
             if self._controller is None:
                 self._controller = ray.get_actor(self.controller_name, namespace=NAMESPACE)
-            self._controller.observe.remote(self.node_id, row[0], row[2], row[3])
+            self._controller.observe.remote(self.node_id, row[0], row[2], row[3], self._temperature_k)
         except Exception:  # noqa: BLE001 - controller down: it will be looked up again
             self._controller = None
 

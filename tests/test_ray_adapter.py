@@ -144,3 +144,29 @@ def test_per_task_energy_plus_idle_equals_node_totals(tao, tmp_path):
 
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["energy"]["it_energy_j"] == pytest.approx(att.total_j, rel=1e-6)
+
+
+@tao_ray.remote(num_cpus=1)
+class Where:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+
+def test_actors_and_placement_group_bundles_go_where_the_controller_says(tao):
+    from ray.util.placement_group import placement_group_table, remove_placement_group
+
+    rt = tao()
+    a = Where.remote()
+    actor_node = ray.get(a.node.remote(), timeout=60)
+    pg = tao_ray.placement_group([{"CPU": 1}, {"CPU": 1}], name="pair")
+    ray.get(pg.ready(), timeout=60)
+    bundle_nodes = list(placement_group_table(pg)["bundles_to_node_id"].values())
+    events = rt.decision_events()
+    by_group = {}
+    for e in events:
+        if e["kind"] == "place":
+            by_group.setdefault(e["group"], []).append(e["node_id"])
+    assert by_group["Where"] == [actor_node]
+    assert [by_group[f"placement-group:pair:{i}"][0] for i in range(2)] == bundle_nodes
+    remove_placement_group(pg)
+    ray.kill(a)
