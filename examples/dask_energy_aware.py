@@ -33,9 +33,9 @@ WORKERS = {"0": WASTEFUL, "1": EFFICIENT, "2": WASTEFUL, "3": EFFICIENT}
 
 
 def burn(x: int, seconds: float = 0.2) -> int:
-    """A small CPU-bound task: burn ``seconds`` of CPU time."""
-    t = time.thread_time()
-    while time.thread_time() - t < seconds:
+    """A small CPU-bound task: spin for ``seconds`` of wall time."""
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
         pass
     return x
 

@@ -74,6 +74,8 @@ class TAOSchedulerPlugin(SchedulerPlugin):
 
     #: seconds a worker the plan powered off may stay before TAO counts it as kept (ON)
     retire_grace_s = 5.0
+    #: task spans kept for per-task energy (about 150 bytes each); later ones are counted only
+    max_spans = 2_000_000
 
     def __init__(
         self,
@@ -117,7 +119,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         self.held_keys: set[Any] = set()
         self.events: list[Any] = []
         self.counts = {"placed": 0, "deferred": 0, "released": 0, "left_to_dask": 0,
-                       "fallbacks": 0, "errors": 0, "events_dropped": 0}
+                       "fallbacks": 0, "errors": 0, "events_dropped": 0, "spans_dropped": 0}
         self.placed_on: dict[str, int] = {}
         self.started_s = time.time()
         self._seq = itertools.count()
@@ -187,6 +189,21 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         return self.ctl
 
     def _ctl_add(self, n: WorkerNode, now: float) -> None:
+        if n.node_type.name not in self.ctl.type_index:
+            if self.ctl.running == 0 and not self.held_keys:
+                # nothing reserved or parked: start over with every type known now
+                for m in self.nodes.values():
+                    m.managed = False
+                self.ctl = None
+                self._powered_off.clear()
+                self._ensure_controller()
+                return
+            # the controller's types are fixed when it is created: declare every type in
+            # register(node_types=...) to have late workers of new types managed
+            self._warn_once(f"type-{n.node_type.name}",
+                            "TAO: worker %s is of type %r, unknown when the controller was created; "
+                            "Dask places tasks on it, TAO does not", n.name, n.node_type.name)
+            return
         try:
             self.ctl.add_node(n.address, n.node_type.name, now_s=now)
             n.managed = True
@@ -322,7 +339,10 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         if ts is None:
             return
         if t0 is not None and worker is not None:
-            self.spans.append((str(key), ts.prefix.name, worker, float(t0), float(t1)))
+            if len(self.spans) < self.max_spans:
+                self.spans.append((str(key), ts.prefix.name, worker, float(t0), float(t1)))
+            else:
+                self.counts["spans_dropped"] += 1
         addr = self.decided.pop(key, None)
         if addr is not None:
             ts.worker_restrictions = None  # TAO's restriction; a recomputation decides anew
