@@ -163,6 +163,17 @@ class ControllerConfig:
             raise bad("min_on_s/min_idle_timeout_s/spare_cpus", "must be >= 0")
         if self.alternatives < 0:
             raise bad("alternatives", "must be >= 0")
+        if self.scale_down_band < 0:
+            raise bad("scale_down_band", "must be a fraction >= 0 (0.25 keeps 25 % above demand)")
+        if not self.boot_amortize_s > 0:
+            raise bad("boot_amortize_s", "must be a positive number of seconds")
+        if self.calibration_every < 1 or self.calibration_min_interval_s < 0 or self.calibration_prior < 0:
+            raise bad("calibration_every/calibration_min_interval_s/calibration_prior",
+                      "need calibration_every >= 1, the others >= 0")
+        if not self.ratio_halflife_s > 0 or self.arrival_halflife_s < 0:
+            raise bad("ratio_halflife_s/arrival_halflife_s", "half-lives are seconds: ratio > 0, arrival >= 0")
+        if self.spare_horizon_s is not None and self.spare_horizon_s < 0:
+            raise bad("spare_horizon_s", "must be seconds >= 0, or None for the longest boot time")
 
     @property
     def it_budget_w(self) -> Optional[float]:
