@@ -197,12 +197,6 @@ class Controller:
                 nt.boot_wait[i] = 0.0
         self.scorer.row_changed(i, st, used_c, nt.free_c.item(i), nt.free_g.item(i), inv10, k * 11, gs, gd, p_on, p)
 
-    def _recount(self) -> None:
-        nt = self.nodes
-        self._n_not_on = int(np.count_nonzero(nt.state != ON))
-        self._p_model = float(nt.p_node.sum())
-        self._p_static = float(nt.p_static.sum())
-
     def _emit(self, ev: DecisionEvent) -> None:
         sink = self.event_sink
         if sink is None:
