@@ -160,3 +160,19 @@ def test_decide_defers_to_waking_node_and_plan_boots_it():
     assert d.action == Action.DEFER and d.defer_until_s == TYPES[0].boot_s
     ctl.set_node_state("b0", NodeState.ON, now_s=60.0)
     assert ctl.decide(TaskRequest("t", "g", cpus=2.0, duration_hint_s=10.0), now_s=60.0).action == Action.PLACE
+
+
+def test_idle_nodes_are_shed_when_power_is_over_budget():
+    idle = 3 * TYPES[0].idle_w + 3 * TYPES[1].idle_w
+    ctl = _cluster(power_budget_w=1.1 * idle / 0.98, min_on_s=1e9, idle_timeout_s=1e9)
+    d = ctl.decide(TaskRequest("t", "g", cpus=1.0, duration_hint_s=1e4), now_s=0.0)
+    assert d.action == Action.PLACE
+    # the meter says the cluster draws 25 % more than modeled: over the budget
+    ctl.observe_cluster_power(now_s=1.0, power_w=1.25 * ctl.modeled_power_w())
+    assert ctl.predicted_power_w() >= ctl.loop.effective_budget_w
+    plan = ctl.plan_scaling(now_s=2.0)
+    assert plan.power_off and d.node_id not in plan.power_off
+    assert all(ctl.reserved(n)[2] == 0 for n in plan.power_off)
+    assert ctl.predicted_power_w() < ctl.loop.effective_budget_w
+    # the biggest idle draw goes first
+    assert plan.power_off[0].startswith("b")

@@ -13,6 +13,8 @@ Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply).
   of the rest; GPU
   demand boots GPU nodes first. Under a power budget a boot is skipped when the node's
   idle watts would not fit in the headroom.
+- Shed, when the predicted cluster power is at or over the (effective) power budget: idle
+  nodes that are on are powered off at once, biggest idle draw first, until it is under.
 - Power off, when supply stays >= need x (1 + ``scale_down_band``) without the node: ON (or DRAINING) nodes with no
   reserved work, idle for at least the idle timeout (default: the node type's break-even
   time ``boot J / (idle W - off W)``) and on for at least ``min_on_s``; least efficient and
@@ -133,11 +135,34 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
             if power_on:
                 reasons.append(f"demand {need_c:.1f} CPUs / {need_g:.1f} GPUs above supply: boot {len(power_on)}")
 
+    # ---- over the power budget: shed idle nodes at once, biggest idle draw first
+    idle_ok = (nt.n_tasks == 0) & (nt.used_c <= 0) & (nt.used_g <= 0)
+    shed: set[int] = set()
+    if cfg.scale_down and budget is not None and p_pred >= budget:
+        cand = np.flatnonzero(idle_ok & (st == ON))
+        if cand.size:
+            save = (nt.p_node[cand] - ctl._off_w_k[nt.ti[cand]]) * ctl.loop.static_scale
+            order = cand[np.lexsort((-nt.temp_ratio[cand], -save))]
+            for i in order.tolist():
+                if p_pred < budget:
+                    break
+                s_w = (float(nt.p_node[i]) - float(ctl._off_w_k[nt.ti[i]])) * ctl.loop.static_scale
+                if s_w <= 0:
+                    continue
+                shed.add(i)
+                power_off.append(nt.ids[i])
+                p_pred -= s_w
+                supply_c -= float(nt.cpus[i])
+                supply_g -= float(nt.gpus[i])
+            if shed:
+                reasons.append(f"predicted power over the budget: {len(shed)} idle node(s) off")
+
     # ---- power off idle nodes (never with reserved work)
     if cfg.scale_down and not power_on:
         timeouts = idle_timeouts(ctl)[nt.ti]
-        idle_ok = (nt.n_tasks == 0) & (nt.used_c <= 0) & (nt.used_g <= 0)
         on_idle = idle_ok & (st == ON) & ((now_s - nt.idle_since) >= timeouts) & ((now_s - nt.on_since) >= cfg.min_on_s)
+        if shed:
+            on_idle[list(shed)] = False
         drained = idle_ok & (st == DRAINING)
         for i in np.flatnonzero(drained).tolist():
             power_off.append(nt.ids[i])
