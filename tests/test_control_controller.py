@@ -228,3 +228,35 @@ def test_state_stays_consistent_under_any_sequence(ops):
             assert np.array_equal(np.isinf(dyn), np.isinf(fdyn))
             fin = ~np.isinf(fdyn)
             assert np.allclose(dyn[fin], fdyn[fin]) and np.allclose(dp[fin], fdp[fin])
+
+
+def test_add_node_type_after_construction_keeps_state():
+    from control_fixtures import BIG
+    from tao_core.control import NodeType
+    from tao_core.power.curve import PowerCurve
+
+    ctl = Controller([BIG], ControllerConfig(lambda_j_per_s=0.0))
+    ctl.add_node("b", "big")
+    d = ctl.decide(TaskRequest("t0", "g", cpus=2.0), now_s=0.0)
+    ctl.task_finished("t0", now_s=4.0, energy_j=500.0)
+    ctl.decide(TaskRequest("t1", "g", cpus=2.0, duration_hint_s=1e4), now_s=5.0)
+    eco = NodeType("eco", cpus=8, power_curve=PowerCurve.from_tdp(40.0), speed=1.0)
+    ctl.add_node_type(eco)
+    ctl.add_node("e", "eco", now_s=5.0)
+    assert ctl.running == 1 and d.node_id == "b"
+    assert ctl.modeled_power_w() == pytest.approx(cluster_power_w_types(ctl, [BIG, eco]))
+    # the learned run time of group g carries over to the new type (same speed)
+    d2 = ctl.decide(TaskRequest("t2", "g", cpus=1.0), now_s=6.0)
+    assert d2.node_id == "e" and d2.predicted_duration_s == pytest.approx(4.0)
+    with pytest.raises(InputError, match="already declared"):
+        ctl.add_node_type(eco)
+
+
+def cluster_power_w_types(ctl, types):
+    by = {t.name: t for t in types}
+    total = 0.0
+    for n in ctl.nodes.ids:
+        t = by[ctl.types[int(ctl.nodes.ti[ctl.nodes.index[n]])].name]
+        c, g, _ = ctl.reserved(n)
+        total += t.power_w(c / t.cpus, g / t.gpus if t.gpus else 0.0)
+    return total

@@ -100,24 +100,9 @@ class Controller:
                 raise InputError(f"node_types: name {t.name!r} appears twice; give each type a unique name")
             self.type_index[t.name] = k
         self.models = [NodeModel(t, prior=cfg.calibration_prior) for t in self.types]
-        K = len(self.types)
-        self._speed_k = np.array([t.speed for t in self.types], dtype=float)
-        self._cpus_k = np.array([t.cpus for t in self.types], dtype=float)
-        self._gpus_k = np.array([t.gpus for t in self.types], dtype=float)
-        self._inv_gpus_k = np.where(self._gpus_k > 0, 1.0 / np.maximum(self._gpus_k, 1e-12), 0.0)
-        self._boot_s_k = np.array([t.boot_s for t in self.types], dtype=float)
-        self._boot_w_k = np.array([t.boot_power_w for t in self.types], dtype=float)
-        self._off_w_k = np.array([t.off_w for t in self.types], dtype=float)
-        self._gpu_idle_k = np.array([t.gpu_idle_w for t in self.types], dtype=float)
-        self._gpu_dyn_k = np.array([t.gpu_busy_w - t.gpu_idle_w for t in self.types], dtype=float)
-        self._curves = np.array([m.cpu_curve_w for m in self.models], dtype=float).reshape(K, 11)
+        self._build_type_tables()
         self.nodes = NodeTable()
         self.scorer = Scorer(self.nodes, self._curves, allow_wake=cfg.wake_in_decide)
-        self._curve_rows = [list(map(float, r)) for r in self._curves]
-        self._boot_j_k = [t.boot_energy_j for t in self.types]
-        self._gpu_idle_total_k = [float(t.gpus * t.gpu_idle_w) for t in self.types]
-        self._boot_w_list = [float(t.boot_power_w) for t in self.types]
-        self._off_w_list = [float(t.off_w) for t in self.types]
         self.predictor = TaskPredictor(self._speed_k, default_duration_s=cfg.default_duration_s,
                                        alpha=cfg.prediction_alpha, max_groups=cfg.max_groups)
         self.loop = PowerLoop(cfg.it_budget_w, kp=cfg.pi_kp, ki=cfg.pi_ki, target_headroom=cfg.target_headroom,
@@ -142,6 +127,39 @@ class Controller:
         self._last_margin_event = 0.0
         self._last_fit_s = [-_INF] * len(self.types)
         self.counters = {"place": 0, "defer": 0, "reject": 0, "warn": 0}
+
+    def _build_type_tables(self) -> None:
+        """Per-node-type arrays and lists the hot path reads (from ``types`` and ``models``)."""
+        ts = self.types
+        K = len(ts)
+        self._speed_k = np.array([t.speed for t in ts], dtype=float)
+        self._cpus_k = np.array([t.cpus for t in ts], dtype=float)
+        self._gpus_k = np.array([t.gpus for t in ts], dtype=float)
+        self._inv_gpus_k = np.where(self._gpus_k > 0, 1.0 / np.maximum(self._gpus_k, 1e-12), 0.0)
+        self._boot_s_k = np.array([t.boot_s for t in ts], dtype=float)
+        self._boot_w_k = np.array([t.boot_power_w for t in ts], dtype=float)
+        self._off_w_k = np.array([t.off_w for t in ts], dtype=float)
+        self._gpu_idle_k = np.array([t.gpu_idle_w for t in ts], dtype=float)
+        self._gpu_dyn_k = np.array([t.gpu_busy_w - t.gpu_idle_w for t in ts], dtype=float)
+        self._curves = np.array([m.cpu_curve_w for m in self.models], dtype=float).reshape(K, 11)
+        self._curve_rows = [list(map(float, r)) for r in self._curves]
+        self._boot_j_k = [t.boot_energy_j for t in ts]
+        self._gpu_idle_total_k = [float(t.gpus * t.gpu_idle_w) for t in ts]
+        self._boot_w_list = [float(t.boot_power_w) for t in ts]
+        self._off_w_list = [float(t.off_w) for t in ts]
+
+    def add_node_type(self, node_type: NodeType) -> None:
+        """Declare a node type after construction (a worker or node of a new kind joined).
+        Nodes, reservations and what was learned so far are kept."""
+        if node_type.name in self.type_index:
+            raise InputError(f"node_type: {node_type.name!r} is already declared; give each type a unique name")
+        self.type_index[node_type.name] = len(self.types)
+        self.types.append(node_type)
+        self.models.append(NodeModel(node_type, prior=self.config.calibration_prior))
+        self._last_fit_s.append(-_INF)
+        self._build_type_tables()
+        self.scorer.set_curves(self._curves)
+        self.predictor.add_type(node_type.speed)
 
     # ------------------------------------------------------------------ helpers
     def _type_of(self, name: str) -> int:

@@ -71,6 +71,22 @@ class TaskPredictor:
             self._cold_cache[hint] = c
         return c
 
+    def add_type(self, speed: float) -> None:
+        """A node type was added: extend every group's per-type figures."""
+        self._speeds.append(float(speed))
+        self.speeds = np.asarray(self._speeds, dtype=float)
+        self.k = len(self._speeds)
+        self._cold_cache.clear()
+        for g in self._groups.values():
+            g.dur.append(0.0)
+            g.dur_seen.append(False)
+            g.ratio.append(1.0)
+            g.ratio_seen.append(False)
+            if g.ratio_arr is not None:
+                rr = g.ref_ratio if g.ref_ratio is not None else 1.0
+                g.ratio_arr = np.append(g.ratio_arr, max(rr, 1e-6))
+            self._build(g)
+
     def correction(self, group: str) -> np.ndarray:
         """Learned measured/predicted energy ratio per node type (1.0 where nothing learned)."""
         dur, edur = self.predict(group)
