@@ -74,6 +74,18 @@ class ControllerConfig:
     - ``wake_in_decide``: let ``decide`` consider nodes that are off (answering DEFER and
       asking ``plan_scaling`` to boot the chosen one).
 
+    Carbon (used once a signal is given with ``Controller.set_carbon_signal``):
+
+    - ``carbon_min_saving``: a deferrable task with a deadline waits for a cleaner start only
+      if the mean grid intensity over its predicted run drops by at least this fraction.
+    - ``carbon_slack``: the latest start leaves this fraction of the predicted run time, plus
+      the longest boot time, before the deadline.
+
+    GPU power limits (used once ``Controller.enable_gpu_power_limits`` is called):
+
+    - ``gpu_max_slowdown``: a lower limit is chosen only if a unit of work slows by at most
+      this fraction against the highest limit.
+
     Events:
 
     - ``emit_events``: send a :class:`DecisionEvent` per decision to the sink.
@@ -117,6 +129,11 @@ class ControllerConfig:
     scale_down: bool = True
     consolidate: bool = True
     wake_in_decide: bool = True
+
+    carbon_min_saving: float = 0.10
+    carbon_slack: float = 0.25
+
+    gpu_max_slowdown: float = 0.10
 
     emit_events: bool = True
     alternatives: int = 3
@@ -172,6 +189,12 @@ class ControllerConfig:
                       "need calibration_every >= 1, the others >= 0")
         if not self.ratio_halflife_s > 0 or self.arrival_halflife_s < 0:
             raise bad("ratio_halflife_s/arrival_halflife_s", "half-lives are seconds: ratio > 0, arrival >= 0")
+        if not 0 <= self.carbon_min_saving < 1:
+            raise bad("carbon_min_saving", "must be a fraction in [0, 1) (0.10 = wait only for 10 % cleaner power)")
+        if self.carbon_slack < 0:
+            raise bad("carbon_slack", "must be a fraction >= 0 of the predicted run time")
+        if self.gpu_max_slowdown < 0:
+            raise bad("gpu_max_slowdown", "must be a fraction >= 0 (0.10 allows 10 % slower work)")
         if self.spare_horizon_s is not None and self.spare_horizon_s < 0:
             raise bad("spare_horizon_s", "must be seconds >= 0, or None for the longest boot time")
 

@@ -20,11 +20,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from tao_core.carbon import CarbonSignal, best_start
 from tao_core.control import scaling
 from tao_core.control.budget import PowerLoop
 from tao_core.control.config import ControllerConfig
 from tao_core.control.model import ModelSnapshot, NodeModel
 from tao_core.control.penalty import Scorer
+from tao_core.control.power_limits import PowerLimitLearner
 from tao_core.control.predict import TaskPredictor
 from tao_core.control.state import BOOTING, CODE_STATE, DRAINING, OFF, ON, STATE_CODE, NodeTable
 from tao_core.control.types import (
@@ -127,6 +129,8 @@ class Controller:
         self._last_margin_event = 0.0
         self._last_fit_s = [-_INF] * len(self.types)
         self.counters = {"place": 0, "defer": 0, "reject": 0, "warn": 0}
+        self.carbon: Optional[CarbonSignal] = None
+        self.gpu_limits: dict[str, PowerLimitLearner] = {}  # by node type name
 
     def _build_type_tables(self) -> None:
         """Per-node-type arrays and lists the hot path reads (from ``types`` and ``models``)."""
@@ -451,6 +455,10 @@ class Controller:
         if nt.n == 0:
             return self._defer(task, now_s, None, "no nodes", None)
         dur_k, edur_k = self.predictor.predict(task.group, task.duration_hint_s)
+        if self.carbon is not None and task.deferrable and task.deadline_s is not None:
+            shifted = self._carbon_shift(task, now_s, float(dur_k.max()))
+            if shifted is not None:
+                return shifted
         lp = self.loop
         ratio = lp.dynamic_scale
         any_not_on = self._n_not_on > 0
@@ -495,6 +503,74 @@ class Controller:
                 warning = msg
         delay = sc.delay_s.item(j)  # on a node that is on: the run time
         return self._place(task, now_s, j, cpus, gpus, cj, energy, delay, sc.dp_w.item(j), ratio, delay, warning, sc)
+
+    # ------------------------------------------------------------- carbon
+    def set_carbon_signal(self, signal: Optional[CarbonSignal]) -> None:
+        """Use ``signal`` (gCO2e/kWh on this controller's clock) to move deferrable tasks
+        with a deadline to cleaner hours; None turns it off."""
+        self.carbon = signal
+
+    def _carbon_shift(self, task: TaskRequest, now_s: float, run_s: float) -> Optional[Decision]:
+        """DEFER ``task`` to the cleanest start before its deadline when that start is
+        ``carbon_min_saving`` cleaner than starting now; None to decide as usual.
+
+        The latest start leaves ``carbon_slack`` x the predicted run time (the slowest node
+        type's) plus the longest boot time before the deadline, so waiting for clean power
+        never makes the task late by prediction."""
+        cfg = self.config
+        assert task.deadline_s is not None and self.carbon is not None
+        latest = task.deadline_s - run_s * (1.0 + cfg.carbon_slack) - float(self._boot_s_k.max(initial=0.0))
+        if latest <= now_s:
+            return None
+        start, mean = best_start(self.carbon, earliest_s=now_s, latest_s=latest, duration_s=run_s)
+        now_mean = self.carbon.mean_intensity(now_s, now_s + run_s)
+        if start <= now_s or mean > now_mean * (1.0 - cfg.carbon_min_saving):
+            return None
+        return self._defer(task, now_s, start,
+                           f"carbon: {mean:.0f} gCO2e/kWh from t={start:.0f} s against {now_mean:.0f} now", None)
+
+    # -------------------------------------------------------- GPU power limits
+    def enable_gpu_power_limits(self, node_type: str, limits_w: Sequence[float]) -> None:
+        """Let the controller choose GPU power limits (watts, among ``limits_w``) for the
+        GPUs of ``node_type``, learned per task group from measured time and energy."""
+        self._type_of(node_type)
+        self.gpu_limits[node_type] = PowerLimitLearner(limits_w, max_slowdown=self.config.gpu_max_slowdown,
+                                                       lambda_j_per_s=self.config.lambda_j_per_s)
+
+    def gpu_power_limit(self, group: str, node_id: str, *, now_s: float) -> Optional[float]:
+        """The power limit in watts for the next unit of ``group``'s work on each GPU of
+        ``node_id`` (None if limits are not enabled for its type). Under a power budget the
+        limit's measured draw fits the headroom: idle watts plus the budget's free watts
+        (and what the node's reserved GPUs are already counted for) shared by those GPUs."""
+        i = self._idx(node_id)
+        ntype = self.types[int(self.nodes.ti[i])]
+        learner = self.gpu_limits.get(ntype.name)
+        if learner is None:
+            return None
+        cap = None
+        budget = self.loop.effective_budget_w
+        if budget is not None and ntype.gpus > 0:
+            # free watts under the budget, plus what the node's reserved GPUs are already
+            # counted for above idle, shared by those GPUs (at least one)
+            used = float(self.nodes.used_g[i])
+            free = budget - self.loop.predict_w(self._p_static, self._p_model - self._p_static)
+            counted = used * (ntype.gpu_busy_w - ntype.gpu_idle_w) * self.loop.dynamic_scale
+            cap = ntype.gpu_idle_w + max(0.0, free + counted) / max(used, 1.0)
+        limit = learner.next_limit(group, power_cap_w=cap)
+        if self.event_sink is not None and self.config.emit_events:
+            self._emit(DecisionEvent(t_s=now_s, kind="gpu-limit", subject=group, group=group, node_id=node_id,
+                                     reason="exploring" if learner.exploring(group) else "least cost measured",
+                                     budget=self.budget_state(None),
+                                     detail={"limit_w": limit, "cap_w": cap, "node_type": ntype.name}))
+        return limit
+
+    def observe_gpu_work(self, group: str, node_id: str, *, limit_w: float, time_s: float, energy_j: float) -> None:
+        """Report that one unit of ``group``'s work on a GPU of ``node_id`` took ``time_s``
+        seconds and ``energy_j`` joules at ``limit_w`` watts."""
+        ntype = self.types[int(self.nodes.ti[self._idx(node_id)])]
+        learner = self.gpu_limits.get(ntype.name)
+        if learner is not None:
+            learner.observe(group, limit_w, time_s, energy_j)
 
     def _alternatives(self, sc: Any, exclude: int = -1) -> tuple[Alternative, ...]:
         k = self.config.alternatives
