@@ -152,10 +152,10 @@ class Runtime:
         self.controller = ControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
             max_restarts=-1, num_cpus=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         ).remote([node_type_to_dict(t) for t in self.node_types.values()], _config_dict(config))
         self.gate = Gate.options(num_cpus=0, max_concurrency=100_000, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=True)).remote()
+            ray.get_runtime_context().get_node_id(), soft=False)).remote()
         self.epoch = ray.get(self.controller.ping.remote(), timeout=max(timeout_s, 30.0))
         ray.get(self.controller.reset_driver.remote(self.driver_id))
         self._discover(wait=True)
@@ -639,6 +639,11 @@ class Runtime:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5.0)
+        with self.lock:  # tasks still queued run under Ray's default scheduling
+            pending = list(self.queue)
+            self.queue.clear()
+        for q in pending:
+            self._run_granted(q, None)
         self._flush_gates()
         if kill_actors:
             for s in self.samplers.values():
@@ -660,10 +665,7 @@ class Runtime:
                     except ValueError:
                         break
                     time.sleep(0.05)
-            try:
-                ray.kill(self.gate)
-            except Exception:  # noqa: BLE001
-                pass
+            # the gate stays: it may still hold results of queued tasks; it ends with the driver
 
 
 def on_done(ref: Any, callback: Callable[[], Any]) -> None:
