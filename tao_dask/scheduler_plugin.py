@@ -581,7 +581,10 @@ class TAOSchedulerPlugin(SchedulerPlugin):
     def _config_dict(self) -> dict[str, Any]:
         cfg = self.config
         if cfg is None and self.ctl is not None:
-            cfg = self.ctl.config
+            try:
+                cfg = self.ctl.config
+            except Exception:
+                cfg = None
         if cfg is None:
             return {}
         if dataclasses.is_dataclass(cfg):
