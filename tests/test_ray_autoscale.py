@@ -123,6 +123,10 @@ def test_scale_up_to_the_efficient_type_then_idle_removal(autoscaling):
         time.sleep(1.0)
     assert "eff" not in _alive_types(), rt.scale_log
     assert eff_id in rt.released_at
+    deadline = time.time() + 10  # TAO notices the node left at its next poll of ray.nodes()
+    while time.time() < deadline and eff_id not in rt.removed_at:
+        time.sleep(0.2)
+    assert eff_id in rt.removed_at
     # its energy after release is modeled at idle power until it left, then off
     from tao_ray import energy
 
