@@ -192,11 +192,14 @@ def write(rt: Any, path: Optional[str], ledger: Optional[str], policy: str = "ta
                 led.append(r["kind"], r["payload"])
     report: dict[str, Any]
     try:
-        from tao_core.governance.report import build_report_from_records, write_report
+        from tao_core.governance.report import build_report, build_report_from_records, write_report
 
-        numbered = [{"kind": r["kind"], "payload": r["payload"], "seq": i, "time": time.time()}
-                    for i, r in enumerate(recs)]
-        report = build_report_from_records(numbered)
+        if ledger:  # verified from the signed ledger just written
+            report = build_report(ledger, run_id=run_id)
+        else:
+            numbered = [{"kind": r["kind"], "payload": r["payload"], "seq": i, "time": time.time()}
+                        for i, r in enumerate(recs)]
+            report = build_report_from_records(numbered)
         if path:
             write_report(report, path, "json")
     except ImportError:

@@ -124,7 +124,7 @@ def test_per_task_energy_plus_idle_equals_node_totals(tao, tmp_path):
     rt = tao()
     ray.get([where.remote(i, 0.3) for i in range(10)], timeout=120)
     time.sleep(0.5)
-    df = tao_ray.report(str(tmp_path / "report.json"))
+    df = tao_ray.report(str(tmp_path / "report.json"), ledger=str(tmp_path / "run.ledger"))
     assert len(df) >= 10
     assert (df["source"] == "modeled").all() and df["method"].str.len().gt(0).all()
     assert (df["energy_j"] > 0).all()
@@ -144,6 +144,10 @@ def test_per_task_energy_plus_idle_equals_node_totals(tao, tmp_path):
 
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["energy"]["it_energy_j"] == pytest.approx(att.total_j, rel=1e-6)
+    from tao_core.governance import verify_ledger
+
+    assert verify_ledger(tmp_path / "run.ledger").status == "intact"
+    assert rep["ledger"]["status"] != "unverified"
 
 
 @tao_ray.remote(num_cpus=1)
