@@ -20,12 +20,12 @@ from tao_core.errors import InputError
 from tao_dask.adaptive import EnergyAdaptive
 from tao_dask.profiles import NodeAssignment, node_type_for, specpower_curves
 from tao_dask.reporting import report
-from tao_dask.scheduler_plugin import HOLD_ADDRESS, TAOSchedulerPlugin
+from tao_dask.scheduler_plugin import HOLD_ADDRESS, EnergyBudgetExceeded, TAOSchedulerPlugin
 from tao_dask.worker_plugin import TAOWorkerPlugin
 
 __all__ = [
     "register", "report", "dask_setup", "EnergyAdaptive", "TAOSchedulerPlugin", "TAOWorkerPlugin",
-    "NodeAssignment", "node_type_for", "specpower_curves", "HOLD_ADDRESS",
+    "NodeAssignment", "node_type_for", "specpower_curves", "HOLD_ADDRESS", "EnergyBudgetExceeded",
 ]
 
 logger = logging.getLogger("tao_dask")

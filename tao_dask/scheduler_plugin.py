@@ -44,6 +44,10 @@ from tao_dask.worker_plugin import TOPIC
 
 logger = logging.getLogger("tao_dask")
 
+class EnergyBudgetExceeded(RuntimeError):
+    """A task TAO did not run: its job's energy budget is spent (``job_budget_mode="deny"``)."""
+
+
 #: A worker address no worker ever has: tasks restricted to it wait in ``no-worker``.
 HOLD_ADDRESS = "tao-deferred://nowhere"
 
@@ -129,6 +133,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         self._warned: set[str] = set()
         self._pc: Optional[PeriodicCallback] = None
         self._powered_off: dict[str, float] = {}  # node -> when a plan powered it off
+        self._rejected: dict[Any, str] = {}  # key -> reason, parked until the pump errs it
 
     async def start(self, scheduler: Any) -> None:
         self._init_state(scheduler)
@@ -429,11 +434,13 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             if not parked:
                 self._hold(ts)
             return False
-        # REJECT: the job's energy budget is spent and the budget mode is "deny"
-        self._warn_once("reject", "TAO: task %r rejected (%s); it stays parked until its job's "
-                        "budget allows it or the client cancels it", ts.key, d.reason)
+        # REJECT: the job's energy budget is spent and the budget mode is "deny". The
+        # task fails with EnergyBudgetExceeded (delivered to the client by the pump,
+        # outside the transition that is running now).
+        self._rejected[ts.key] = d.reason
         if not parked:
             self._hold(ts)
+        self._schedule_pump()
         return False
 
     def _hold(self, ts: Any) -> None:
@@ -466,6 +473,8 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             return
         tasks = self.scheduler.tasks
         recs: dict[Any, str] = {}
+        if self._rejected:
+            self._err_rejected()
         try:
             while self.held:
                 _, _, key = self.held[0]
@@ -496,6 +505,32 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         finally:
             if recs:
                 self.scheduler.transitions(recs, stimulus_id=f"tao-release-{time.time()}")
+
+    def _err_rejected(self) -> None:
+        """Fail the tasks the controller rejected, as a task error the client sees."""
+        from distributed.core import error_message
+
+        rejected, self._rejected = self._rejected, {}
+        sched = self.scheduler
+        stimulus_id = f"tao-reject-{time.time()}"
+        for key, reason in rejected.items():
+            ts = sched.tasks.get(key)
+            self.held_keys.discard(key)
+            if ts is None or ts.state != "no-worker":
+                continue
+            try:
+                msg = error_message(EnergyBudgetExceeded(f"TAO rejected {key!r}: {reason}"))
+                recs, cmsgs, wmsgs = sched._transition(
+                    key, "erred", stimulus_id, cause=key, exception=msg["exception"],
+                    traceback=msg["traceback"], exception_text=msg["exception_text"],
+                    traceback_text=msg["traceback_text"])
+                sched._transitions(recs, cmsgs, wmsgs, stimulus_id)
+                sched.send_all(cmsgs, wmsgs)
+                self.counts["rejected"] = self.counts.get("rejected", 0) + 1
+            except Exception as exc:
+                ts.worker_restrictions = None
+                self._fail(f"failing rejected task {key!r}; it runs instead", exc)
+                sched.transitions({key: "processing"}, stimulus_id=stimulus_id)
 
     # ------------------------------------------------------------------ scaling
     def efficiency_order(self) -> list[str]:

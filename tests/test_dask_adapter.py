@@ -260,3 +260,19 @@ def test_scheduler_preload(tmp_path, monkeypatch):
             data = fetch(c)
             assert data["placing"] is False
             assert data["nodes"][0]["node_type"] == "tdp:150"
+
+
+def test_job_energy_budget_deny_fails_the_task_not_the_cluster():
+    with _cluster(2) as cl, Client(cl) as c:
+        tao_dask.register(c, default_type=EFFICIENT,
+                          config={"job_budgets_j": {"etl": 1.0}, "job_budget_mode": "deny"})
+        _wait_telemetry(c, 2)
+        import dask
+
+        with dask.annotate(tao_job="etl"):
+            denied = c.submit(busy, 1, pure=False)
+        with pytest.raises(tao_dask.EnergyBudgetExceeded, match="etl"):
+            denied.result(timeout=30)
+        other = c.submit(busy, 2, pure=False)  # no job: unaffected
+        assert other.result(timeout=30) == 2
+        assert fetch(c)["counts"]["rejected"] == 1
