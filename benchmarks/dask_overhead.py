@@ -10,7 +10,10 @@ default tasks/s (goal >= 0.97), and the medians of each.
 (``min_task_s=0``: no hand-off of tiny tasks to Dask), to show what a per-task decision
 costs.
 
-    python benchmarks/dask_overhead.py [--json OUT] [--rounds 5] [--tasks 20000] [--decide-all]
+``--task-s 0.03`` replaces ``inc`` with tasks that spin 30 ms: above ``min_task_s`` (20 ms),
+so TAO decides each and admits one task per worker thread at a time.
+
+    python benchmarks/dask_overhead.py [--json OUT] [--rounds 5] [--tasks 20000] [--decide-all] [--task-s S]
 """
 from __future__ import annotations
 
@@ -34,10 +37,20 @@ def inc(x: int) -> int:
     return x + 1
 
 
-def one_run(c: Client, n: int) -> float:
-    """Tasks per second for n tiny tasks, submit to all done."""
+def spin(x: int, seconds: float) -> int:
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        pass
+    return x + 1
+
+
+def one_run(c: Client, n: int, task_s: float = 0.0) -> float:
+    """Tasks per second for n tasks, submit to all done."""
     t0 = time.perf_counter()
-    futs = c.map(inc, range(n), pure=False)  # fresh keys, same prefix "inc" every run
+    if task_s > 0:
+        futs = c.map(spin, range(n), seconds=task_s, pure=False)
+    else:
+        futs = c.map(inc, range(n), pure=False)  # fresh keys, same prefix "inc" every run
     wait(futs)
     dt = time.perf_counter() - t0
     assert futs[-1].result() == n
@@ -51,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--decide-all", action="store_true")
+    ap.add_argument("--task-s", type=float, default=0.0,
+                    help="tasks spin this many seconds instead of inc (0: inc); above min_task_s TAO decides each")
     a = ap.parse_args(argv)
     if a.rounds < 1 or a.tasks < 1:
         print("--rounds and --tasks must be >= 1", file=sys.stderr)
@@ -71,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         # warm-up: imports, connections, and Dask's measured duration of the prefix "inc"
         # (with it, TAO hands these tiny tasks to Dask's own placement and queuing)
         for v, c in clients.items():
-            one_run(c, min(a.tasks, 2000))
+            one_run(c, min(a.tasks, 2000), a.task_s)
         for r in range(a.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
             for v in order:
-                rates[v].append(one_run(clients[v], a.tasks))
+                rates[v].append(one_run(clients[v], a.tasks, a.task_s))
             line = "  ".join(f"{v} {rates[v][-1]:7.0f}/s" for v in variants)
             print(f"round {r + 1}: {line}", flush=True)
         counts = clients["tao"].run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["tao"].counts))
@@ -85,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "goal": ">= 0.97",
         "tasks": a.tasks,
+        "task_s": a.task_s,
         "rounds": a.rounds,
         "tasks_per_s": {v: statistics.median(x) for v, x in rates.items()},
         "runs_tasks_per_s": rates,
