@@ -135,17 +135,22 @@ def ledger_records(data: dict[str, Any], att: Attribution, run_id: str) -> list[
     return recs
 
 
-def report(client: Any, path: Optional[str] = None, *, fmt: str = "json", ledger: Optional[str] = None,
-           name: str = "tao") -> pd.DataFrame:
+DEFAULT_REPORT = "tao-dask-report.json"
+
+
+def report(client: Any, path: Optional[str] = DEFAULT_REPORT, *, fmt: str = "json",
+           ledger: Optional[str] = None, name: str = "tao") -> pd.DataFrame:
     """Per-task energy of everything the cluster ran since TAO was registered.
 
     Returns one row per task (``task_id``, ``group``, ``node_id``, ``start_s``, ``end_s``,
     ``energy_j``, ``dynamic_j``, ``static_j``, ``source``, ``method``, ``uncertainty``),
     energy conserved per worker (tasks + idle == the worker's modeled energy).
 
-    With ``path``: writes the run to a signed, hash-chained ledger (``ledger``, default
-    ``<path>.ledger.jsonl``, key beside it) and the energy report built from it
-    (``tao_core.governance``; ``fmt`` json, md or html) to ``path``."""
+    Writes the run to a signed, hash-chained ledger (``ledger``, default
+    ``<path>.ledger.jsonl``; its signing key ``.key`` and public key ``.pub`` beside it,
+    as ``tao_core.governance.Ledger`` does) and the energy report built from it (``fmt``
+    json, md or html) to ``path`` (default ``tao-dask-report.json`` in the current
+    folder); ``path=None`` writes nothing."""
     data = fetch(client, name)
     att = attribution_of(data)
     att.check_conservation()
