@@ -276,3 +276,21 @@ def test_job_energy_budget_deny_fails_the_task_not_the_cluster():
         other = c.submit(busy, 2, pure=False)  # no job: unaffected
         assert other.result(timeout=30) == 2
         assert fetch(c)["counts"]["rejected"] == 1
+
+
+def test_worker_of_a_new_type_joining_later_is_managed():
+    with _cluster(1) as cl, Client(cl) as c:
+        tao_dask.register(c, workers={"0": WASTEFUL, "1": EFFICIENT})
+        _wait_telemetry(c, 1)
+        c.gather(c.map(busy, range(2), seconds=0.05, pure=False))  # controller made with WASTEFUL only
+        cl.scale(2)
+        c.wait_for_workers(2)
+        _wait_for(lambda: all(n["managed"] for n in fetch(c)["nodes"]), what="both workers managed")
+        futs = c.map(busy, range(4), pure=False)
+        c.gather(futs)
+        data = fetch(c)
+        eff = next(n["address"] for n in data["nodes"] if n["name"] == "1")
+        keys = {str(f.key) for f in futs}
+        first = min((e for e in data["decisions"] if e["kind"] == "place" and e["subject"] in keys),
+                    key=lambda e: e["t_s"])
+        assert first["node_id"] == eff, "the first task of the new graph goes to the efficient newcomer"
