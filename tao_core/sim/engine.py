@@ -26,6 +26,8 @@ from __future__ import annotations
 import heapq
 import math
 import sys
+
+import numpy as np
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -242,6 +244,7 @@ class Simulator:
         n.advance(t)
         old = n.power
         n.state = state
+        self._on_mask[n.idx] = state is NodeState.ON
         self._power_changed(t, n.recompute() - old)
 
     def _schedule_tick(self, t: float) -> None:
@@ -257,13 +260,17 @@ class Simulator:
             heapq.heappush(self._heap, (g, _TICK, self._seq, -1, -1))
 
     def _activity(self, t: float) -> None:
+        """Something changed at ``t``: tick when timers can expire, and soon if tasks wait."""
         if self.tick_iv is None:
             return
+        self._dirty = True
         for h in self.horizons:
             self._schedule_tick(t + h)
+        if self._pending:
+            self._schedule_tick(t + self.tick_iv * 0.5)
 
     def _request(self, i: int) -> TaskRequest:
-        r = self._reqs.get(i)
+        r = self._reqs[i]
         if r is None:
             task = self.tasks[i]
             r = TaskRequest(task_id=task.task_id, group=task.group, cpus=task.cpus, gpus=task.gpus,
@@ -278,6 +285,8 @@ class Simulator:
         n.advance(t)
         n.cpus_used += task.cpus
         n.gpus_used += task.gpus
+        self._used_c[n.idx] = n.cpus_used
+        self._used_g[n.idx] = n.gpus_used
         n.running.add(i)
         old = n.power
         self._power_changed(t, n.recompute() - old)
@@ -325,27 +334,43 @@ class Simulator:
         return False
 
     def _pass(self, t: float, full: bool) -> None:
-        """One FIFO placement pass over waiting tasks (only the new ones unless ``full``)."""
+        """One FIFO placement pass over waiting tasks (only the new ones unless ``full``).
+
+        A task is offered to the policy only if some ON node has room for it now (a
+        necessary condition for a PLACE); tasks dominated by a demand that was just deferred
+        are skipped too. The policy's scaling plan sees every waiting task."""
         obs = getattr(self.policy, "observe_cluster_power", None)
         if obs is not None and not getattr(self.policy, "ignores_power", False):
             obs(now_s=t, power_w=self._total_w)
         pending = self._pending
         candidates = pending if full else self._new
+        self._new = []
         if not candidates:
-            self._new = []
             return
+        on = self._on_mask
+        free_c = self._cap_c - self._used_c
+        free_g = self._cap_g - self._used_g
+        room: dict[tuple[float, float], bool] = {}
         failed: list[tuple[float, float]] = []
         placed: set[int] = set()
         tasks = self.tasks
         not_before = self._not_before
         for i in candidates:
-            nb = not_before.get(i)
-            if nb is not None:
-                if nb > t + EPS:
-                    continue
-                del not_before[i]
+            if not_before:
+                nb = not_before.get(i)
+                if nb is not None:
+                    if nb > t + EPS:
+                        continue
+                    del not_before[i]
             task = tasks[i]
             c, g = task.cpus, task.gpus
+            key = (c, g)
+            ok = room.get(key)
+            if ok is None:
+                ok = bool(np.any(on & (free_c >= c - EPS) & (free_g >= g - EPS)))
+                room[key] = ok
+            if not ok:
+                continue
             skip = False
             for fc, fg in failed:
                 if c >= fc - EPS and g >= fg - EPS:
@@ -355,13 +380,17 @@ class Simulator:
                 continue
             if self._try_place(i, t):
                 placed.add(i)
+                if room:
+                    free_c = self._cap_c - self._used_c
+                    free_g = self._cap_g - self._used_g
+                    room = {k: v for k, v in room.items() if not v}  # room only shrinks within a pass
             else:
                 failed.append((c, g))
                 if len(failed) > 32:
                     failed.pop(0)
-        self._new = []
         if placed:
             self._pending = [i for i in pending if i not in placed]
+            self._pending_reqs = None
 
     # -- scaling -----------------------------------------------------------------------
     def _tick(self, t: float) -> bool:
@@ -370,7 +399,10 @@ class Simulator:
         obs = getattr(self.policy, "observe_cluster_power", None)
         if obs is not None and not getattr(self.policy, "ignores_power", False):
             obs(now_s=t, power_w=self._total_w)
-        pending = [self._request(i) for i in self._pending]
+        pending = self._pending_reqs
+        if pending is None or len(pending) != len(self._pending):
+            reqs = self._reqs
+            pending = self._pending_reqs = [reqs[i] for i in self._pending]
         plan: ScalePlan = self.policy.plan_scaling(now_s=t, pending=pending)
         changed = False
         for nid in plan.drain:
@@ -415,6 +447,11 @@ class Simulator:
         nodes = [_Node(k, sn.node_id, cl.node_types[sn.node_type]) for k, sn in enumerate(cl.nodes)]
         self._nodes = nodes
         self._by_id = {n.node_id: n for n in nodes}
+        self._cap_c = np.array([n.cpus for n in nodes], dtype=float)
+        self._cap_g = np.array([n.gpus for n in nodes], dtype=float)
+        self._used_c = np.zeros(len(nodes))
+        self._used_g = np.zeros(len(nodes))
+        self._on_mask = np.zeros(len(nodes), dtype=bool)
         ntasks = len(self.tasks)
         nan = float("nan")
         self._start_s = array("d", [nan]) * ntasks
@@ -424,8 +461,9 @@ class Simulator:
         self._heap: list = []
         self._seq = 0
         self._tick_times: set[float] = set()
-        self._reqs: dict[int, TaskRequest] = {}
+        self._reqs: list[Optional[TaskRequest]] = [None] * ntasks
         self._pending: list[int] = []
+        self._pending_reqs: Optional[list[TaskRequest]] = None
         self._new: list[int] = []
         self._not_before: dict[int, float] = {}
         self._total_w = 0.0
@@ -439,10 +477,12 @@ class Simulator:
         self._invalid_msgs: list[str] = []
         self._n_invalid = 0
         self._work_events = 0  # task ends, boots and retries in the heap
+        self._dirty = True
 
         st0 = self.initial_state
         for n in nodes:
             n.state = st0
+            self._on_mask[n.idx] = st0 is NodeState.ON
             self._power_changed(0.0, n.recompute())
             self.policy.add_node(n.node_id, n.nt.name, state=st0, now_s=0.0)
             if st0 is NodeState.BOOTING:
@@ -451,6 +491,7 @@ class Simulator:
                 heapq.heappush(self._heap, (n.nt.boot_s, _BOOT, self._seq, -1, n.idx))
                 self._work_events += 1
         self._activity(0.0)
+        self._schedule_tick(0.0)  # a first plan at time 0 (e.g. to shed load over a power budget)
 
         bar = None
         if self.progress and ntasks >= 20000 and sys.stderr.isatty():
@@ -464,7 +505,8 @@ class Simulator:
         inf = math.inf
         pol = self.policy
         t = 0.0
-        stall_ticks = 0
+        last_t = 0.0
+        self._dirty = True
         while True:
             next_arr = tasks[ai].submit_s if ai < ntasks else inf
             next_ev = heap[0][0] if heap else inf
@@ -472,6 +514,7 @@ class Simulator:
             if t == inf:
                 break
             freed = False
+            retry = False
             tick = False
             while heap and heap[0][0] <= t:
                 _, kind, _, i, k = heapq.heappop(heap)
@@ -488,6 +531,8 @@ class Simulator:
                     if not n.running:
                         n.cpus_used = 0.0
                         n.gpus_used = 0.0
+                    self._used_c[k] = n.cpus_used
+                    self._used_g[k] = n.gpus_used
                     old = n.power
                     self._power_changed(t, n.recompute() - old)
                     self._end_s[i] = t
@@ -504,37 +549,38 @@ class Simulator:
                         pol.set_node_state(n.node_id, NodeState.ON, now_s=t)
                         freed = True
                 elif kind == _RETRY:
-                    freed = True
+                    retry = True
                 else:
                     self._tick_times.discard(t)
                     tick = True
             new_arrivals = False
             while ai < ntasks and tasks[ai].submit_s <= t:
                 self._pending.append(ai)
+                self._request(ai)
+                self._pending_reqs = None
                 self._new.append(ai)
                 ai += 1
                 new_arrivals = True
             if freed or new_arrivals:
                 self._activity(t)
-            if freed:
+            if freed or retry:
                 self._pass(t, full=True)
             elif new_arrivals:
                 self._pass(t, full=False)
             if tick:
-                changed = self._tick(t)
-                if not changed and self._pending and ai >= ntasks and self._work_events == 0:
-                    stall_ticks += 1
-                    if stall_ticks > 3:
-                        break  # nothing can ever run the waiting tasks
-                else:
-                    stall_ticks = 0
+                was_dirty = self._dirty
+                self._dirty = False
+                self._tick(t)  # a change calls _activity, which schedules the next ticks
+                if self._pending and was_dirty:
+                    # tick again while waiting tasks might be helped; a tick that found
+                    # nothing new and changed nothing stops the ticking until the next change
+                    self._schedule_tick(t + self.tick_iv * 0.5)
+            last_t = t
             if done + self._rejected >= ntasks and ai >= ntasks:
                 break  # the run ends when the last task ends
-            if self._pending and self.tick_iv is not None:
-                self._schedule_tick(t + self.tick_iv * 0.5)
         if bar is not None:
             bar.close()
-        end_t = 0.0 if t == inf else t
+        end_t = last_t
         for n in nodes:
             n.advance(end_t)
         b = self.budget_w

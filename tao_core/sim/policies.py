@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import math
 import random
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -50,80 +52,87 @@ from tao_core.control.types import (
 )
 
 EPS = 1e-9
-
-
-class _PNode:
-    __slots__ = ("node_id", "nt", "idx", "order", "state", "cpus", "gpus", "cpus_used", "gpus_used",
-                 "running", "occupancy", "idle_since")
-
-    def __init__(self, node_id: str, nt: NodeType, idx: int, state: NodeState, now_s: float):
-        self.node_id = node_id
-        self.nt = nt
-        self.idx = idx
-        self.order = idx
-        self.state = state
-        self.cpus = float(nt.cpus)
-        self.gpus = float(nt.gpus)
-        self.cpus_used = 0.0
-        self.gpus_used = 0.0
-        self.running: dict[str, tuple[float, float, float]] = {}
-        self.occupancy = 0.0
-        self.idle_since = now_s
-
-    def fits(self, cpus: float, gpus: float) -> bool:
-        return self.cpus_used + cpus <= self.cpus + EPS and self.gpus_used + gpus <= self.gpus + EPS
-
-    def critical_util(self) -> float:
-        u = self.cpus_used / self.cpus
-        if self.gpus > 0:
-            g = self.gpus_used / self.gpus
-            if g > u:
-                u = g
-        return u
+OFF, BOOTING, ON, DRAINING = 0, 1, 2, 3
+_CODE = {NodeState.OFF: OFF, NodeState.BOOTING: BOOTING, NodeState.ON: ON, NodeState.DRAINING: DRAINING}
 
 
 class BasePolicy:
-    """Node bookkeeping shared by the baselines: reservations, idle times, events.
+    """Node bookkeeping shared by the baselines (numpy arrays, one row per node):
+    reservations, occupancy, idle times, events.
 
-    Subclasses choose a node in :meth:`choose`, and may override :meth:`plan_scaling`.
+    Subclasses choose a node row in :meth:`choose`, and may override :meth:`plan_scaling`.
     ``tick_interval_s`` None means a static cluster (the simulator never asks for a plan).
     """
 
     name = "base"
     tick_interval_s: Optional[float] = None
     activity_horizons_s: tuple[float, ...] = ()
+    learn_durations = False
 
     def __init__(self, node_types: Mapping[str, NodeType] | Sequence[NodeType], *, seed: int = 0,
                  event_sink: Optional[Callable[[DecisionEvent], None]] = None) -> None:
         if not isinstance(node_types, Mapping):
             node_types = {nt.name: nt for nt in node_types}
         self.node_types = dict(node_types)
-        self.nodes: dict[str, _PNode] = {}
-        self.order: list[_PNode] = []
+        self.ids: list[str] = []
+        self.types: list[NodeType] = []
+        self.index: dict[str, int] = {}
         self.rng = random.Random(seed)
         self.event_sink = event_sink
-        self.tasks: dict[str, tuple[_PNode, float, float]] = {}
+        self.tasks: dict[str, tuple[int, float, float, float, str]] = {}
         self._durations: dict[str, tuple[float, int]] = {}
+        self._cap = 0
+        self.n = 0
+        self._alloc(64)
+
+    def _alloc(self, cap: int) -> None:
+        def grow(a, fill, dtype):
+            b = np.full(cap, fill, dtype=dtype)
+            if a is not None:
+                b[: self.n] = a[: self.n]
+            return b
+
+        g = lambda name, fill, dtype: grow(getattr(self, name, None), fill, dtype)  # noqa: E731
+        self.cap_c = g("cap_c", 1.0, float)
+        self.cap_g = g("cap_g", 0.0, float)
+        self.used_c = g("used_c", 0.0, float)
+        self.used_g = g("used_g", 0.0, float)
+        self.occ = g("occ", 0.0, float)
+        self.n_run = g("n_run", 0, np.int64)
+        self.state = g("state", OFF, np.int8)
+        self.idle_since = g("idle_since", 0.0, float)
+        self.speed = g("speed", 1.0, float)
+        self.order_key = g("order_key", 0.0, float)
+        self._cap = cap
 
     # -- membership --------------------------------------------------------------------
     def add_node(self, node_id: str, node_type: str, *, state: NodeState = NodeState.ON, now_s: float = 0.0) -> None:
-        n = _PNode(node_id, self.node_types[node_type], len(self.order), NodeState(state), now_s)
-        self.nodes[node_id] = n
-        self.order.append(n)
-        self._on_add(n)
+        if self.n >= self._cap:
+            self._alloc(self._cap * 2)
+        i = self.n
+        nt = self.node_types[node_type]
+        self.ids.append(node_id)
+        self.types.append(nt)
+        self.index[node_id] = i
+        self.cap_c[i] = nt.cpus
+        self.cap_g[i] = nt.gpus
+        self.used_c[i] = self.used_g[i] = self.occ[i] = 0.0
+        self.n_run[i] = 0
+        self.state[i] = _CODE[NodeState(state)]
+        self.idle_since[i] = now_s
+        self.speed[i] = nt.speed
+        self.order_key[i] = self._order_key(i)
+        self.n += 1
 
-    def _on_add(self, n: _PNode) -> None:
-        pass
-
-    def remove_node(self, node_id: str, *, now_s: float) -> None:
-        n = self.nodes.pop(node_id)
-        self.order.remove(n)
+    def _order_key(self, i: int) -> float:
+        return float(i)
 
     def set_node_state(self, node_id: str, state: NodeState, *, now_s: float) -> None:
-        n = self.nodes[node_id]
-        n.state = NodeState(state)
-        if n.state is NodeState.ON and not n.running:
-            n.idle_since = now_s
+        i = self.index[node_id]
+        code = _CODE[NodeState(state)]
+        if code == ON and self.state[i] != ON and self.n_run[i] == 0:
+            self.idle_since[i] = now_s
+        self.state[i] = code
 
     def observe_node(self, node_id: str, *, now_s: float, power_w=None, temperature_k=None, utilization=None) -> None:
         pass
@@ -141,53 +150,56 @@ class BasePolicy:
         m = self._durations.get(task.group)
         return m[0] if m else 0.5
 
-    def choose(self, task: TaskRequest, now_s: float) -> Optional[_PNode]:
+    def _fits(self, c: float, g: float) -> np.ndarray:
+        n = self.n
+        return ((self.state[:n] == ON) & (self.used_c[:n] + c <= self.cap_c[:n] + EPS)
+                & (self.used_g[:n] + g <= self.cap_g[:n] + EPS))
+
+    def choose(self, task: TaskRequest, now_s: float) -> Optional[int]:
         raise NotImplementedError
 
     def decide(self, task: TaskRequest, *, now_s: float) -> Decision:
-        n = self.choose(task, now_s)
-        if n is None:
+        i = self.choose(task, now_s)
+        if i is None:
             return Decision(task.task_id, Action.DEFER, reason="no node has free capacity")
-        est = self.expected_duration_s(task) / n.nt.speed
-        n.cpus_used += task.cpus
-        n.gpus_used += task.gpus
-        n.occupancy += est
-        n.running[task.task_id] = (task.cpus, task.gpus, est)
-        self.tasks[task.task_id] = (n, task.cpus, task.gpus)
+        est = self.expected_duration_s(task) / self.speed[i]
+        self.used_c[i] += task.cpus
+        self.used_g[i] += task.gpus
+        self.occ[i] += est
+        self.n_run[i] += 1
+        self.tasks[task.task_id] = (i, task.cpus, task.gpus, est, task.group)
+        node_id = self.ids[i]
         if self.event_sink is not None:
             self.event_sink(DecisionEvent(t_s=now_s, kind="place", subject=task.task_id, group=task.group,
-                                          node_id=n.node_id, reason=self.name))
-        return Decision(task.task_id, Action.PLACE, node_id=n.node_id, reason=self.name)
+                                          node_id=node_id, reason=self.name))
+        return Decision(task.task_id, Action.PLACE, node_id=node_id, reason=self.name)
 
     def task_started(self, task_id: str, *, now_s: float) -> None:
         pass
 
-    def _free(self, task_id: str, now_s: float) -> Optional[_PNode]:
+    def _free(self, task_id: str, now_s: float):
         rec = self.tasks.pop(task_id, None)
         if rec is None:
             return None
-        n, c, g = rec
-        _, _, est = n.running.pop(task_id)
-        n.occupancy -= est
-        if n.running:
-            n.cpus_used -= c
-            n.gpus_used -= g
+        i, c, g, est, grp = rec
+        self.n_run[i] -= 1
+        if self.n_run[i] > 0:
+            self.used_c[i] -= c
+            self.used_g[i] -= g
+            self.occ[i] -= est
         else:
-            n.cpus_used = n.gpus_used = n.occupancy = 0.0
-            n.idle_since = now_s
-        return n
+            self.used_c[i] = self.used_g[i] = self.occ[i] = 0.0
+            self.idle_since[i] = now_s
+        return rec
 
     def task_finished(self, task_id: str, *, now_s: float, energy_j: Optional[float] = None,
-                      duration_s: Optional[float] = None, group: Optional[str] = None) -> None:
-        n = self._free(task_id, now_s)
-        if n is not None and duration_s is not None and self._group_of is not None:
-            grp = self._group_of.pop(task_id, None)
-            if grp is not None:
-                mean, k = self._durations.get(grp, (0.0, 0))
-                x = duration_s * n.nt.speed
-                self._durations[grp] = (mean + (x - mean) / (k + 1), k + 1)
-
-    _group_of: Optional[dict[str, str]] = None
+                      duration_s: Optional[float] = None) -> None:
+        rec = self._free(task_id, now_s)
+        if rec is not None and duration_s is not None and self.learn_durations:
+            i, grp = rec[0], rec[4]
+            mean, k = self._durations.get(grp, (0.0, 0))
+            x = duration_s * self.speed[i]
+            self._durations[grp] = (mean + (x - mean) / (k + 1), k + 1)
 
     def cancel(self, task_id: str, *, now_s: float) -> None:
         self._free(task_id, now_s)
@@ -195,14 +207,23 @@ class BasePolicy:
     def plan_scaling(self, *, now_s: float, pending: Sequence[TaskRequest] = ()) -> ScalePlan:
         return ScalePlan()
 
-    # -- helpers -----------------------------------------------------------------------
     def _emit(self, now_s: float, kind: str, subject: str, reason: str) -> None:
         if self.event_sink is not None:
             self.event_sink(DecisionEvent(t_s=now_s, kind=kind, subject=subject, node_id=subject, reason=reason))
 
-    def _available(self, task: TaskRequest) -> list[_PNode]:
-        c, g = task.cpus, task.gpus
-        return [n for n in self.order if n.state is NodeState.ON and n.fits(c, g)]
+    def _critical_util(self) -> np.ndarray:
+        n = self.n
+        u = self.used_c[:n] / self.cap_c[:n]
+        gu = np.divide(self.used_g[:n], self.cap_g[:n], out=np.zeros(n), where=self.cap_g[:n] > 0)
+        return np.maximum(u, gu)
+
+
+def _first_min(score: np.ndarray, mask: np.ndarray) -> Optional[int]:
+    """Row of the lowest score among ``mask`` (first row on ties), or None."""
+    if not mask.any():
+        return None
+    s = np.where(mask, score, np.inf)
+    return int(s.argmin())
 
 
 class SpreadPolicy(BasePolicy):
@@ -210,18 +231,12 @@ class SpreadPolicy(BasePolicy):
 
     name = "spread"
 
-    def choose(self, task: TaskRequest, now_s: float) -> Optional[_PNode]:
-        best, best_u = None, math.inf
+    def choose(self, task: TaskRequest, now_s: float) -> Optional[int]:
+        n = self.n
         c, g = task.cpus, task.gpus
-        for n in self.order:
-            if n.state is not NodeState.ON or not n.fits(c, g):
-                continue
-            u = (n.cpus_used + c) / n.cpus
-            if n.gpus > 0:
-                u = max(u, (n.gpus_used + g) / n.gpus)
-            if u < best_u - EPS:
-                best, best_u = n, u
-        return best
+        u = (self.used_c[:n] + c) / self.cap_c[:n]
+        gu = np.divide(self.used_g[:n] + g, self.cap_g[:n], out=np.zeros(n), where=self.cap_g[:n] > 0)
+        return _first_min(np.maximum(u, gu), self._fits(c, g))
 
 
 class PackPolicy(BasePolicy):
@@ -229,18 +244,12 @@ class PackPolicy(BasePolicy):
 
     name = "pack"
 
-    def choose(self, task: TaskRequest, now_s: float) -> Optional[_PNode]:
-        best, best_s = None, math.inf
+    def choose(self, task: TaskRequest, now_s: float) -> Optional[int]:
+        n = self.n
         c, g = task.cpus, task.gpus
-        for n in self.order:
-            if n.state is not NodeState.ON or not n.fits(c, g):
-                continue
-            s = (n.cpus - n.cpus_used - c) / n.cpus
-            if n.gpus > 0:
-                s += (n.gpus - n.gpus_used - g) / n.gpus
-            if s < best_s - EPS:
-                best, best_s = n, s
-        return best
+        s = (self.cap_c[:n] - self.used_c[:n] - c) / self.cap_c[:n]
+        s = s + np.divide(self.cap_g[:n] - self.used_g[:n] - g, self.cap_g[:n], out=np.zeros(n), where=self.cap_g[:n] > 0)
+        return _first_min(s, self._fits(c, g))
 
 
 class RayHybridPolicy(BasePolicy):
@@ -252,40 +261,32 @@ class RayHybridPolicy(BasePolicy):
     top_k_absolute = 1
     avoid_gpu_nodes = True
 
-    def _on_add(self, n: _PNode) -> None:
+    def _order_key(self, i: int) -> float:
         # node ids in Ray are random: tie order is a fixed seeded permutation
-        n.order = self.rng.random()
+        return self.rng.random()
 
-    def _schedule(self, task: TaskRequest, nodes: list[_PNode], require_available: bool) -> Optional[_PNode]:
-        c, g = task.cpus, task.gpus
-        thr = self.spread_threshold
-        avail: list[tuple[float, float, _PNode]] = []
-        for n in nodes:
-            if n.state is not NodeState.ON or n.cpus < c - EPS or n.gpus < g - EPS:
-                continue
-            if n.fits(c, g):
-                u = n.critical_util()
-                avail.append((0.0 if u < thr else u, n.order, n))
-        if not avail:
+    def _schedule(self, avail: np.ndarray) -> Optional[int]:
+        idx = np.flatnonzero(avail)
+        if idx.size == 0:
             return None  # the simulator queues it (Ray would queue at a feasible node)
-        alive = sum(1 for n in self.order if n.state is not NodeState.OFF)
+        n = self.n
+        alive = int(np.count_nonzero(self.state[:n] != OFF))
         k = max(self.top_k_absolute, int(alive * self.top_k_fraction))
-        best = min(a[0] for a in avail)
-        local = self.order[0]
-        if local.state is NodeState.ON and local in nodes and local.fits(c, g):
-            u = local.critical_util()
-            if (0.0 if u < thr else u) <= best:
-                return local
-        avail.sort(key=lambda a: (a[0], a[1]))
-        return avail[self.rng.randrange(min(k, len(avail)))][2]
+        u = self._critical_util()[idx]
+        score = np.where(u < self.spread_threshold, 0.0, u)
+        if avail[0] and score[0] <= score.min():  # the local (driver's) node is row 0
+            return 0
+        order = np.lexsort((self.order_key[idx], score))
+        pick = self.rng.randrange(min(k, idx.size))
+        return int(idx[order[pick]])
 
-    def choose(self, task: TaskRequest, now_s: float) -> Optional[_PNode]:
+    def choose(self, task: TaskRequest, now_s: float) -> Optional[int]:
+        fits = self._fits(task.cpus, task.gpus)
         if self.avoid_gpu_nodes and task.gpus <= 0:
-            cpu_nodes = [n for n in self.order if n.gpus == 0]
-            n = self._schedule(task, cpu_nodes, True) if cpu_nodes else None
-            if n is not None:
-                return n
-        return self._schedule(task, self.order, False)
+            cpu_only = fits & (self.cap_g[: self.n] == 0)
+            if cpu_only.any():
+                return self._schedule(cpu_only)
+        return self._schedule(fits)
 
 
 def _type_score(nt: NodeType, demands: Sequence[tuple[float, float]]) -> tuple[int, float]:
@@ -320,48 +321,47 @@ class RayAutoscalePolicy(RayHybridPolicy):
     activity_horizons_s = (300.0,)
 
     def plan_scaling(self, *, now_s: float, pending: Sequence[TaskRequest] = ()) -> ScalePlan:
-        off: list[str] = []
-        head = self.order[0] if self.order else None
-        for n in self.order:
-            if n is head:
-                continue
-            if n.state is NodeState.ON and not n.running and now_s - n.idle_since >= self.idle_timeout_s - EPS:
-                off.append(n.node_id)
+        n = self.n
+        st = self.state[:n]
+        idle = (st == ON) & (self.n_run[:n] == 0) & (now_s - self.idle_since[:n] >= self.idle_timeout_s - EPS)
+        idle[0] = False  # the head node stays
+        off = [self.ids[i] for i in np.flatnonzero(idle).tolist()]
         on: list[str] = []
         if pending:
             # residual demand after the free room of running and booting nodes (first fit)
-            free = [[n.cpus - n.cpus_used, n.gpus - n.gpus_used] for n in self.order
-                    if n.state in (NodeState.ON, NodeState.BOOTING)]
+            live = (st == ON) | (st == BOOTING)
+            free_c = np.where(live, self.cap_c[:n] - self.used_c[:n], -1.0)
+            free_g = np.where(live, self.cap_g[:n] - self.used_g[:n], -1.0)
             residual: list[tuple[float, float]] = []
             for t in sorted(pending, key=lambda r: (-r.gpus, -r.cpus)):
-                for f in free:
-                    if t.cpus <= f[0] + EPS and t.gpus <= f[1] + EPS:
-                        f[0] -= t.cpus
-                        f[1] -= t.gpus
-                        break
+                ok = (free_c >= t.cpus - EPS) & (free_g >= t.gpus - EPS)
+                j = int(ok.argmax())
+                if ok[j]:
+                    free_c[j] -= t.cpus
+                    free_g[j] -= t.gpus
                 else:
                     residual.append((t.cpus, t.gpus))
-            booting = sum(1 for n in self.order if n.state is NodeState.BOOTING)
-            running = sum(1 for n in self.order if n.state is NodeState.ON)
+            booting = int(np.count_nonzero(st == BOOTING))
+            running = int(np.count_nonzero(st == ON))
             budget = max(5, math.ceil(self.upscaling_speed * running)) - booting
-            offs = {n.node_id: n for n in self.order if n.state is NodeState.OFF and n.node_id not in off}
-            by_type: dict[str, list[_PNode]] = {}
-            for n in sorted(offs.values(), key=lambda n: n.idx):
-                by_type.setdefault(n.nt.name, []).append(n)
+            by_type: dict[str, list[int]] = {}
+            if residual and budget > 0:
+                for i in np.flatnonzero(st == OFF).tolist():
+                    by_type.setdefault(self.types[i].name, []).append(i)
             while residual and budget > 0:
                 best, best_s = None, (-1, 0.0)
                 for name, lst in by_type.items():
                     if not lst:
                         continue
-                    s = _type_score(lst[0].nt, residual)
-                    if s > best_s:
-                        best, best_s = name, s
+                    sc = _type_score(self.types[lst[0]], residual)
+                    if sc > best_s:
+                        best, best_s = name, sc
                 if best is None or best_s[0] < 0:
                     break
-                n = by_type[best].pop(0)
-                on.append(n.node_id)
+                i = by_type[best].pop(0)
+                on.append(self.ids[i])
                 budget -= 1
-                cf, gf = n.cpus, n.gpus
+                cf, gf = float(self.cap_c[i]), float(self.cap_g[i])
                 rest = []
                 for c, g in residual:
                     if c <= cf + EPS and g <= gf + EPS:
@@ -381,27 +381,11 @@ class DaskPolicy(BasePolicy):
     """Dask's decide_worker: lowest occupancy per thread among workers with room."""
 
     name = "dask-default"
+    learn_durations = True
 
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self._group_of = {}
-
-    def decide(self, task: TaskRequest, *, now_s: float) -> Decision:
-        d = super().decide(task, now_s=now_s)
-        if d.action is Action.PLACE:
-            self._group_of[task.task_id] = task.group
-        return d
-
-    def choose(self, task: TaskRequest, now_s: float) -> Optional[_PNode]:
-        best, best_s = None, math.inf
-        c, g = task.cpus, task.gpus
-        for n in self.order:
-            if n.state is not NodeState.ON or not n.fits(c, g):
-                continue
-            s = n.occupancy / n.cpus
-            if s < best_s - EPS:
-                best, best_s = n, s
-        return best
+    def choose(self, task: TaskRequest, now_s: float) -> Optional[int]:
+        n = self.n
+        return _first_min(self.occ[:n] / self.cap_c[:n], self._fits(task.cpus, task.gpus))
 
 
 class DaskAdaptivePolicy(DaskPolicy):
@@ -415,59 +399,69 @@ class DaskAdaptivePolicy(DaskPolicy):
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
-        self._close_since: dict[str, float] = {}
+        self._close_since: dict[int, float] = {}
 
     def target(self, pending: Sequence[TaskRequest]) -> int:
-        workers = [n for n in self.order if n.state is NodeState.ON]
-        occ = sum(n.occupancy for n in workers)
+        n = self.n
+        workers = self.state[:n] == ON
+        occ = float(self.occ[:n][workers].sum())
         sample = pending[:100]
-        q = sum(self.expected_duration_s(t) for t in sample)
+        durs = self._durations
+        q = 0.0
+        for t in sample:
+            if t.duration_hint_s is not None:
+                q += t.duration_hint_s
+            else:
+                m = durs.get(t.group)
+                q += m[0] if m else 0.5
         if len(pending) > 100:
             q *= len(pending) / 100
         cpu = math.ceil((occ + q) / self.target_duration_s - 1e-9)
-        ready = len(pending) + sum(len(n.running) for n in workers)
+        ready = len(pending) + int(self.n_run[:n][workers].sum())
         cpu = min(ready, cpu)
-        if workers:
-            nthreads = sum(n.cpus for n in workers)
-            cpu = math.ceil(cpu / nthreads * len(workers) - 1e-9)
+        nw = int(workers.sum())
+        if nw:
+            nthreads = float(self.cap_c[:n][workers].sum())
+            cpu = math.ceil(cpu / nthreads * nw - 1e-9)
         elif pending:
             cpu = max(1, cpu)
-        return max(0, min(len(self.order), cpu))
+        return max(0, min(n, cpu))
 
     def plan_scaling(self, *, now_s: float, pending: Sequence[TaskRequest] = ()) -> ScalePlan:
+        n = self.n
+        st = self.state[:n]
         target = self.target(pending)
-        plan = [n for n in self.order if n.state in (NodeState.ON, NodeState.BOOTING)]
+        planned = int(np.count_nonzero((st == ON) | (st == BOOTING)))
         on: list[str] = []
         off: list[str] = []
-        if target > len(plan):
+        if target > planned:
             self._close_since.clear()
-            offs = [n for n in self.order if n.state is NodeState.OFF]
+            offs = np.flatnonzero(st == OFF)
+            need = [(t.cpus, t.gpus) for t in pending[:100]]
             # nodes that fit a waiting task first, then cluster order
-            need = [(t.cpus, t.gpus) for t in pending]
-
-            def fits_any(n: _PNode) -> bool:
-                return any(c <= n.cpus + EPS and g <= n.gpus + EPS for c, g in need[:100])
-
-            offs.sort(key=lambda n: (not fits_any(n), n.idx))
-            on = [n.node_id for n in offs[: target - len(plan)]]
-        elif target < len(plan):
-            idle = [n for n in reversed(self.order) if n.state is NodeState.ON and not n.running]
-            to_close = {n.node_id for n in idle[: len(plan) - target]}
-            for nid in list(self._close_since):
-                if nid not in to_close:
-                    del self._close_since[nid]
-            for nid in to_close:
-                first = self._close_since.setdefault(nid, now_s)
+            fit = np.zeros(offs.size, dtype=bool)
+            for c, g in need:
+                fit |= (self.cap_c[offs] + EPS >= c) & (self.cap_g[offs] + EPS >= g)
+            order = offs[np.lexsort((offs, ~fit))]
+            on = [self.ids[i] for i in order[: target - planned].tolist()]
+        elif target < planned:
+            idle = np.flatnonzero((st == ON) & (self.n_run[:n] == 0))[::-1]
+            to_close = set(idle[: planned - target].tolist())
+            for i in list(self._close_since):
+                if i not in to_close:
+                    del self._close_since[i]
+            for i in sorted(to_close):
+                first = self._close_since.setdefault(i, now_s)
                 if now_s - first >= (self.wait_count - 1) * self.tick_interval_s - EPS:
-                    off.append(nid)
-                    del self._close_since[nid]
+                    off.append(self.ids[i])
+                    del self._close_since[i]
         else:
             self._close_since.clear()
         for nid in off:
             self._emit(now_s, "scale-down", nid, f"adaptive target {target} below workers for {self.wait_count} intervals")
         for nid in on:
             self._emit(now_s, "scale-up", nid, f"adaptive target {target}")
-        return ScalePlan(power_on=tuple(on), power_off=tuple(sorted(off)), reason=self.name)
+        return ScalePlan(power_on=tuple(on), power_off=tuple(off), reason=self.name)
 
 
 BASELINES: dict[str, type[BasePolicy]] = {

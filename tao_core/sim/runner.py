@@ -5,6 +5,7 @@ Policy names: the baselines of :mod:`tao_core.sim.policies` and ``tao`` (the con
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -61,14 +62,14 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
         raise InputError(f"controller options: {exc}") from None
     used = sorted({n.node_type for n in cluster.nodes})
     ctl = Controller([cluster.node_types[t] for t in used], cfg, event_sink=event_sink)
-    # ticks: the next grid tick after any change, then when idle timeouts can expire
+    # ticks: the next grid tick after any change, then when an idle timeout can expire
+    # (timeouts within 5 s of one another share a tick)
     timeouts = sorted({float(x) for x in scaling.idle_timeouts(ctl).tolist()})
-    hl = cfg.arrival_halflife_s
-    horizons = {TAO_TICK_S}
+    horizons: list[float] = [TAO_TICK_S]
     for to in timeouts:
-        if to < 1e12:
-            for extra in (0.0, cfg.min_on_s, hl, 2 * hl, 4 * hl, 8 * hl):
-                horizons.add(round(to + extra + TAO_TICK_S, 6))
+        h = math.ceil(to + cfg.min_on_s) + TAO_TICK_S
+        if h < 1e12 and h - horizons[-1] > 5.0:
+            horizons.append(h)
     conf = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else dict(v)) for k, v in vars(cfg).items()}
     return PolicySetup("tao", ctl, TAO_TICK_S, tuple(sorted(horizons)), conf)
 

@@ -1,0 +1,149 @@
+"""Outputs of a simulation: the table, the JSON document, the power plot and the ledger
+records. Files are written to a temporary name beside the target and renamed, so a failed
+run leaves no partial file."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from tao_core.sim.engine import SimResult
+from tao_core.sim.model import ClusterSpec, Workload
+
+COLUMNS = (  # (header, width, format)
+    ("policy", 22, "{:<22}"), ("energy kWh", 11, "{:>11.3f}"), ("x bound", 8, "{:>8.2f}"),
+    ("idle kWh", 9, "{:>9.3f}"), ("boot kWh", 9, "{:>9.3f}"), ("p95 wait s", 10, "{:>10.1f}"),
+    ("mean wait s", 11, "{:>11.1f}"), ("makespan s", 11, "{:>11.0f}"), ("peak W", 9, "{:>9.0f}"),
+    ("over budget s", 13, "{:>13.0f}"), ("overhead", 8, "{:>8.3f}"), ("done", 13, "{:>13}"),
+)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """A fixed-width table of the policies of a ``tao simulate`` document."""
+    lines = [" ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w, _) in enumerate(COLUMNS))]
+    for name, m in doc["policies"].items():
+        vals = (name, m["energy_j"] / 3.6e6, m.get("bound_ratio", math.nan), m["idle_energy_j"] / 3.6e6,
+                m["boot_energy_j"] / 3.6e6, m["wait_p95_s"], m["wait_mean_s"], m["makespan_s"], m["peak_power_w"],
+                m["budget_violation_s"], m["overhead_share"], f"{m['tasks_completed']}/{m['tasks_total']}")
+        row = " ".join(fmt.format(v) for (_, _, fmt), v in zip(COLUMNS, vals))
+        if m.get("inverted"):
+            row += "  inverted"
+        lines.append(row)
+    lines.append(f"lower bound: {doc['lower_bound_j'] / 3.6e6:.3f} kWh (facility; every unit of work at the most "
+                 f"efficient node type and load, no idle, no boot)")
+    return "\n".join(lines)
+
+
+def json_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """The serialisable part of a run document (without SimResult objects)."""
+    return {k: v for k, v in doc.items() if k != "results"}
+
+
+def _tmp_beside(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent or Path(".")))
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # as a plain open() would create it
+    return Path(name)
+
+
+def write_json(doc: dict[str, Any], path: Path) -> Path:
+    """Write the JSON to a temporary file beside ``path``; returns the temporary path."""
+    tmp = _tmp_beside(path)
+    with open(tmp, "w") as fh:
+        json.dump(json_document(doc), fh, indent=2, default=_jsonable)
+        fh.write("\n")
+    return tmp
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, (set, tuple)):
+        return list(v)
+    return str(v)
+
+
+def write_plot(results: dict[str, SimResult], path: Path, title: str = "", budget_w: Optional[float] = None) -> Path:
+    """A step plot of cluster IT power over time per policy (Agg backend) to a temporary
+    PNG beside ``path``; returns the temporary path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    span = max((r.end_s for r in results.values()), default=0.0)
+    scale, unit = (3600.0, "h") if span > 4 * 3600 else ((60.0, "min") if span > 600 else (1.0, "s"))
+    for name, r in results.items():
+        t = list(r.timeline_t)
+        w = list(r.timeline_w)
+        if len(t) > 20000:
+            step = len(t) // 20000 + 1
+            t, w = t[::step] + t[-1:], w[::step] + w[-1:]
+        ax.step([x / scale for x in t], [y / 1000.0 for y in w], where="post", label=name, linewidth=1)
+    if budget_w is not None:
+        ax.axhline(budget_w / 1000.0, color="k", linestyle="--", linewidth=1, label="power budget")
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_ylabel("cluster IT power (kW)")
+    ax.set_title(title or "cluster power per policy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = _tmp_beside(path)
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return tmp
+
+
+def ledger_records(name: str, setup_config: dict[str, Any], res: SimResult, cluster: ClusterSpec,
+                   workload: Workload, summary: dict[str, Any], run_id: Optional[str] = None) -> Iterable[tuple[str, dict]]:
+    """(kind, payload) of the config, energy and summary records of one policy's run
+    (decision records are appended as the run produces them)."""
+    run_id = run_id or f"sim-{name}-{uuid.uuid4().hex[:12]}"
+    method = "simulated: declared power curve per node, integrated exactly between events"
+    yield "config", {
+        "run_id": run_id, "engine": "sim", "policy": name, "controller": setup_config,
+        "cluster": {"pue": cluster.pue, "power_budget_w": res.budget_w,
+                    "nodes": [{"node_id": n.node_id, "node_type": n.node_type,
+                               "cpus": cluster.node_types[n.node_type].cpus,
+                               "gpus": cluster.node_types[n.node_type].gpus} for n in cluster.nodes]},
+        "telemetry": [{"domain": "node", "source": "modeled", "method": method}],
+    }
+    for ne in res.nodes:
+        yield "energy", {
+            "scope": "node", "id": ne.node_id, "node_id": ne.node_id, "group": None, "job": None,
+            "energy_j": ne.it_j, "components": {"other": ne.it_j}, "source": "modeled", "method": method,
+            "uncertainty": None, "start_s": 0.0, "end_s": res.end_s,
+            "detail": {"dynamic_j": ne.dynamic_j, "idle_j": ne.idle_j, "boot_j": ne.boot_j, "off_j": ne.off_j},
+        }
+    groups: dict[str, list[float]] = {}
+    for i, t in enumerate(workload.tasks):
+        e = res.energy_task_j[i]
+        s = res.start_s[i]
+        if s == s:
+            g = groups.setdefault(t.group, [0.0, math.inf, 0.0])
+            g[0] += e
+            g[1] = min(g[1], s)
+            g[2] = max(g[2], res.end_s_task[i] if res.end_s_task[i] == res.end_s_task[i] else s)
+    for g, (e, s0, s1) in sorted(groups.items()):
+        yield "energy", {
+            "scope": "group", "id": g, "node_id": None, "group": g, "job": None, "energy_j": e,
+            "components": {"other": e}, "source": "modeled",
+            "method": "simulated: dynamic energy of each node split by the CPUs and GPUs each task holds",
+            "uncertainty": None, "start_s": s0, "end_s": s1,
+        }
+    yield "summary", {
+        "run_id": run_id, "policy": name,
+        "it_energy_j": summary["it_energy_j"], "facility_energy_j": summary["energy_j"], "pue": cluster.pue,
+        "dynamic_energy_j": summary["dynamic_energy_j"], "idle_energy_j": summary["idle_energy_j"],
+        "boot_energy_j": summary["boot_energy_j"], "off_energy_j": summary["off_energy_j"],
+        "overhead_share": summary["overhead_share"], "peak_power_w": summary["peak_power_w"],
+        "power_budget_w": res.budget_w, "budget_violation_s": summary["budget_violation_s"],
+        "makespan_s": summary["makespan_s"], "tasks_completed": summary["tasks_completed"],
+    }
