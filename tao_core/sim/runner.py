@@ -49,7 +49,9 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
     from tao_core.control import scaling
 
     budget = budget_w if budget_w is not None else cluster.power_budget_w
-    opts: dict[str, Any] = dict(power_budget_w=budget, budget_scope="it", pue=cluster.pue)
+    # wake_in_decide off: in this controller version a node decide() asks to wake is not booted
+    # when total supply covers total demand, and the task would be deferred forever
+    opts: dict[str, Any] = dict(power_budget_w=budget, budget_scope="it", pue=cluster.pue, wake_in_decide=False)
     if lambda_j_per_s is not None:
         opts["lambda_j_per_s"] = lambda_j_per_s
     if event_sink is None:
