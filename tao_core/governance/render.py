@@ -150,7 +150,9 @@ def render_pngs(report: Mapping[str, Any], dpi: int = 110) -> dict[str, bytes]:
         ax.invert_yaxis()
         ax.set_xlabel(unit)
         ax.set_xlim(0, max(vals) * 1.18)
-        ax.set_title(f"{PLOT_TITLES['components']} ({label})", fontsize=10)
+        unsplit = all(r["component"] in ("other", "unspecified", "unattributed") for r in comps)
+        ax.set_title(f"{PLOT_TITLES['components']} ({label})"
+                     + ("\nthe sources do not split energy by CPU package, DRAM and GPU" if unsplit else ""), fontsize=10)
         fig.tight_layout()
         save(fig, "components")
 
