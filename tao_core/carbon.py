@@ -165,12 +165,29 @@ class ProviderCarbon(CarbonSignal):
         return self._current().series(t0_s, t1_s)
 
 
-def best_start(signal: CarbonSignal, *, earliest_s: float, latest_s: float, duration_s: float) -> tuple[float, float]:
-    """The start time in [earliest_s, latest_s] that minimises the mean intensity over a
-    run of ``duration_s`` seconds, and that mean (gCO2e/kWh). Ties go to the earliest start.
+def emissions_of_power_g(signal: CarbonSignal, times_s: np.ndarray, power_w: np.ndarray, end_s: float) -> float:
+    """Grams CO2e of a power step function: ``power_w[i]`` watts from ``times_s[i]`` to the
+    next time (the last to ``end_s``), each step at the signal's mean intensity over it."""
+    t = np.asarray(times_s, dtype=float)
+    w = np.asarray(power_w, dtype=float)
+    if t.size == 0:
+        return 0.0
+    edges = np.append(t, max(end_s, float(t[-1])))
+    grams = 0.0
+    for a, b, p in zip(edges[:-1], edges[1:], w):
+        if b > a and p != 0.0:
+            grams += p * (b - a) / J_PER_KWH * signal.mean_intensity(a, b)
+    return grams
+
+
+def ranked_starts(signal: CarbonSignal, *, earliest_s: float, latest_s: float,
+                  duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate start times in [earliest_s, latest_s] for a run of ``duration_s`` seconds,
+    cleanest first (ties: earliest first), with the mean intensity over each run (gCO2e/kWh).
 
     The mean over [s, s + d] of a step function is piecewise linear in s, with kinks where
-    s or s + d meets a breakpoint, so the optimum is at the window's ends or at such a kink.
+    s or s + d meets a breakpoint, so the optimum is at the window's ends or at such a kink;
+    those are the candidates.
     """
     if latest_s < earliest_s:
         latest_s = earliest_s
@@ -179,5 +196,12 @@ def best_start(signal: CarbonSignal, *, earliest_s: float, latest_s: float, dura
     cand = np.concatenate(([earliest_s, latest_s], times, times - d))
     cand = np.unique(cand[(cand >= earliest_s) & (cand <= latest_s)])
     means = np.array([signal.mean_intensity(s, s + d) for s in cand])
-    i = int(np.argmin(means + 1e-12 * (cand - earliest_s)))  # earliest among near-ties
-    return float(cand[i]), float(means[i])
+    order = np.lexsort((cand, np.round(means, 9)))
+    return cand[order], means[order]
+
+
+def best_start(signal: CarbonSignal, *, earliest_s: float, latest_s: float, duration_s: float) -> tuple[float, float]:
+    """The start time in [earliest_s, latest_s] that minimises the mean intensity over a
+    run of ``duration_s`` seconds, and that mean (gCO2e/kWh). Ties go to the earliest start."""
+    starts, means = ranked_starts(signal, earliest_s=earliest_s, latest_s=latest_s, duration_s=duration_s)
+    return float(starts[0]), float(means[0])

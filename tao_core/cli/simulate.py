@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lambda", dest="lambda_j_per_s", type=float, metavar="X",
                    help="TAO's energy-delay trade: joules one second of delay is worth")
     p.add_argument("--pue", type=float, help="facility watts per IT watt (overrides the spec)")
+    p.add_argument("--carbon", metavar="CSV|G",
+                   help="grid carbon intensity: a CSV (t_s or timestamp, g_co2e_per_kwh) on the workload's clock, "
+                        "or one number in gCO2e/kWh; reports emissions per policy, and TAO moves deferrable tasks "
+                        "with deadlines to cleaner hours")
     p.add_argument("--seed", type=int, default=0, help="seed of the baselines' random choices (default 0)")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="write a plot of cluster power over time per policy")
@@ -92,6 +96,19 @@ def load_inputs(args: argparse.Namespace):
     return cluster, workload
 
 
+def load_carbon(arg: Optional[str]):
+    """A carbon signal from ``--carbon`` (a number of gCO2e/kWh, or a CSV path), or None."""
+    if arg is None:
+        return None
+    from tao_core.carbon import ConstantCarbon, SeriesCarbon
+
+    try:
+        value = float(arg)
+    except ValueError:
+        return SeriesCarbon.from_csv(arg)
+    return ConstantCarbon(value)
+
+
 def run(args: argparse.Namespace) -> int:
     from tao_core.sim import output
     from tao_core.sim.runner import POLICY_NAMES, run_all
@@ -100,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     plot_out = _check_out(args.plot, "--plot")
     ledger_out = _check_out(args.ledger, "--ledger", must_not_exist=True)
     cluster, workload = load_inputs(args)
+    carbon = load_carbon(args.carbon)
     policies = list(dict.fromkeys(args.policy or POLICY_NAMES))
 
     temps: list[tuple[Path, Path]] = []  # (temporary, final)
@@ -132,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 return sink
 
             def on_result(name, setup, res) -> None:
-                summ = summarize(res, cluster, workload, bound)
+                summ = summarize(res, cluster, workload, bound, carbon=carbon)
                 for kind, payload in output.ledger_records(name, setup.config, res, cluster, workload, summ):
                     led.append(kind, payload)
 
@@ -140,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
 
         bound = lower_bound_j(cluster, workload)
         doc = run_all(cluster, workload, policies, budget_w=args.budget_w, lambda_j_per_s=args.lambda_j_per_s,
-                      seed=args.seed, progress=True, sink_factory=sink_factory, on_result=on_result)
+                      seed=args.seed, progress=True, sink_factory=sink_factory, on_result=on_result,
+                      carbon=carbon)
         if json_out is not None:
             temps.append((output.write_json(doc, json_out), json_out))
         if plot_out is not None:

@@ -80,6 +80,8 @@ class ControllerConfig:
       if the mean grid intensity over its predicted run drops by at least this fraction.
     - ``carbon_slack``: the latest start leaves this fraction of the predicted run time, plus
       the longest boot time, before the deadline.
+    - ``carbon_max_fill``: shifted runs planned into one window may hold at most this share
+      of the cluster's CPUs, so they do not pile onto the cleanest hour.
 
     GPU power limits (used once ``Controller.enable_gpu_power_limits`` is called):
 
@@ -132,6 +134,7 @@ class ControllerConfig:
 
     carbon_min_saving: float = 0.10
     carbon_slack: float = 0.25
+    carbon_max_fill: float = 0.8
 
     gpu_max_slowdown: float = 0.10
 
@@ -191,6 +194,8 @@ class ControllerConfig:
             raise bad("ratio_halflife_s/arrival_halflife_s", "half-lives are seconds: ratio > 0, arrival >= 0")
         if not 0 <= self.carbon_min_saving < 1:
             raise bad("carbon_min_saving", "must be a fraction in [0, 1) (0.10 = wait only for 10 % cleaner power)")
+        if not 0 < self.carbon_max_fill <= 1:
+            raise bad("carbon_max_fill", "must be a fraction in (0, 1]")
         if self.carbon_slack < 0:
             raise bad("carbon_slack", "must be a fraction >= 0 of the predicted run time")
         if self.gpu_max_slowdown < 0:

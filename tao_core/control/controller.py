@@ -20,9 +20,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from tao_core.carbon import CarbonSignal, best_start
+from tao_core.carbon import CarbonSignal
 from tao_core.control import scaling
 from tao_core.control.budget import PowerLoop
+from tao_core.control.carbon_shift import CarbonShifter
 from tao_core.control.config import ControllerConfig
 from tao_core.control.model import ModelSnapshot, NodeModel
 from tao_core.control.penalty import Scorer
@@ -129,7 +130,7 @@ class Controller:
         self._last_margin_event = 0.0
         self._last_fit_s = [-_INF] * len(self.types)
         self.counters = {"place": 0, "defer": 0, "reject": 0, "warn": 0}
-        self.carbon: Optional[CarbonSignal] = None
+        self.carbon: Optional[CarbonShifter] = None
         self.gpu_limits: dict[str, PowerLimitLearner] = {}  # by node type name
 
     def _build_type_tables(self) -> None:
@@ -434,6 +435,11 @@ class Controller:
             t = self._tasks[tid]
             return Decision(tid, Action.PLACE, node_id=t.node_id, predicted_energy_j=t.pred_energy_j,
                             predicted_duration_s=t.pred_dur_s, reason="already placed")
+        if self.carbon is not None and task.deferrable and task.deadline_s is not None:
+            # before the arrival-rate update: work planned for later is not demand now
+            shifted = self._carbon_shift(task, now_s)
+            if shifted is not None:
+                return shifted
         if tid not in self._deferred:  # a new arrival (a deferred task asking again is not)
             tau = self._arr_tau
             at = self._arr_t
@@ -455,10 +461,6 @@ class Controller:
         if nt.n == 0:
             return self._defer(task, now_s, None, "no nodes", None)
         dur_k, edur_k = self.predictor.predict(task.group, task.duration_hint_s)
-        if self.carbon is not None and task.deferrable and task.deadline_s is not None:
-            shifted = self._carbon_shift(task, now_s, float(dur_k.max()))
-            if shifted is not None:
-                return shifted
         lp = self.loop
         ratio = lp.dynamic_scale
         any_not_on = self._n_not_on > 0
@@ -508,24 +510,31 @@ class Controller:
     def set_carbon_signal(self, signal: Optional[CarbonSignal]) -> None:
         """Use ``signal`` (gCO2e/kWh on this controller's clock) to move deferrable tasks
         with a deadline to cleaner hours; None turns it off."""
-        self.carbon = signal
+        self.carbon = None if signal is None else CarbonShifter(
+            signal, min_saving=self.config.carbon_min_saving, max_fill=self.config.carbon_max_fill)
 
-    def _carbon_shift(self, task: TaskRequest, now_s: float, run_s: float) -> Optional[Decision]:
+    def _carbon_shift(self, task: TaskRequest, now_s: float) -> Optional[Decision]:
         """DEFER ``task`` to the cleanest start before its deadline when that start is
         ``carbon_min_saving`` cleaner than starting now; None to decide as usual.
 
-        The latest start leaves ``carbon_slack`` x the predicted run time (the slowest node
-        type's) plus the longest boot time before the deadline, so waiting for clean power
-        never makes the task late by prediction."""
+        The run time used is the task's ``duration_hint_s``, else the longest run its group
+        has had (after three finished), on the slowest node type; with neither the task is
+        not shifted, since no deadline could be promised. The latest start leaves
+        ``carbon_slack`` x that run time plus the longest boot time before the deadline."""
         cfg = self.config
         assert task.deadline_s is not None and self.carbon is not None
+        ref = task.duration_hint_s if task.duration_hint_s and task.duration_hint_s > 0 else \
+            self.predictor.longest_s(task.group)
+        if ref is None:
+            return None
+        run_s = ref / float(self._speed_k.min())
         latest = task.deadline_s - run_s * (1.0 + cfg.carbon_slack) - float(self._boot_s_k.max(initial=0.0))
-        if latest <= now_s:
+        nt = self.nodes
+        plan = self.carbon.plan(task.task_id, now_s=now_s, latest_s=latest, run_s=run_s, cpus=float(task.cpus),
+                                capacity_cpus=float(nt.cpus.sum()))
+        if plan is None:
             return None
-        start, mean = best_start(self.carbon, earliest_s=now_s, latest_s=latest, duration_s=run_s)
-        now_mean = self.carbon.mean_intensity(now_s, now_s + run_s)
-        if start <= now_s or mean > now_mean * (1.0 - cfg.carbon_min_saving):
-            return None
+        start, mean, now_mean = plan
         return self._defer(task, now_s, start,
                            f"carbon: {mean:.0f} gCO2e/kWh from t={start:.0f} s against {now_mean:.0f} now", None)
 
@@ -788,6 +797,8 @@ class Controller:
         The plan is applied to the controller's own view at once (power_on -> BOOTING,
         power_off -> OFF, drain -> DRAINING); the caller carries it out and calls
         ``set_node_state(node, ON)`` when a booted node is ready."""
+        if self.carbon is not None and pending:
+            pending = [t for t in pending if not self.carbon.waiting(t.task_id, now_s)]
         return scaling.plan(self, now_s, pending)
 
     # ------------------------------------------------------------ inspect

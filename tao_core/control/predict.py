@@ -29,12 +29,14 @@ import numpy as np
 
 
 class _Group:
-    __slots__ = ("dur", "dur_seen", "ref_dur", "ratio", "ratio_seen", "ref_ratio", "n", "cache", "ratio_arr")
+    __slots__ = ("dur", "dur_seen", "ref_dur", "ref_dur_max", "ratio", "ratio_seen", "ref_ratio", "n", "cache",
+                 "ratio_arr")
 
     def __init__(self, k: int) -> None:
         self.dur = [0.0] * k
         self.dur_seen = [False] * k
         self.ref_dur: Optional[float] = None
+        self.ref_dur_max = 0.0  #: longest run time seen, at speed 1.0, s
         self.ratio = [1.0] * k
         self.ratio_seen = [False] * k
         self.ref_ratio: Optional[float] = None
@@ -125,6 +127,15 @@ class TaskPredictor:
         g.cache = (np.array(durs), np.array(edurs))
         return g.cache
 
+    def longest_s(self, group: str, min_seen: int = 3) -> Optional[float]:
+        """The longest run time seen for ``group`` at speed 1.0 (s), once at least
+        ``min_seen`` of its tasks finished; else None (too little is known to promise a
+        deadline)."""
+        g = self._groups.get(group)
+        if g is None or g.n < min_seen or g.ref_dur_max <= 0:
+            return None
+        return g.ref_dur_max
+
     def observe(self, group: str, type_index: int, *, duration_s: Optional[float] = None,
                 energy_ratio: Optional[float] = None) -> None:
         """Learn from one finished task: its run time (s) on node type ``type_index`` and
@@ -144,6 +155,7 @@ class TaskPredictor:
             g.dur_seen[k] = True
             ref = duration_s * self._speeds[k]
             g.ref_dur = ref if g.ref_dur is None else (1 - a) * g.ref_dur + a * ref
+            g.ref_dur_max = max(g.ref_dur_max, ref)
         if energy_ratio is not None and math.isfinite(energy_ratio) and energy_ratio >= 0:
             r = min(energy_ratio, 100.0)
             g.ratio[k] = r if not g.ratio_seen[k] else (1 - a) * g.ratio[k] + a * r

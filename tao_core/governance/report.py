@@ -423,7 +423,18 @@ def build_report_from_records(
             oi_source = "computed: 1 - dynamic / facility energy" if oi is not None else "not computable: no task or dynamic energy"
 
     emissions = None
-    if carbon_intensity_g_per_kwh is not None:
+    summary_em = _num(summary.get("emissions_kg_co2e")) if summary else None
+    if carbon_intensity_g_per_kwh is None and summary_em is not None and facility > 0:
+        kwh = facility / 3.6e6
+        emissions = {
+            "carbon_intensity_g_per_kwh": summary_em * 1000.0 / kwh,
+            "facility_energy_kwh": kwh,
+            "emissions_kg_co2e": summary_em,
+            "method": "facility power integrated against a time-varying carbon intensity ("
+                      + str(summary.get("carbon_source") or "source not recorded")
+                      + "); the intensity shown is the energy-weighted mean; an estimate",
+        }
+    elif carbon_intensity_g_per_kwh is not None:
         kwh = facility / 3.6e6
         emissions = {
             "carbon_intensity_g_per_kwh": float(carbon_intensity_g_per_kwh),

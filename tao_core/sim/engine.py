@@ -337,8 +337,9 @@ class Simulator:
         """One FIFO placement pass over waiting tasks (only the new ones unless ``full``).
 
         A task is offered to the policy only if some ON node has room for it now (a
-        necessary condition for a PLACE); tasks dominated by a demand that was just deferred
-        are skipped too. The policy's scaling plan sees every waiting task."""
+        necessary condition for a PLACE) or it has a deadline (the policy may plan it for
+        later); tasks dominated by a demand without a deadline that was just deferred are
+        skipped too. The policy's scaling plan sees every waiting task."""
         obs = getattr(self.policy, "observe_cluster_power", None)
         if obs is not None and not getattr(self.policy, "ignores_power", False):
             obs(now_s=t, power_w=self._total_w)
@@ -369,8 +370,8 @@ class Simulator:
             if ok is None:
                 ok = bool(np.any(on & (free_c >= c - EPS) & (free_g >= g - EPS)))
                 room[key] = ok
-            if not ok:
-                continue
+            if not ok and task.deadline_s is None:
+                continue  # a task with a deadline is asked anyway: the policy may plan it for later
             skip = False
             for fc, fg in failed:
                 if c >= fc - EPS and g >= fg - EPS:
@@ -384,7 +385,7 @@ class Simulator:
                     free_c = self._cap_c - self._used_c
                     free_g = self._cap_g - self._used_g
                     room = {k: v for k, v in room.items() if not v}  # room only shrinks within a pass
-            else:
+            elif task.deadline_s is None:  # a deadline can make a deferral this task's own
                 failed.append((c, g))
                 if len(failed) > 32:
                     failed.pop(0)
@@ -561,8 +562,8 @@ class Simulator:
                 self._new.append(ai)
                 ai += 1
                 new_arrivals = True
-            if freed or new_arrivals:
-                self._activity(t)
+            if freed or new_arrivals or retry:
+                self._activity(t)  # a retry time can make a waiting task demand again
             if freed or retry:
                 self._pass(t, full=True)
             elif new_arrivals:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tao_core.carbon import CarbonSignal, emissions_of_power_g
 from tao_core.power.curve import BREAKPOINTS
 from tao_core.sim.engine import SimResult
 from tao_core.sim.model import ClusterSpec, Workload
@@ -58,8 +59,11 @@ def lower_bound_j(cluster: ClusterSpec, workload: Workload) -> float:
     return e * cluster.pue
 
 
-def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j: Optional[float] = None) -> dict[str, Any]:
-    """The per-policy JSON record of ``tao simulate``."""
+def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j: Optional[float] = None,
+              carbon: Optional[CarbonSignal] = None) -> dict[str, Any]:
+    """The per-policy JSON record of ``tao simulate``. With a ``carbon`` signal (on the
+    simulation's clock) it also holds the emissions: facility power integrated against the
+    signal's intensity, step by step."""
     dyn = sum(n.dynamic_j for n in res.nodes)
     idle = sum(n.idle_j for n in res.nodes)
     boot = sum(n.boot_j for n in res.nodes)
@@ -104,6 +108,20 @@ def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j:
         missed = len(workload.tasks) - completed - res.rejected
         if missed > 0:
             out["tasks_never_run"] = missed
+    deadline = np.fromiter((t.deadline_s if t.deadline_s is not None else np.nan for t in workload.tasks),
+                           dtype=float, count=len(workload.tasks))
+    has_dl = ~np.isnan(deadline)
+    if has_dl.any():
+        late = has_dl & (np.isnan(end) | (end > deadline + 1e-9))
+        out["deadlines_total"] = int(has_dl.sum())
+        out["deadlines_missed"] = int(late.sum())
+    if carbon is not None:
+        if not len(res.timeline_t):
+            raise ValueError("emissions need the power timeline: run with record_timeline=True")
+        grams = emissions_of_power_g(carbon, np.frombuffer(res.timeline_t, dtype=float),
+                                     np.frombuffer(res.timeline_w, dtype=float) * cluster.pue, res.end_s)
+        out["emissions_kg_co2e"] = grams / 1000.0
+        out["carbon_source"] = carbon.source
     out["inverted"] = out["overhead_share"] > 0.5
     if bound_j is not None and bound_j > 0:
         out["bound_ratio"] = fac / bound_j

@@ -33,6 +33,12 @@ def table(doc: dict[str, Any]) -> str:
         if m.get("inverted"):
             row += "  inverted"
         lines.append(row)
+    if doc.get("carbon_source"):
+        lines.append("emissions (kg CO2e, " + doc["carbon_source"] + "): " + ", ".join(
+            f"{name} {m['emissions_kg_co2e']:.3f}" for name, m in doc["policies"].items()))
+    late = {name: m["deadlines_missed"] for name, m in doc["policies"].items() if "deadlines_missed" in m}
+    if late:
+        lines.append("deadlines missed: " + ", ".join(f"{name} {n}" for name, n in late.items()))
     lines.append(f"lower bound: {doc['lower_bound_j'] / 3.6e6:.3f} kWh (facility; every unit of work at the most "
                  f"efficient node type and load, no idle, no boot)")
     return "\n".join(lines)
@@ -146,4 +152,6 @@ def ledger_records(name: str, setup_config: dict[str, Any], res: SimResult, clus
         "overhead_share": summary["overhead_share"], "peak_power_w": summary["peak_power_w"],
         "power_budget_w": res.budget_w, "budget_violation_s": summary["budget_violation_s"],
         "makespan_s": summary["makespan_s"], "tasks_completed": summary["tasks_completed"],
+        **{k: summary[k] for k in ("emissions_kg_co2e", "carbon_source", "deadlines_total", "deadlines_missed")
+           if k in summary},
     }

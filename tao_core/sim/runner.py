@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+from tao_core.carbon import CarbonSignal
 from tao_core.control.types import DecisionEvent, NodeState
 from tao_core.errors import InputError
 from tao_core.sim.engine import SimResult, Simulator
@@ -36,8 +37,11 @@ class PolicySetup:
 def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[float] = None,
                  budget_w: Optional[float] = None, seed: int = 0,
                  event_sink: Optional[Callable[[DecisionEvent], None]] = None,
-                 controller_options: Optional[dict[str, Any]] = None) -> PolicySetup:
-    """The named policy for ``cluster``. ``budget_w``: IT watts (None: the cluster's own)."""
+                 controller_options: Optional[dict[str, Any]] = None,
+                 carbon: Optional[CarbonSignal] = None) -> PolicySetup:
+    """The named policy for ``cluster``. ``budget_w``: IT watts (None: the cluster's own).
+    ``carbon``: a carbon-intensity signal the controller uses to move deferrable tasks with
+    deadlines to cleaner hours (the baselines ignore it, as the engines do)."""
     if name in BASELINES:
         cls = BASELINES[name]
         pol = cls(cluster.node_types, seed=seed, event_sink=event_sink)
@@ -64,6 +68,7 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
         raise InputError(f"controller options: {exc}") from None
     used = sorted({n.node_type for n in cluster.nodes})
     ctl = Controller([cluster.node_types[t] for t in used], cfg, event_sink=event_sink)
+    ctl.set_carbon_signal(carbon)
     # ticks: the next grid tick after any change, then when an idle timeout can expire
     # (timeouts within 5 s of one another share a tick)
     timeouts = sorted({float(x) for x in scaling.idle_timeouts(ctl).tolist()})
@@ -92,19 +97,20 @@ def run_all(cluster: ClusterSpec, workload: Workload, policies: Sequence[str] = 
             progress: bool = False, sink_factory: Optional[Callable[[str], Optional[Callable]]] = None,
             controller_options: Optional[dict[str, Any]] = None, strict: bool = True,
             on_result: Optional[Callable[[str, PolicySetup, SimResult], None]] = None,
-            ) -> dict[str, Any]:
+            carbon: Optional[CarbonSignal] = None) -> dict[str, Any]:
     """Run every named policy on the same inputs; the ``tao simulate --json`` document
     (``results`` holds the SimResult objects, not serialised)."""
     bound = lower_bound_j(cluster, workload)
     budget = budget_w if budget_w is not None else cluster.power_budget_w
     out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": budget, "pue": cluster.pue,
+                           "carbon_source": carbon.source if carbon is not None else None,
                            "nodes": len(cluster.nodes), "tasks": len(workload), "policies": {}, "results": {}}
     for name in policies:
         sink = sink_factory(name) if sink_factory is not None else None
         setup = build_policy(name, cluster, lambda_j_per_s=lambda_j_per_s, budget_w=budget, seed=seed,
-                             event_sink=sink, controller_options=controller_options)
+                             event_sink=sink, controller_options=controller_options, carbon=carbon)
         res = run_policy(setup, cluster, workload, budget_w=budget, progress=progress, strict=strict)
-        out["policies"][name] = summarize(res, cluster, workload, bound)
+        out["policies"][name] = summarize(res, cluster, workload, bound, carbon=carbon)
         out["results"][name] = res
         if on_result is not None:
             on_result(name, setup, res)
