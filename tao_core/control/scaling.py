@@ -39,6 +39,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from tao_core.control.controller import Controller
 
 
+#: at most this many pending tasks are fitted per plan (first-fit decreasing)
+_MAX_FIT = 2000
+
+
 def idle_timeouts(ctl: "Controller") -> np.ndarray:
     """Seconds of idleness before a node of each type is powered off."""
     cfg = ctl.config
@@ -58,6 +62,16 @@ def efficiency(ctl: "Controller") -> np.ndarray:
     peak_k = np.array([m.peak_w for m in ctl.models])
     work_k = ctl._cpus_k * ctl._speed_k
     return (peak_k / work_k)[nt.ti] * nt.temp_ratio
+
+
+def gpu_efficiency(ctl: "Controller") -> np.ndarray:
+    """Per node, watts per GPU of work at full load, times T/T_ref; inf for nodes without
+    GPUs (lower is better). Ranks GPU nodes when GPU demand drives a boot or a drain."""
+    nt = ctl.nodes
+    peak_k = np.array([m.peak_w for m in ctl.models])
+    work_k = ctl._gpus_k * ctl._speed_k
+    per = np.where(work_k > 0, peak_k / np.maximum(work_k, 1e-12), math.inf)
+    return per[nt.ti] * nt.temp_ratio
 
 
 def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> ScalePlan:
@@ -93,14 +107,83 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
     ratio = ctl.loop.static_scale
     p_pred = ctl.predicted_power_w()
 
-    # ---- boot
+    # ---- boot nodes that a decision asked to wake (the penalty chose them), and a node for
+    # each pending task that fits in no ON/BOOTING node's free room (fragmentation)
+    off_all = np.flatnonzero(st == OFF)
+    boot_score = np.full(n, math.inf)
+    if off_all.size:
+        amort = max(cfg.boot_amortize_s, 1e-9)
+        boot_score[off_all] = eff[off_all] + np.asarray(ctl._boot_j_k, dtype=float)[nt.ti[off_all]] / amort / (
+            nt.cpus[off_all] * ctl._speed_k[nt.ti[off_all]])
+    chosen: set[int] = set()
+    node_w = np.full(n, math.inf)  # peak watts + boot joules amortised, per OFF node
+    if off_all.size:
+        node_w[off_all] = (np.array([m.peak_w for m in ctl.models])[nt.ti[off_all]] * nt.temp_ratio[off_all]
+                           + np.asarray(ctl._boot_j_k, dtype=float)[nt.ti[off_all]] / amort)
+
+    def _boot(i: int) -> bool:
+        nonlocal p_pred, supply_c, supply_g
+        if budget is not None:
+            add = (ctl.models[int(nt.ti[i])].idle_w - float(nt.p_node[i])) * ratio
+            if p_pred + add >= budget:
+                reasons.append("boot held back by the power budget")
+                return False
+            p_pred += add
+        chosen.add(i)
+        power_on.append(nt.ids[i])
+        supply_c += float(nt.cpus[i])
+        supply_g += float(nt.gpus[i])
+        return True
+
+    for nid in list(ctl._wake_requests):
+        r = nt.index.get(nid)
+        if r is not None and st[r] == OFF and r not in chosen:
+            _boot(int(r))
+    if power_on:
+        reasons.append(f"wake {len(power_on)} node(s) a decision asked for")
+    if pending and off_all.size:
+        n_frag = len(power_on)
+        room = supply_mask.copy()
+        room[list(chosen)] = True
+        free_c = np.where(room, nt.cpus - np.where(room, nt.used_c, 0.0), -1.0)
+        free_g = np.where(room, nt.gpus - np.where(room, nt.used_g, 0.0), -1.0)
+        # biggest first (first-fit decreasing), at most max_pending_fit tasks per plan
+        tasks = sorted(pending, key=lambda t: (t.gpus, t.cpus), reverse=True)[:_MAX_FIT]
+        for t in tasks:
+            c, g = float(t.cpus), float(t.gpus)
+            fit = np.flatnonzero((free_c >= c - 1e-9) & (free_g >= g - 1e-9))
+            if fit.size:
+                i = int(fit[0])
+            else:
+                cand = (nt.cpus >= c - 1e-9) & (nt.gpus >= g - 1e-9) & np.isfinite(boot_score)
+                if chosen:
+                    cand[list(chosen)] = False
+                if not cand.any():
+                    continue
+                copies = np.floor(nt.cpus / max(c, 1e-9) + 1e-9) if c > 0 else np.full(n, math.inf)
+                if g > 0:
+                    copies = np.minimum(copies, np.floor(nt.gpus / g + 1e-9))
+                copies = np.maximum(copies, 1.0)
+                if not np.isfinite(copies).all():
+                    copies = np.where(np.isfinite(copies), copies, 1.0)
+                i = int(np.argmin(np.where(cand, node_w / (copies * ctl._speed_k[nt.ti]), math.inf)))
+                if not _boot(i):
+                    break
+                free_c[i] = float(nt.cpus[i])
+                free_g[i] = float(nt.gpus[i])
+            free_c[i] -= c
+            free_g[i] -= g
+        if len(power_on) > n_frag:
+            reasons.append(f"{len(power_on) - n_frag} pending task(s) fit no node that is on: boot a node that fits")
+
+    # ---- boot on aggregate demand
     if supply_c < need_c - 1e-9 or supply_g < need_g - 1e-9:
         off_idx = np.flatnonzero(st == OFF)
+        if chosen:
+            off_idx = off_idx[~np.isin(off_idx, list(chosen))]
         if off_idx.size:
-            boot_j = np.array([t.boot_energy_j for t in ctl.types])[nt.ti[off_idx]]
-            amort = max(cfg.boot_amortize_s, 1e-9)
-            work = (nt.cpus * ctl._speed_k[nt.ti])[off_idx]
-            score = eff[off_idx] + boot_j / amort / work
+            score = boot_score[off_idx]
+            n_before = len(power_on)
             wr = ctl._wake_requests
             if wr:
                 requested = np.zeros(off_idx.size, dtype=bool)
@@ -113,6 +196,9 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
                 requested = np.zeros(off_idx.size, dtype=bool)
             gpu_short = supply_g < need_g - 1e-9
             has_gpu = nt.gpus[off_idx] > 0
+            if gpu_short:  # GPU nodes ranked per GPU of work
+                gw = nt.gpus[off_idx] * ctl._speed_k[nt.ti[off_idx]]
+                score = np.where(has_gpu, node_w[off_idx] / np.maximum(gw, 1e-12), score)
             # sort: requested first; when GPUs are short GPU nodes first; then cheapest
             order = np.lexsort((score, ~has_gpu if gpu_short else np.zeros_like(has_gpu), ~requested))
             for pos in order.tolist():
@@ -123,17 +209,10 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
                 g_short = supply_g < need_g - 1e-9
                 if not ((c_short and nt.cpus[i] > 0) or (g_short and nt.gpus[i] > 0)):
                     continue
-                if budget is not None:
-                    add = (ctl.models[int(nt.ti[i])].idle_w - float(nt.p_node[i])) * ratio
-                    if p_pred + add >= budget:
-                        reasons.append("boot held back by the power budget")
-                        break
-                    p_pred += add
-                power_on.append(nt.ids[i])
-                supply_c += float(nt.cpus[i])
-                supply_g += float(nt.gpus[i])
-            if power_on:
-                reasons.append(f"demand {need_c:.1f} CPUs / {need_g:.1f} GPUs above supply: boot {len(power_on)}")
+                if not _boot(i):
+                    break
+            if len(power_on) > n_before:
+                reasons.append(f"demand {need_c:.1f} CPUs / {need_g:.1f} GPUs above supply: boot {len(power_on) - n_before}")
 
     # ---- over the power budget: shed idle nodes at once, biggest idle draw first
     idle_ok = (nt.n_tasks == 0) & (nt.used_c <= 0) & (nt.used_g <= 0)
@@ -185,12 +264,21 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
         if cfg.consolidate:
             busy = np.flatnonzero((st == ON) & (nt.n_tasks > 0))
             if busy.size > 1:
-                worst = busy[np.argmax(eff[busy])]
+                is_g = nt.gpus > 0
+                eff_dom = np.where(is_g, gpu_efficiency(ctl), eff)
+                # rank within a class: GPU nodes by W/GPU, CPU-only nodes by W/CPU, each
+                # against the best node of its class that is on
+                on = st == ON
+                best_g = float(eff_dom[on & is_g].min()) if (on & is_g).any() else math.inf
+                best_c = float(eff_dom[on & ~is_g].min()) if (on & ~is_g).any() else math.inf
+                rank = eff_dom / np.where(is_g, best_g, best_c)
+                worst = busy[np.argmax(rank[busy])]
                 c, g = float(nt.cpus[worst]), float(nt.gpus[worst])
                 others = (st == ON) & (np.arange(n) != worst)
                 others_free_c = float(nt.free_c[others].sum())
                 others_free_g = float(nt.free_g[others].sum())
-                better = bool((eff[others] < eff[worst]).any())
+                same = others & (is_g == is_g[worst])
+                better = bool((eff_dom[same] < eff_dom[worst]).any())
                 if (better and supply_c - c >= need_c - 1e-9 and supply_g - g >= need_g - 1e-9
                         and others_free_c >= float(nt.used_c[worst]) + pend_c
                         and others_free_g >= float(nt.used_g[worst]) + pend_g
