@@ -1,61 +1,60 @@
-"""TAO demo: what this machine offers for power telemetry, then a CPU workload measured in
-named energy windows.
+"""The TAO demo that ``make demo`` runs: telemetry, Ray and Dask with and without TAO, and
+the audit trail of a simulated run. Outputs go to ``demo-output/``.
 
-1. ``tao probe``: each telemetry source found or not, chosen or not, and why.
-2. An EnergyMonitor (sampler every 0.5 s) over the chosen sources plus a virtual node made
-   of this process alone (the estimator in process-set mode: a 1-CPU node with a 100 W peak
-   curve), so the busy phase shows even when other programs keep the machine busy. Three
-   windows: the whole run, an idle phase and a busy phase (numpy work in this process), the
-   busy one measured by a decorator. Every figure is printed with its source label
-   (measured-rapl, measured-nvml, modeled) and method. Takes about 10 seconds.
+1. ``tao probe`` and a CPU workload measured in named energy windows
+   (``examples/monitor_workload.py``), about 10 s.
+2. Ray: a local heterogeneous cluster, the same workload with Ray's default scheduling and
+   with TAO (``examples/ray_energy_aware.py``), about a minute.
+3. Dask: a LocalCluster of worker processes with different power curves, the same graph with
+   Dask's default and with TAO (``examples/dask_energy_aware.py``), about a minute.
+4. What-if and audit: ``tao simulate`` of every policy on a small cluster with a signed
+   ledger, ``tao audit verify`` of that ledger, and ``tao report build`` of TAO's run as HTML.
+
+Each part runs in its own process, so one engine's state never leaks into the next. Every
+energy figure here is modeled (this kind of machine has no RAPL or GPU counters) unless the
+probe in part 1 says otherwise.
 """
 from __future__ import annotations
 
-import os
+import shutil
+import subprocess
 import sys
-import time
+from pathlib import Path
 
-import numpy as np
-
-from tao_core import EnergyMonitor, detect
-from tao_core.telemetry.composite import CompositeSource
-from tao_core.telemetry.estimator import ModeledSource
-from tao_core.cli.main import main as tao_main
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "demo-output"
 
 
-def busy(seconds: float) -> int:
-    """Matrix products for ``seconds`` seconds; returns how many were done."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((256, 256))
-    n, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
-        a = np.tanh(a @ a)
-        n += 1
-    return n
+def step(title: str, cmd: list[str]) -> int:
+    print(f"\n=== {title}\n$ {' '.join(Path(c).name if c == sys.executable else c for c in cmd)}", flush=True)
+    return subprocess.run(cmd, cwd=ROOT).returncode
 
 
 def main() -> int:
-    print("$ tao probe")
-    tao_main(["probe"])
-    print()
-    det = detect()
-    this_process = ModeledSource.from_tdp(100.0, cpus=1, processes=[os.getpid()], name="this-process")
-    source = CompositeSource(det.sources + [this_process], thermal=det.thermal)
-    with det, EnergyMonitor(source, period_s=0.5) as mon:
-        timed_busy = mon.measure("busy")(busy)
-        mon.begin_window("whole run")
-        with mon.window("idle"):
-            time.sleep(3.0)
-        products = timed_busy(4.0)
-        whole = mon.end_window("whole run")
-        df = mon.to_dataframe()
-    print(f"Monitored workload: 3 s idle, then 4 s of 256x256 matrix products ({products} done).")
-    print(f"{'window':<11}{'domain':<13}{'seconds':>8}{'joules':>10}{'watts':>8}  {'source':<14}method")
-    for r in df.itertuples(index=False):
-        print(f"{r.window:<11}{r.domain:<13}{r.time_s:>8.2f}{r.energy_j:>10.1f}{r.power_w:>8.1f}  {r.source:<14}{r.method}")
-    print(f"\nwhole run, {whole.time_s:.1f} s: " + "; ".join(
-        f"{d} {e:.1f} J ({whole.sources[d]})" for d, e in whole.energy_j.items()))
-    print("(this-process is a virtual node inside the machine: do not add it to the machine's joules)")
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir()
+    py = sys.executable
+    tao = [py, "-m", "tao_core.cli.main"]
+    ledger = OUT / "sim-ledger.jsonl"
+    steps = [
+        ("1. Telemetry: what this machine offers, and a monitored workload", [py, "examples/monitor_workload.py"]),
+        ("2. Ray: default scheduling vs TAO", [py, "examples/ray_energy_aware.py", "--report", str(OUT / "ray-report.json")]),
+        ("3. Dask: default placement vs TAO", [py, "examples/dask_energy_aware.py", "--report", str(OUT / "dask-report.json")]),
+        ("4a. What-if: every policy on a small cluster, with a signed ledger",
+         tao + ["simulate", "--cluster", "examples/cluster_small.json", "--workload", "examples/workload_small.csv",
+                "--json", str(OUT / "simulate.json"), "--plot", str(OUT / "simulate.png"), "--ledger", str(ledger)]),
+        ("4b. Verify the ledger against its public key",
+         tao + ["audit", "verify", str(ledger), "--pubkey", str(ledger) + ".pub"]),
+        ("4c. The energy report of TAO's simulated run",
+         tao + ["report", "build", "--ledger", str(ledger), "--policy", "tao", "--format", "html",
+                "--out", str(OUT / "tao-report.html")]),
+    ]
+    failed = [title for title, cmd in steps if step(title, cmd) != 0]
+    print(f"\nOutputs in {OUT.relative_to(ROOT)}/: " + ", ".join(sorted(p.name for p in OUT.iterdir())))
+    if failed:
+        print("failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
