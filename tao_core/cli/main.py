@@ -25,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"tao_core.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"tao_core.cli.{name}":
-                continue  # subcommand not part of this build
-            raise
-        module.register(sub)
+        importlib.import_module(f"tao_core.cli.{name}").register(sub)
     return parser
 
 
