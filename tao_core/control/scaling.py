@@ -96,6 +96,10 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
     spare_g = rate_g * horizon
     need_c = used_c + pend_c + spare_c
     need_g = used_g + pend_g + spare_g
+    # spare from the arrival rate holds nodes on; it does not boot them (a burst shorter than
+    # a boot is over before the node is up). spare_cpus, a fixed floor, does both.
+    boot_c = used_c + pend_c + cfg.spare_cpus
+    boot_g = used_g + pend_g
     eff = efficiency(ctl)
 
     power_on: list[str] = []
@@ -177,7 +181,7 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
             reasons.append(f"{len(power_on) - n_frag} pending task(s) fit no node that is on: boot a node that fits")
 
     # ---- boot on aggregate demand
-    if supply_c < need_c - 1e-9 or supply_g < need_g - 1e-9:
+    if supply_c < boot_c - 1e-9 or supply_g < boot_g - 1e-9:
         off_idx = np.flatnonzero(st == OFF)
         if chosen:
             off_idx = off_idx[~np.isin(off_idx, list(chosen))]
@@ -194,7 +198,7 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
                         requested[pos_of[r]] = True
             else:
                 requested = np.zeros(off_idx.size, dtype=bool)
-            gpu_short = supply_g < need_g - 1e-9
+            gpu_short = supply_g < boot_g - 1e-9
             has_gpu = nt.gpus[off_idx] > 0
             if gpu_short:  # GPU nodes ranked per GPU of work
                 gw = nt.gpus[off_idx] * ctl._speed_k[nt.ti[off_idx]]
@@ -202,17 +206,17 @@ def plan(ctl: "Controller", now_s: float, pending: Sequence[TaskRequest]) -> Sca
             # sort: requested first; when GPUs are short GPU nodes first; then cheapest
             order = np.lexsort((score, ~has_gpu if gpu_short else np.zeros_like(has_gpu), ~requested))
             for pos in order.tolist():
-                if supply_c >= need_c - 1e-9 and supply_g >= need_g - 1e-9:
+                if supply_c >= boot_c - 1e-9 and supply_g >= boot_g - 1e-9:
                     break
                 i = int(off_idx[pos])
-                c_short = supply_c < need_c - 1e-9
-                g_short = supply_g < need_g - 1e-9
+                c_short = supply_c < boot_c - 1e-9
+                g_short = supply_g < boot_g - 1e-9
                 if not ((c_short and nt.cpus[i] > 0) or (g_short and nt.gpus[i] > 0)):
                     continue
                 if not _boot(i):
                     break
             if len(power_on) > n_before:
-                reasons.append(f"demand {need_c:.1f} CPUs / {need_g:.1f} GPUs above supply: boot {len(power_on) - n_before}")
+                reasons.append(f"demand {boot_c:.1f} CPUs / {boot_g:.1f} GPUs above supply: boot {len(power_on) - n_before}")
 
     # ---- over the power budget: shed idle nodes at once, biggest idle draw first
     idle_ok = (nt.n_tasks == 0) & (nt.used_c <= 0) & (nt.used_g <= 0)
