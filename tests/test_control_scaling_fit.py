@@ -34,3 +34,18 @@ def test_wake_request_from_decide_is_booted_even_when_supply_covers_demand():
     ctl.set_node_state("s0", NodeState.ON, now_s=30.0)
     d2 = ctl.decide(task, now_s=30.0)
     assert d2.node_id == "s0" and d2.action.name == "PLACE"
+
+
+def test_task_that_waited_out_a_boot_falls_back_to_a_node_that_is_on():
+    ctl = Controller(TYPES, ControllerConfig(wake_in_decide=True, spare_horizon_s=0.0, lambda_j_per_s=0.0))
+    ctl.add_node("b0", "big")
+    ctl.add_node("s0", "small", state=NodeState.OFF)
+    task = TaskRequest("t", "g", cpus=4.0, duration_hint_s=3600.0)
+    d = ctl.decide(task, now_s=0.0)
+    assert d.action.name == "DEFER" and d.node_id == "s0"
+    assert ctl.plan_scaling(now_s=0.0, pending=[task]).power_on == ("s0",)
+    # before the wait runs out it still waits for s0 (booting)
+    assert ctl.decide(task, now_s=1.0).action.name == "DEFER"
+    # s0 is late: the caller has not marked it ON when the wait ran out; b0 has room
+    d3 = ctl.decide(task, now_s=d.defer_until_s)
+    assert d3.action.name == "PLACE" and d3.node_id == "b0"

@@ -122,6 +122,9 @@ class Controller:
         self._job_inflight_j: dict[str, float] = {}
         self._deferred: "OrderedDict[str, float]" = OrderedDict()
         self._wake_requests: "OrderedDict[str, float]" = OrderedDict()
+        #: task id -> when its wait for a node that is OFF or BOOTING runs out, s; a task asking
+        #: again after that goes to a node that is on when one has room (no second wait)
+        self._wake_waits: dict[str, float] = {}
         self._arr_rate_c = 0.0  # CPUs asked per second (exponentially weighted)
         self._arr_rate_g = 0.0
         self._arr_t = -_INF
@@ -477,6 +480,11 @@ class Controller:
         if any_not_on and ((not task.deferrable) or (
                 task.deadline_s is not None and task.deadline_s - now_s <= 2.0 * float(dur_k.max()))):
             sc.cost[nt.state != ON] = _INF  # urgent: only nodes that can start it now
+        elif any_not_on and tid in self._wake_waits and now_s >= self._wake_waits[tid] - 1e-9:
+            # it already waited once for a node to boot: an ON node with room now wins
+            on_cost = np.where(nt.state == ON, sc.cost, _INF)
+            if bool((on_cost < _INF).any()):
+                sc.cost[nt.state != ON] = _INF
         j = scorer.choose(sc, power_now_w=p_now, ratio=ratio, budget_w=budget)
         cj = sc.cost.item(j) + sc.offset
         if cj == _INF:
@@ -492,6 +500,10 @@ class Controller:
             else:
                 until = float(nt.ready_at[j])
                 reason = f"cheapest node {node_id} is booting"
+            if tid not in self._wake_waits:
+                if len(self._wake_waits) >= self.config.max_groups:
+                    self._wake_waits.pop(next(iter(self._wake_waits)))
+                self._wake_waits[tid] = until
             return self._defer(task, now_s, until, reason, j, sc=sc)
         # job energy budget (warn mode, or deny when this task would overrun)
         energy = sc.energy_j.item(j)
@@ -610,6 +622,8 @@ class Controller:
         nt = self.nodes
         tid = task.task_id
         node_id = nt.ids[j]
+        if self._wake_waits:
+            self._wake_waits.pop(tid, None)
         cfg = self.config
         # before the reservation: sc.dp_w can be the scorer's cached row that it updates
         alts = self._alternatives(sc) if cfg.alternatives else ()
@@ -706,6 +720,7 @@ class Controller:
     def _reject(self, task: TaskRequest, now_s: float, reason: str) -> Decision:
         self.counters["reject"] += 1
         self._deferred.pop(task.task_id, None)
+        self._wake_waits.pop(task.task_id, None)
         if self.event_sink is not None and self.config.emit_events:
             self._emit(DecisionEvent(t_s=now_s, kind="reject", subject=task.task_id, group=task.group,
                                      reason=reason, budget=self.budget_state(task.job)))
