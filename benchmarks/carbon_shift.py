@@ -19,8 +19,6 @@ deadline missed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from tao_core.power.curve import PowerCurve
 from tao_core.sim.metrics import lower_bound_j, summarize
 from tao_core.sim.model import ClusterSpec, SimNode, SimTask, Workload
 from tao_core.sim.runner import build_policy, run_policy
+from results_file import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 X5675_W = (58.4, 98, 109, 118, 128, 140, 153, 170, 189, 205, 222)  # SPECpower_ssj2008, IBM x3550 X5675
@@ -89,11 +88,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['energy_j'] / 3.6e6:>9.2f}{m['wait_p95_s']:>11.0f}"
               f"{m.get('deadlines_missed', 0):>12}/{m.get('deadlines_total', 0)}")
     print(f"carbon: {signal.source}; energy modeled from SPECpower curves; {len(wl)} tasks over 48 h")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, path)
+    write_json(out, args.json)
     return 0
 
 

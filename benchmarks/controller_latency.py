@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from tao_core.control import Controller, ControllerConfig, NodeType, TaskRequest
 from tao_core.power.curve import PowerCurve
+from results_file import write_json  # noqa: E402
 
 SIZES = (10, 100, 1_000, 10_000)
 GOALS_US = {1_000: 50.0, 10_000: 500.0}
@@ -169,12 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"nodes": res, "python": sys.version.split()[0], "numpy": np.__version__,
            "machine": platform.machine(), "cpu_count": os.cpu_count(),
            "loadavg_1min": [load0, load1], "scheduler": sched}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=2)
-    os.replace(tmp, path)
+    path = write_json(out, args.json, indent=2)
     print(f"wrote {path}")
     return 0
 

@@ -29,12 +29,9 @@ left idle but not retired draws its idle power throughout. Every figure is ``mod
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from distributed.deploy.adaptive import Adaptive
 
 import tao_dask
 from tao_dask.reporting import energy_between, fetch
+from results_file import write_json  # noqa: E402
 
 WASTEFUL = "HpProLiantMl110G3PentiumD930"
 EFFICIENT = "IbmX3250XeonX3470"
@@ -135,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         out["tao_vs_default"] = {"energy_saving": 1 - out["tao"]["energy_j"] / base["energy_j"],
                                  "makespan_ratio": out["tao"]["makespan_s"] / base["makespan_s"],
                                  "goal": "energy_saving >= 0.40 at makespan_ratio <= 1.15"}
-    d = os.path.dirname(os.path.abspath(a.json))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, a.json)
+    write_json(out, a.json)
     print(f"wrote {a.json}")
     return 0
 

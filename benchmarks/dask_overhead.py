@@ -18,12 +18,9 @@ so TAO decides each and admits one task per worker thread at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import statistics
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,6 +28,7 @@ from pathlib import Path
 from distributed import Client, LocalCluster, wait
 
 import tao_dask
+from results_file import write_json  # noqa: E402
 
 
 def inc(x: int) -> int:
@@ -109,15 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if a.decide_all:
         out["ratio_decide_all"] = statistics.median(t / d for t, d in zip(rates["tao_decide_all"], rates["default"]))
-    print(f"\nmedian tasks/s: " + ", ".join(f"{v} {out['tasks_per_s'][v]:.0f}" for v in variants))
+    print("\nmedian tasks/s: " + ", ".join(f"{v} {out['tasks_per_s'][v]:.0f}" for v in variants))
     print(f"median ratio tao/default: {out['ratio']:.3f} (goal >= 0.97)"
           + (f"; decide-all/default: {out['ratio_decide_all']:.3f}" if a.decide_all else ""))
-    d = os.path.dirname(os.path.abspath(a.json))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, a.json)
+    write_json(out, a.json)
     print(f"wrote {a.json}")
     return 0
 

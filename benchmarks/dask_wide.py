@@ -23,11 +23,8 @@ sampled at every task completion), peak tasks in memory, makespan.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +34,7 @@ from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 import tao_dask
+from results_file import write_json  # noqa: E402
 
 
 def make(i: int, mb: float, seconds: float) -> np.ndarray:
@@ -138,12 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         out[v] = r
         print(f"{v:13s} {r['peak_worker_bytes'] / 1e6:8.0f} {r['peak_tasks_in_memory']:15d} {r['makespan_s']:10.2f}",
               flush=True)
-    d = os.path.dirname(os.path.abspath(a.json))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, a.json)
+    write_json(out, a.json)
     print(f"wrote {a.json}")
     return 0
 

@@ -16,7 +16,6 @@ Usage: python benchmarks/gpu_check.py [--gpu 0] [--seconds 5] [--size 8192]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from tao_core.monitor import EnergyMonitor
 from tao_core.telemetry.nvml import NvmlSource, NvmlUnavailable
+from results_file import write_json  # noqa: E402
 
 
 def load_backend():
@@ -182,11 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": "nvidia-smi --query-gpu=timestamp,power.draw --format=csv -lms 100, trapezoid", "rows": rows,
     }
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path(__file__).parent / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "gpu_check.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
+    path = write_json(out, out_dir / "gpu_check.json", indent=2)
     print(f"wrote {path}")
     return 0
 

@@ -13,7 +13,6 @@ writes JSON to ``$OUT/gpu_power_limit_check.json`` when ``OUT`` is set, else und
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from tao_core.actuators import ActuatorError, GpuPowerLimit, restore_on_exit
 from tao_core.telemetry.nvml import NvmlSource, NvmlUnavailable
+from results_file import write_json  # noqa: E402
 
 
 def gpu_loop(torch, iters: int, n: int) -> float:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
           f"time per iteration x{summary['time_per_iter_ratio_low_over_default']:.3f}")
     out_dir = Path(os.environ.get("OUT") or Path(__file__).resolve().parent / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "gpu_power_limit_check.json").write_text(json.dumps(summary, indent=1))
+    write_json(summary, out_dir / "gpu_power_limit_check.json")
     return 0 if dry_ok and restored == original else 1
 
 

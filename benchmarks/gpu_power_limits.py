@@ -28,8 +28,6 @@ Goal: captured_share >= 0.80 with max_slowdown <= 0.10.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from tao_core.control.power_limits import PowerLimitLearner
+from results_file import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "zeus-nsdi23"
@@ -169,12 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"captured_share {summary['captured_share']:.3f} (min {summary['captured_share_min']:.3f}; goal >= 0.80), "
           f"max_slowdown {100 * summary['max_slowdown']:.1f} % (goal <= 10 %)")
 
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps({**summary, "per_gpu": by_gpu.reset_index().to_dict("records"),
-                               "traces_detail": res.to_dict("records")}, indent=1))
-    os.replace(tmp, out)
+    write_json({**summary, "per_gpu": by_gpu.reset_index().to_dict("records"),
+                "traces_detail": res.to_dict("records")}, args.json)
     return 0
 
 

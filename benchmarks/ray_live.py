@@ -27,10 +27,7 @@ last result, for every node. Variants:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import tao_ray  # noqa: E402
 from tao_ray.localcluster import compare  # noqa: E402
+from results_file import write_json  # noqa: E402
 
 NODES = [("eff", 4), ("old", 2), ("old", 2), ("old", 2)]
 
@@ -76,12 +74,7 @@ def main(argv=None) -> int:
           f"{slow:.3f}x (goal <= 1.15x)")
     if "energy_saving_placement_only" in out:
         print(f"placement only (no node powered off): {100 * out['energy_saving_placement_only']:.1f} % less")
-    p = Path(a.json)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, p)
+    write_json(out, a.json)
     return 0
 
 

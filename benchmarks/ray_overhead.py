@@ -11,11 +11,9 @@ variants, so the ratio measures the per-task path only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import tao_ray  # noqa: E402
+from results_file import write_json  # noqa: E402
 
 
 def noop():
@@ -84,12 +83,7 @@ def main(argv=None) -> int:
         print(f"{k:<10}{med[k]:>16.0f}   {', '.join(f'{x:.0f}' for x in rates[k])}")
     print(f"ratio tao/default = {out['ratio']:.3f} (goal >= 0.85); TAO placed {st['placed']}, "
           f"default-fallback {st['default']}")
-    p = Path(a.json)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, p)
+    write_json(out, a.json)
     return 0
 
 

@@ -26,7 +26,6 @@ budget for TAO; TAO within 1.5x of the lower bound where arrivals allow (ratio r
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random

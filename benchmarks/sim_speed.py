@@ -12,7 +12,6 @@ policies (goal: under 60 s) is timed by ``sim_scenarios.py --scenario alibaba-v2
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from control_fixtures import BY_NAME, TYPES, cluster_power_w
-from tao_core.control import Action, Controller, ControllerConfig, NodeState, TaskRequest
+from tao_core.control import Action, Controller, ControllerConfig, TaskRequest
 
 
 def _run_loop(true_power, *, steps=240, seed=1, budget_frac=0.55, observe=True):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control_fixtures import BIG, BY_NAME, GPU, SMALL, TYPES, cluster_power_w, node_power_w
+from control_fixtures import BIG, BY_NAME, TYPES, cluster_power_w, node_power_w
 from tao_core.control import Action, Controller, ControllerConfig, TaskRequest
 from tao_core.control.penalty import barrier
 

@@ -1,7 +1,6 @@
 """Simulator invariants and hand-computed energy: conservation, capacity, exactly-once."""
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 

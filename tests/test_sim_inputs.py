@@ -3,7 +3,6 @@ no partial output; a good run writes JSON, plot and a verifiable ledger."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -22,7 +22,6 @@ input, then write the federated report. Exit 2 when an input is invalid or was c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 

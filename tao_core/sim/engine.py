@@ -30,7 +30,7 @@ import sys
 import numpy as np
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from tao_core.control.types import Action, NodeState, NodeType, ScalePlan, TaskRequest
 from tao_core.sim.model import ClusterSpec, SimTask

@@ -44,7 +44,6 @@ import math
 import random
 
 import numpy as np
-from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 from tao_core.control.types import (
