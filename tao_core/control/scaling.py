@@ -5,21 +5,27 @@ Demand, in CPUs (GPUs alike):
     need = reserved on nodes that take work + pending + spare
     spare = max(spare_cpus, arrival rate (CPUs/s) x spare_horizon_s)
 
-Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply).
+Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply). The
+arrival-rate spare holds nodes on; boots follow reserved + pending + spare_cpus only.
 
-- Boot, when supply < need: nodes that are off, cheapest first by
-  ``(peak W x T/T_ref + boot J / boot_amortize_s) / (cpus x speed)`` (watts per unit of
-  work with the boot amortised), nodes a decision asked to wake since the last plan ahead
-  of the rest; GPU
-  demand boots GPU nodes first. Under a power budget a boot is skipped when the node's
-  idle watts would not fit in the headroom.
+- Boot: (1) nodes a decision asked to wake since the last plan, even when supply covers
+  demand (otherwise the task would be deferred to them forever); (2) pending tasks, biggest
+  first, are fitted into the free room of ON/BOOTING nodes (first fit); a task that fits
+  nowhere boots the OFF node that fits it with the fewest
+  ``(peak W x T/T_ref + boot J / boot_amortize_s)`` per copy of the task it holds
+  (fragmentation: total free room may suffice while no single node has enough);
+  (3) when supply < need: nodes that are off, cheapest first by that numerator /
+  ``(cpus x speed)``; when GPUs are short GPU nodes first, by it / ``(gpus x speed)``.
+  Under a power budget a boot is skipped when the node's idle watts would not fit in the
+  headroom.
 - Shed, when the predicted cluster power is at or over the (effective) power budget: idle
   nodes that are on are powered off at once, biggest idle draw first, until it is under.
 - Power off, when supply stays >= need x (1 + ``scale_down_band``) without the node: ON (or DRAINING) nodes with no
   reserved work, idle for at least the idle timeout (default: the node type's break-even
   time ``boot J / (idle W - off W)``) and on for at least ``min_on_s``; least efficient and
   hottest first. A node with running or reserved work is never powered off.
-- Drain (``consolidate``), at most one node per call: the least efficient busy node whose
+- Drain (``consolidate``), at most one node per call: the least efficient busy node (GPU
+  nodes ranked per GPU, others per CPU, each against the best of its kind that is on) whose
   work the other nodes that are on can hold, when supply stays >= need without it and a
   more efficient type is among them. It takes no new work and is powered off once empty.
 
