@@ -194,22 +194,9 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         return self.ctl
 
     def _ctl_add(self, n: WorkerNode, now: float) -> None:
-        if n.node_type.name not in self.ctl.type_index:
-            if self.ctl.running == 0 and not self.held_keys:
-                # nothing reserved or parked: start over with every type known now
-                for m in self.nodes.values():
-                    m.managed = False
-                self.ctl = None
-                self._powered_off.clear()
-                self._ensure_controller()
-                return
-            # the controller's types are fixed when it is created: declare every type in
-            # register(node_types=...) to have late workers of new types managed
-            self._warn_once(f"type-{n.node_type.name}",
-                            "TAO: worker %s is of type %r, unknown when the controller was created; "
-                            "Dask places tasks on it, TAO does not", n.name, n.node_type.name)
-            return
         try:
+            if n.node_type.name not in self.ctl.type_index:
+                self.ctl.add_node_type(n.node_type)  # a worker of a kind not seen before
             self.ctl.add_node(n.address, n.node_type.name, now_s=now)
             n.managed = True
         except Exception as exc:
