@@ -130,11 +130,14 @@ def test_per_task_energy_plus_idle_equals_node_totals(tao, tmp_path):
     assert (df["energy_j"] > 0).all()
     from tao_ray import energy
 
-    att = energy.attribution(rt)
+    with rt.lock:  # the sync thread extends timelines: attribute and read them at one instant
+        t_end = max(tl[-1][0] for tl in rt.timelines.values() if tl)
+        att = energy.attribution(rt, t_end=t_end)
+        timelines = {nid: list(tl) for nid, tl in rt.timelines.items()}
     att.check_conservation(rel_tol=1e-9, abs_tol_j=1e-6)
     # node totals are what the samplers read
     for row in att.nodes.itertuples(index=False):
-        tl = rt.timelines[row.node_id]
+        tl = timelines[row.node_id]
         assert row.total_j == pytest.approx(tl[-1][1] - tl[0][1], rel=1e-9, abs=1e-6)
     tasks_j = att.tasks.groupby("node_id")["energy_j"].sum()
     for row in att.nodes.itertuples(index=False):
