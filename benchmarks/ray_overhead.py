@@ -11,7 +11,6 @@ variants, so the ratio measures the per-task path only.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+from tao_ray.localcluster import LocalCluster  # noqa: E402
 
 import tao_ray  # noqa: E402
 from results_file import write_json  # noqa: E402
@@ -38,13 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     a = ap.parse_args(argv)
 
-    os.environ.setdefault("PYTHONPATH", str(ROOT))
-    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False))
-    c.add_node(num_cpus=2, labels={"tao-node-type": "eff"})
-    c.add_node(num_cpus=2, labels={"tao-node-type": "old"})
-    c.add_node(num_cpus=2, labels={"tao-node-type": "old"})
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
+    lc = LocalCluster([("eff", 2), ("old", 2), ("old", 2)]).start()
     try:
         tao_ray.init([tao_ray.specpower_node_type("IbmX3250XeonX3470", name="eff", cpus=2),
                       tao_ray.specpower_node_type("HpProLiantMl110G3PentiumD930", name="old", cpus=2)])
@@ -67,8 +60,7 @@ def main(argv=None) -> int:
         st = tao_ray.stats()["counters"]
     finally:
         tao_ray.shutdown()
-        ray.shutdown()
-        c.shutdown()
+        lc.stop()
     med = {k: statistics.median(v) for k, v in rates.items()}
     out = {
         "ratio": med["tao"] / med["default"],

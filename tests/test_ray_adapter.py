@@ -7,7 +7,7 @@ import time
 import pytest
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+from tao_ray.localcluster import LocalCluster  # noqa: E402
 
 import tao_ray  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
@@ -20,17 +20,11 @@ TYPES = [EFF, OLD]
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False))
-    c.add_node(num_cpus=2, labels={"tao-node-type": "eff"})
-    c.add_node(num_cpus=2, labels={"tao-node-type": "old"})
-    c.add_node(num_cpus=2, labels={"tao-node-type": "old"})
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    yield c
+    lc = LocalCluster([("eff", 2), ("old", 2), ("old", 2)]).start()
+    yield lc.cluster
     if tao_ray.is_initialized():
         tao_ray.shutdown()
-    ray.shutdown()
-    c.shutdown()
+    lc.stop()
 
 
 @pytest.fixture

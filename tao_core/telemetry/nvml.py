@@ -268,6 +268,14 @@ class NvmlSource(EnergySource):
             return out[0], out[1] + "; GPU LOST: energy held at last reading", out[2]
         return out
 
+    def _integrate(self, st: GpuStatus, w: float, dt: float) -> None:
+        """Add ``dt`` seconds at power linear from the last reading to ``w`` watts (trapezoid)."""
+        prev = self._last_w.get(st.index)
+        if dt > 0:
+            st.energy_j += ((prev if prev is not None else w) + w) / 2.0 * dt
+        self._last_w[st.index] = w
+        st.power_w = w
+
     def _read_one(self, st: GpuStatus, h: Any, dt: float) -> None:
         if st.mode == MODE_ENERGY:
             mj = self._call(st, "nvmlDeviceGetTotalEnergyConsumption", h)
@@ -279,12 +287,7 @@ class NvmlSource(EnergySource):
         elif st.mode == MODE_POWER:
             mw = self._call(st, "nvmlDeviceGetPowerUsage", h)
             if mw is not None:
-                w = mw / 1000.0
-                prev = self._last_w.get(st.index)
-                if dt > 0:
-                    st.energy_j += ((prev if prev is not None else w) + w) / 2.0 * dt
-                self._last_w[st.index] = w
-                st.power_w = w
+                self._integrate(st, mw / 1000.0, dt)
         if st.lost:
             return
         temp = self._call(st, "nvmlDeviceGetTemperature", h, self.nvml.NVML_TEMPERATURE_GPU)
@@ -293,12 +296,7 @@ class NvmlSource(EnergySource):
         st.utilization = util.gpu / 100.0 if util is not None else None
         if st.mode == MODE_UTIL:
             idle, mx = self._model[st.index]
-            w = gpu_power_from_util(st.utilization or 0.0, idle, mx)
-            prev = self._last_w.get(st.index)
-            if dt > 0:
-                st.energy_j += ((prev if prev is not None else w) + w) / 2.0 * dt
-            self._last_w[st.index] = w
-            st.power_w = w
+            self._integrate(st, gpu_power_from_util(st.utilization or 0.0, idle, mx), dt)
         if st.lost:
             return
         lim = self._call(st, "nvmlDeviceGetEnforcedPowerLimit", h)
