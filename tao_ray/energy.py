@@ -192,7 +192,7 @@ def write(rt: Any, path: Optional[str], ledger: Optional[str], policy: str = "ta
                 led.append(r["kind"], r["payload"])
     report: dict[str, Any]
     try:
-        from tao_core.governance.report import build_report, build_report_from_records, write_report
+        from tao_core.governance import build_report, build_report_from_records, write_report
 
         if ledger:  # verified from the signed ledger just written
             report = build_report(ledger, run_id=run_id)

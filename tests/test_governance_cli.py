@@ -84,7 +84,7 @@ def test_report_build_validate_merge(ledger, tmp_path, capsys):
     assert main(["report", "validate", str(bad)]) == 1
     assert "integrity" in capsys.readouterr().err
     # a consistently re-sealed forgery passes the schema, but not the check against the ledger
-    from tao_core.governance.report import seal
+    from tao_core.governance.validate import seal
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(seal(rep)))
     assert main(["report", "validate", str(forged)]) == 0
@@ -135,7 +135,7 @@ def test_signed_reports(ledger, tmp_path, capsys):
     assert main(["report", "validate", str(out), "--pubkey", str(tmp_path / "other.jsonl.pub")]) == 1
     assert "not by the given public key" in capsys.readouterr().err
     # re-sealing a changed report keeps the digest consistent, but the signature fails
-    from tao_core.governance.report import seal
+    from tao_core.governance.validate import seal
     rep = json.loads(out.read_text())
     sig = rep["integrity"]["signature"]
     rep["energy"]["it_energy_j"] = 1.0

@@ -13,7 +13,7 @@ from tao_core.errors import InputError
 from tao_core.governance import (
     Ledger, build_report, content_sha256, load_report, validate_report, write_report,
 )
-from tao_core.governance.report import load_schema
+from tao_core.governance.validate import load_schema
 
 
 @pytest.fixture(scope="module")

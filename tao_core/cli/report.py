@@ -28,9 +28,9 @@ from typing import Any
 from tao_core.errors import InputError
 from tao_core.governance.merge import merge_reports
 from tao_core.governance.keys import load_public_key
-from tao_core.governance.report import (
-    build_report, load_report, report_json_bytes, sign_report, validate_report, write_report,
-)
+from tao_core.governance.output import report_json_bytes, write_report
+from tao_core.governance.report import build_report
+from tao_core.governance.validate import load_report, sign_report, validate_report
 
 
 def register(subparsers: Any) -> None:

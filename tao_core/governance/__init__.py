@@ -4,10 +4,9 @@ from tao_core.governance.canonical import CANONICAL_FORM, canonical_bytes, sha25
 from tao_core.governance.keys import load_public_key
 from tao_core.governance.ledger import Ledger
 from tao_core.governance.merge import merge_reports
-from tao_core.governance.report import (
-    build_report, build_report_from_records, content_sha256, load_report, schema_path, validate_report,
-    write_report,
-)
+from tao_core.governance.output import write_report
+from tao_core.governance.report import build_report, build_report_from_records
+from tao_core.governance.validate import content_sha256, load_report, schema_path, validate_report
 from tao_core.governance.verify import VerifyResult, read_records, verify_ledger
 
 __all__ = [

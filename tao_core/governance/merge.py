@@ -25,8 +25,9 @@ from tao_core.errors import InputError
 from tao_core.governance.canonical import to_jsonable
 from tao_core.governance.report import (
     COMPONENTS, INVERSION_THRESHOLD, OI_DEFINITION, REPORT_FORMAT, UNCERTAINTY_METHOD, _generator, _share,
-    regulatory_section, seal, source_class, validate_report,
+    regulatory_section, source_class,
 )
+from tao_core.governance.validate import seal, validate_report
 
 MERGE_METHOD = (
     "sum of member reports, each validated against the schema and its integrity digest; names prefixed "

@@ -5,7 +5,7 @@
 ``build_report_from_records(records, ...)`` does the same from records already read. Both
 return a dict that validates against the JSON Schema shipped beside this module
 (``energy_report.schema.json``) and ends with an ``integrity`` field (``validate.py``).
-``write_report(report, path, fmt)`` (``output.py``, re-exported here) writes JSON, Markdown
+``write_report(report, path, fmt)`` (``output.py``) writes JSON, Markdown
 or HTML (``render.py``).
 
 Record payloads read (see docs/architecture.md, "Ledger records"):
@@ -50,10 +50,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from tao_core.errors import InputError
 from tao_core.governance.canonical import to_jsonable
-from tao_core.governance.output import atomic_write_bytes, report_json_bytes, write_report  # noqa: F401
-from tao_core.governance.validate import (  # noqa: F401
-    content_sha256, load_report, load_schema, schema_path, seal, sign_report, validate_report,
-)
+from tao_core.governance.validate import seal
 
 REPORT_FORMAT = "tao-energy-report/1"
 INVERSION_THRESHOLD = 0.5
