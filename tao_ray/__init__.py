@@ -95,6 +95,11 @@ def init(
     if power_budget_w is not None:
         cfg.power_budget_w = float(power_budget_w)
         cfg = ControllerConfig(**cfg.__dict__)
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None:
+        log.info("tao_ray: Ray's metrics agent needs ray[default] (aiohttp and friends are missing here); "
+                 "the tao_ metrics are recorded but no node exports them")
     from tao_ray.runtime import Runtime
 
     _state.runtime = Runtime(
@@ -123,15 +128,6 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
 
     df, rep = _report.write(rt, path, ledger, policy=policy)
     rt.last_report = rep
-    try:
-        from ray.util.metrics import Counter
-
-        c = Counter("tao_task_energy_joules", description="Energy attributed to tasks (J)", tag_keys=("group",))
-        for g, e in df.groupby("group")["energy_j"].sum().items():
-            if e == e and e > 0:
-                c.inc(float(e), tags={"group": str(g)})
-    except Exception:  # noqa: BLE001
-        pass
     return df
 
 

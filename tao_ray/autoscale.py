@@ -7,19 +7,23 @@
   chose (node types in the autoscaler config must carry that label). The request persists,
   as Ray documents, until replaced; it is cleared when nothing is booting. A user callback
   ``on_power_on(node_type)`` replaces it (used with ``ray.cluster_utils.Cluster``).
-- ``drain`` (consolidation): the controller stops placing work on the node at once. With
-  ``drain="gcs"`` TAO also asks Ray's GCS to drain it (``GcsClient.drain_node``, reason
-  PREEMPTION: running work ends, no new work starts). That call is what ``ray drain-node``
-  and autoscaler v2 use; it is not part of Ray's public API, so it is opt-in.
+- ``drain`` (consolidation): the controller stops placing work on the node at once; its
+  running work ends, and the controller powers it off once it is idle. Ray is not told: a
+  GCS drain cannot be undone and would strand tasks TAO already queued there.
 - ``power_off`` (scale down) of a node with no work: the user callback
   ``on_power_off(node_id)`` when given (e.g. ``Cluster.remove_node``); else with
-  ``drain="gcs"`` a GCS drain with reason IDLE_TERMINATION; else, when the cluster has an
+  ``drain="gcs"`` TAO takes a last reading, stops its sampler actor there (an actor, even
+  with ``num_cpus=0``, makes Ray count a node busy) and asks Ray's GCS to drain the node with
+  reason IDLE_TERMINATION (``GcsClient.drain_node``: the call behind ``ray drain-node`` and
+  autoscaler v2's idle termination; not part of Ray's public API, so opt-in). Ray accepts
+  only if the node is idle, and then the node's raylet leaves the cluster (the autoscaler or
+  cloud provider reclaims the machine); if Ray refuses (something of the user's still runs
+  there) TAO restarts its sampler and the node stays on. Else, when the cluster has an
   autoscaler (``launchable`` given), TAO *releases* the node: it stops its own sampler actor
-  there (an actor, even with ``num_cpus=0``, keeps Ray from counting a node idle) and Ray's
-  autoscaler removes the node after its idle timeout (TAO's consolidation is what lets it go
-  idle); from release until the node leaves it is modeled at its idle power. Otherwise
-  nothing is done: the node stays on and is told so to the controller. The node's energy
-  after a real removal is modeled as the node type's ``off_w`` (0 W by default).
+  there and Ray's autoscaler removes the node after its idle timeout (TAO's consolidation is
+  what lets it go idle); from release until the node leaves it is modeled at its idle power.
+  Otherwise nothing is done: the node stays on and is told so to the controller. The node's
+  energy after a real removal is modeled as the node type's ``off_w`` (0 W by default).
 """
 from __future__ import annotations
 
@@ -56,18 +60,28 @@ def hint_bundles(node_types: dict[str, Any], booting_types: list[str],
     return bundles, selectors
 
 
-def _gcs_drain(node_id: str, reason: str, msg: str) -> bool:
+def gcs_drain_idle(node_id: str, tries: int = 10, wait_s: float = 0.2) -> tuple[bool, str]:
+    """Ask Ray's GCS to drain ``node_id`` (hex) with reason IDLE_TERMINATION; Ray accepts
+    only an idle node, which then leaves the cluster. A refusal because the node is not idle
+    is retried ``tries`` times ``wait_s`` seconds apart (an actor just killed takes a moment
+    to go). Returns (accepted, Ray's reason for a refusal)."""
     try:
         from ray.core.generated import autoscaler_pb2
 
         gcs = ray._raylet.GcsClient(address=ray.get_runtime_context().gcs_address)
-        ok, err = gcs.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value(reason), msg, 0)
-        if not ok:
-            log.info("tao_ray: GCS refused to drain %s: %s", node_id[:12], err)
-        return bool(ok)
+        reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION")
+        err = ""
+        for i in range(max(tries, 1)):
+            ok, err = gcs.drain_node(node_id, reason, "tao: idle node, powered off", 0)
+            if ok:
+                return True, ""
+            if i + 1 < tries:
+                time.sleep(wait_s)
+        log.info("tao_ray: GCS refused to drain %s: %s", node_id[:12], err)
+        return False, str(err)
     except Exception as e:  # noqa: BLE001
         log.warning("tao_ray: GCS drain of %s failed: %s", node_id[:12], e)
-        return False
+        return False, f"{type(e).__name__}: {e}"
 
 
 def _busy_nodes() -> set[str]:
@@ -96,8 +110,6 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
         rt.node_state[nid] = "draining"
         rt.counters["drain"] += 1
         rt.scale_log.append({"t_s": now, "action": "drain", "node_id": nid, "reason": scale.get("reason", "")})
-        if rt.drain == "gcs":
-            _gcs_drain(nid, "DRAIN_NODE_REASON_PREEMPTION", "tao: consolidating work onto efficient nodes")
     busy = _busy_nodes()
     for nid in scale.get("power_off", ()):
         if nid not in rt.nodes or nid in rt.removed_at:
@@ -105,6 +117,8 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
         done = False
         if nid in busy:  # Ray still runs something there (e.g. work placed while TAO failed open)
             log.info("tao_ray: not powering off %s: Ray reports CPUs in use there", nid[:12])
+            rt.scale_log.append({"t_s": now, "action": "kept-busy", "node_id": nid,
+                                 "reason": "Ray reports CPUs or GPUs in use there"})
             rt.controller.set_node_state.remote(nid, "on")
             continue
         if rt.on_power_off is not None or rt.drain == "gcs":
@@ -125,7 +139,17 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
             except Exception as e:  # noqa: BLE001
                 log.warning("tao_ray: on_power_off(%s) failed: %s", nid[:12], e)
         elif rt.drain == "gcs":
-            done = _gcs_drain(nid, "DRAIN_NODE_REASON_IDLE_TERMINATION", "tao: idle node, powered off")
+            s = rt.samplers.get(nid)
+            try:  # TAO's own actor there would make Ray refuse
+                if s is not None:
+                    ray.kill(s, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+            done, why = gcs_drain_idle(nid)
+            if not done:
+                rt.scale_log.append({"t_s": time.time(), "action": "drain-refused", "node_id": nid, "reason": why})
+                rt.resume_node(nid)  # a new sampler; the node stays on
+                continue
         elif rt.launchable:
             # leave it to Ray's autoscaler: TAO's own sampler actor would keep the node from
             # counting as idle, so it stops; the node is modeled at idle power until it leaves

@@ -209,8 +209,8 @@ class ControllerActor:
 
 
 class _Gauges:
-    """Ray metrics of the controller actor (``tao_`` names); silently absent when Ray's
-    metrics cannot be created."""
+    """Ray metrics of the controller actor (``tao_`` names); absent, with a logged warning,
+    when Ray's metrics cannot be created."""
 
     def __init__(self) -> None:
         try:
@@ -219,7 +219,8 @@ class _Gauges:
             self.cluster = Gauge("tao_cluster_power_watts", description="Cluster IT power (W), sum of node samplers")
             self.budget = Gauge("tao_power_budget_watts", description="Cluster power budget (W)")
             self.deferred = Gauge("tao_deferred_tasks", description="Tasks waiting in TAO's admission queue")
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - metrics are optional
+            log.warning("tao controller: Ray metrics unavailable (%s); no tao_ gauges", e)
             self.cluster = self.budget = self.deferred = None
 
     def set_cluster(self, watts: float, budget: Optional[float]) -> None:

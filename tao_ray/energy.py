@@ -34,16 +34,23 @@ def _kind(src: str) -> SourceKind:
         return SourceKind.MODELED
 
 
+def reading_of(row: tuple) -> Reading:
+    """One sampler timeline row (t_s, total_j, power_w, util, source, method, uncertainty)
+    as a cumulative Reading of the domain ``node``."""
+    t, total, power, _util, src, method, unc = row
+    d = DomainReading(name="node", energy_j=float(total), source=_kind(src), method=method,
+                      power_w=power, uncertainty=float(unc))
+    return Reading(t_s=float(t), domains={"node": d})
+
+
 def readings(rt: Any, nid: str, t_end: Optional[float] = None) -> list[Reading]:
     """The node's timeline as cumulative Readings (wall-clock t_s), extended with modeled
     off power after its removal up to ``t_end``."""
     out = []
     last = None
-    for t, total, power, util, src, method, unc in rt.timelines.get(nid, ()):
-        d = DomainReading(name="node", energy_j=float(total), source=_kind(src), method=method,
-                          power_w=power, uncertainty=float(unc))
-        out.append(Reading(t_s=float(t), domains={"node": d}))
-        last = (t, total, src, unc)
+    for row in rt.timelines.get(nid, ()):
+        out.append(reading_of(row))
+        last = (row[0], row[1], row[4], row[6])
     removed = rt.removed_at.get(nid)
     released = getattr(rt, "released_at", {}).get(nid)
     if last is None or t_end is None or t_end <= last[0]:

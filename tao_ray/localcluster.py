@@ -27,10 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class LocalCluster:
     """``nodes``: (node type name, logical CPUs) of each worker node; the head node gets
-    ``head_cpus`` CPUs and no TAO type (the driver, controller and gate live there)."""
+    ``head_cpus`` CPUs and no TAO type (the driver, controller and gate live there).
+    ``system_config``: Ray's ``_system_config`` for the cluster (e.g.
+    ``{"metrics_report_interval_ms": 1000}``)."""
 
     nodes: Sequence[tuple[str, int]]
     head_cpus: int = 0
+    system_config: Optional[dict[str, Any]] = None
     cluster: Any = None
     removed: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
@@ -41,8 +44,10 @@ class LocalCluster:
         pp = os.environ.get("PYTHONPATH", "")
         if str(ROOT) not in pp.split(os.pathsep):
             os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
-        self.cluster = Cluster(initialize_head=True,
-                               head_node_args=dict(num_cpus=self.head_cpus, include_dashboard=False))
+        head = dict(num_cpus=self.head_cpus, include_dashboard=False)
+        if self.system_config:
+            head["_system_config"] = dict(self.system_config)
+        self.cluster = Cluster(initialize_head=True, head_node_args=head)
         for typ, cpus in self.nodes:
             self.cluster.add_node(num_cpus=cpus, labels={TYPE_LABEL: typ})
         self.cluster.wait_for_nodes()

@@ -120,6 +120,7 @@ class Runtime:
             raise InputError("hint_with: use 'label' (bundle label selectors) or 'resource' (tao_type_NAME resources)")
         self.hint_with = hint_with
         self.samplers: dict[str, Any] = {}
+        self._shared: dict[str, bool] = {}  # node id -> modeled from its own processes
         self.timelines: dict[str, list[tuple]] = {}
         self.spans: dict[str, list[tuple]] = {}
         self._span_idx: dict[str, int] = {}
@@ -179,12 +180,8 @@ class Runtime:
             if n.node_id in self.nodes:
                 continue
             shared = self.shared_machine if self.shared_machine is not None else addr_count[n.address] > 1
-            nt = self.node_types[typ]
-            s = NodeSampler.options(
-                name=sampler_name(n.node_id), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False),
-            ).remote(n.node_id, tuple(nt.power_curve.points_w), n.cpus or nt.cpus, shared,
-                     self.sample_interval_s, CONTROLLER_NAME, typ)
+            s = self._start_sampler(n, typ, shared)
+            self._shared[n.node_id] = shared
             with self.lock:
                 for old, st in self.node_state.items():  # a node booted for a plan's power_on
                     if st == "booting" and self.node_type.get(old) == typ and old not in self.retired:
@@ -260,25 +257,30 @@ class Runtime:
         last = self.timelines[nid][-1] if self.timelines.get(nid) else None
         now = time.time()
         with self.lock:
-            rel = self.released_at.pop(nid, now)
+            self.released_at.pop(nid, None)
             if last is not None:
                 self._energy_offset[nid] = last[1] + nt.idle_w * max(now - last[0], 0.0)
                 self.timelines[nid].append((now, self._energy_offset[nid], nt.idle_w, None, "modeled",
-                                            "released: idle_w of its node type, modeled", last[6]))
+                                            "no sampler (released or restarting): idle_w of its node type over the gap, modeled", last[6]))
             self._tl_idx[nid] = 0
+            self._span_idx[nid] = 0  # the new sampler's spans start afresh
             self.node_state[nid] = "on"
-        del rel
         try:  # the name of the killed sampler may take a moment to be freed
             ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
             time.sleep(0.2)
         except ValueError:
             pass
-        self.samplers[nid] = NodeSampler.options(
-            name=sampler_name(nid), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
-        ).remote(nid, tuple(nt.power_curve.points_w), n.cpus or nt.cpus, bool(self.shared_machine),
-                 self.sample_interval_s, CONTROLLER_NAME, typ)
+        self.samplers[nid] = self._start_sampler(n, typ, self._shared.get(nid, bool(self.shared_machine)))
         self._push_nodes()
+
+    def _start_sampler(self, n: RayNode, typ: str, shared: bool) -> Any:
+        """The sampler actor of node ``n`` (of TAO node type ``typ``), pinned to it."""
+        nt = self.node_types[typ]
+        return NodeSampler.options(
+            name=sampler_name(n.node_id), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False),
+        ).remote(n.node_id, tuple(nt.power_curve.points_w), n.cpus or nt.cpus, shared,
+                 self.sample_interval_s, CONTROLLER_NAME, typ, float(nt.idle_w))
 
     def refresh_requests(self) -> None:
         """One ``request_resources`` call for every placeholder now booting (an empty one

@@ -9,6 +9,18 @@ everything the raylet started (its workers); the sampler finds its raylet among 
 ancestors. Otherwise the sampler uses ``tao_core.telemetry.detect()`` when it yields a
 measured source, else the node type's curve at machine-wide CPU utilization.
 Times are wall-clock seconds (``time.time()``) so that spans from any process compare.
+
+Live task energy. Every ``settle_every_s`` the sampler attributes the stretch of its
+timeline that is *settled*, with :func:`tao_core.attribution.attribute`, the same function
+and inputs as the report: a stretch ends at the last reading before the start of the
+oldest task still running on the node (each worker process says so with its spans), and at
+least ``SPAN_LAG_S`` in the past (spans of tasks that just ended are still on their way).
+Attribution works interval by interval, so each settled stretch gets the joules the final
+report gives it. The results go to Ray's metrics as ``tao_task_energy_joules`` (per group,
+job and source) and ``tao_node_idle_energy_joules``: a task's energy appears once it ended
+and its node's timeline passed its end. A worker process that has said nothing for
+``STALE_S`` is taken as gone; a span it reports later is in the report but not in these
+counters.
 """
 from __future__ import annotations
 
@@ -26,6 +38,10 @@ from tao_core.telemetry.base import EnergySource
 log = logging.getLogger("tao_ray")
 
 NAMESPACE = "tao"
+#: seconds from a task's end until its span has surely reached the sampler
+SPAN_LAG_S = 1.0
+#: seconds of silence after which a worker process that said it runs a task is taken as gone
+STALE_S = 10.0
 
 
 def sampler_name(node_id: str) -> str:
@@ -92,10 +108,13 @@ class NodeSampler:
     """Samples one node's energy every ``interval_s`` seconds (see module doc)."""
 
     def __init__(self, node_id: str, curve_points: tuple, cpus: float, shared_machine: bool,
-                 interval_s: float, controller_name: str, node_type: str,
-                 push_every_s: float = 0.5) -> None:
+                 interval_s: float, controller_name: str, node_type: str, idle_w: float,
+                 push_every_s: float = 0.5, settle_every_s: float = 5.0) -> None:
         self.node_id = node_id
         self.node_type = node_type
+        self.cpus = max(float(cpus), 1e-3)
+        self.idle_w = float(idle_w)
+        self.settle_every_s = settle_every_s
         self.interval_s = interval_s
         self.controller_name = controller_name
         self.push_every_s = push_every_s
@@ -104,17 +123,27 @@ class NodeSampler:
         self._lock = threading.Lock()
         self._timeline: list[tuple] = []  # (t_s, total_j, power_w, util, source, method, uncertainty)
         self._spans: list[tuple] = []
+        self._unsettled: list[tuple] = []  # spans whose end is after the settled instant
+        self._running: dict[int, tuple[float, float]] = {}  # worker pid -> (heard at, oldest running start)
+        self._settled_idx = 0  # index in the timeline of the last settled reading
+        self.settled_j = {"tasks": 0.0, "idle": 0.0}
         self._stop = threading.Event()
         self._controller = None
         self._temperature_k = None
-        self._gauge = None
+        self._gauge = self._task_j = self._idle_j = None
         try:
-            from ray.util.metrics import Gauge
+            from ray.util.metrics import Counter, Gauge
 
             self._gauge = Gauge("tao_node_power_watts", description="Node power (W) as TAO reads or models it",
                                 tag_keys=("node_id", "source"))
-        except Exception:  # noqa: BLE001 - metrics are optional
-            self._gauge = None
+            self._task_j = Counter("tao_task_energy_joules",
+                                   description="Energy attributed to TAO tasks once settled (J)",
+                                   tag_keys=("group", "job", "source"))
+            self._idle_j = Counter("tao_node_idle_energy_joules",
+                                   description="Node energy attributed to no task once settled (J)",
+                                   tag_keys=("node_id", "source"))
+        except Exception as e:  # noqa: BLE001 - metrics are optional
+            log.warning("tao sampler %s: Ray metrics unavailable (%s); no tao_ node metrics", node_id[:12], e)
         self._record(self.source.read())
         self._thread = threading.Thread(target=self._loop, name="tao-sampler", daemon=True)
         self._thread.start()
@@ -138,7 +167,14 @@ class NodeSampler:
 
     def _loop(self) -> None:
         last_push = 0.0
+        last_settle = time.time()
         while not self._stop.wait(self.interval_s):
+            if time.time() - last_settle >= self.settle_every_s:
+                last_settle = time.time()
+                try:
+                    self.settle()
+                except Exception as e:  # noqa: BLE001 - keep sampling
+                    log.warning("tao sampler %s: live attribution failed: %s", self.node_id[:12], e)
             try:
                 row = self._record(self.source.read())
             except Exception as e:  # noqa: BLE001 - keep sampling
@@ -175,10 +211,73 @@ class NodeSampler:
         with self._lock:
             return list(self._timeline[since:])
 
-    def add_spans(self, spans: list[tuple]) -> None:
-        """Spans reported by TAO-wrapped tasks on this node."""
+    def add_spans(self, spans: list[tuple], pid: Optional[int] = None, running_since: Optional[float] = None) -> None:
+        """Spans reported by TAO-wrapped tasks on this node, by worker process ``pid``, with
+        the start (wall-clock s) of its oldest task still running (None: none runs)."""
         with self._lock:
             self._spans.extend(spans)
+            self._unsettled.extend(spans)
+            if pid is not None:
+                if running_since is None:
+                    self._running.pop(pid, None)
+                else:
+                    self._running[pid] = (time.time(), float(running_since))
+
+    def settle(self, now: Optional[float] = None) -> tuple[float, float]:
+        """Attribute the newly settled stretch of the timeline (see module doc) and add it
+        to the energy counters. Returns the joules given to (tasks, idle) this time."""
+        from tao_core.attribution import TaskSpan, attribute
+        from tao_ray.energy import reading_of
+
+        now = time.time() if now is None else now
+        with self._lock:
+            bound = now - SPAN_LAG_S
+            for pid, (heard, since) in list(self._running.items()):
+                if now - heard > STALE_S:
+                    del self._running[pid]
+                else:
+                    bound = min(bound, since)
+            end = self._settled_idx
+            while end + 1 < len(self._timeline) and self._timeline[end + 1][0] <= bound:
+                end += 1
+            if end <= self._settled_idx:
+                return 0.0, 0.0
+            rows = self._timeline[self._settled_idx:end + 1]
+            t0, t1 = rows[0][0], rows[-1][0]
+            spans = [sp for sp in self._unsettled if sp[3] > t0 and sp[2] < t1]
+            self._unsettled = [sp for sp in self._unsettled if sp[3] > t1]
+            self._settled_idx = end
+        seen: set[str] = set()
+        ts = []
+        for tid, node, start, stop, cpu_s, group, job, cpus in spans:
+            if tid not in seen:
+                seen.add(tid)
+                ts.append(TaskSpan(task_id=tid, node_id=self.node_id, start_s=float(start),
+                                   end_s=float(max(stop, start)), group=group, job=job, cpus=float(cpus),
+                                   cpu_s=float(max(cpu_s, 0.0))))
+        att = attribute({self.node_id: [reading_of(r) for r in rows]}, ts,
+                        idle_w={self.node_id: self.idle_w}, node_cpus={self.node_id: self.cpus})
+        src = rows[-1][4]
+        tasks_j = att.total_j - att.idle_j
+        self.settled_j["tasks"] += tasks_j
+        self.settled_j["idle"] += att.idle_j
+        try:
+            if self._task_j is not None and len(att.tasks):
+                by = att.tasks.groupby(["group", "job"], dropna=False)["energy_j"].sum()
+                for (group, job), e in by.items():
+                    if e > 0:
+                        self._task_j.inc(float(e), tags={"group": str(group), "job": str(job), "source": src})
+            if self._idle_j is not None and att.idle_j > 0:
+                self._idle_j.inc(float(att.idle_j), tags={"node_id": self.node_id, "source": src})
+        except Exception:  # noqa: BLE001 - metrics are optional
+            pass
+        return tasks_j, att.idle_j
+
+    def settled(self) -> dict[str, float]:
+        """Joules attributed so far to tasks and to idle, and the settled instant (wall-clock s)."""
+        with self._lock:
+            t = self._timeline[self._settled_idx][0] if self._timeline else None
+            return {**self.settled_j, "t_s": t, "running_workers": len(self._running)}
 
     def spans(self, since: int = 0) -> list[tuple]:
         with self._lock:

@@ -2,10 +2,16 @@
 the node it ran on, its start and end (wall-clock seconds) and its CPU seconds, and sends
 these spans in batches (every ``FLUSH_S`` seconds, from a daemon thread of the worker
 process) to the sampler actor of its node. No call leaves the worker per task.
+
+Each batch also says when the oldest task still running in this worker process started
+(None when none runs), and the flusher reports while a task runs even when no span ended:
+the sampler needs that to know up to which instant every task on its node is known, so
+that it can attribute its energy to tasks as it goes (see :mod:`tao_ray.sampler`).
 """
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -18,6 +24,7 @@ FLUSH_S = 0.2
 
 _lock = threading.Lock()
 _buffer: list[tuple] = []
+_running: dict[str, float] = {}  # task id -> start (wall-clock s) of tasks running in this process
 _thread: Optional[threading.Thread] = None
 _sampler: Any = None
 
@@ -29,23 +36,30 @@ def _flusher() -> None:
         with _lock:
             batch = list(_buffer)
             _buffer.clear()
-        if not batch:
+            since = min(_running.values()) if _running else None
+        if not batch and since is None:
             continue
         try:  # looked up each time: TAO may have been restarted with new samplers
             node = ray.get_runtime_context().get_node_id()
             _sampler = ray.get_actor(sampler_name(node), namespace=NAMESPACE)
-            _sampler.add_spans.remote(batch)
+            _sampler.add_spans.remote(batch, os.getpid(), since)
         except Exception:  # noqa: BLE001 - no sampler on this node: spans are dropped
             _sampler = None
 
 
-def _record(span: tuple) -> None:
+def _started(task_id: str, start: float) -> None:
     global _thread
     with _lock:
-        _buffer.append(span)
+        _running[task_id] = start
         if _thread is None:
             _thread = threading.Thread(target=_flusher, name="tao-spans", daemon=True)
             _thread.start()
+
+
+def _ended(span: tuple) -> None:
+    with _lock:
+        _running.pop(span[0], None)
+        _buffer.append(span)
 
 
 _proc: dict[str, str] = {}  # node id and job id of this worker process (they never change)
@@ -67,15 +81,16 @@ def wrap_function(fn: Callable, group: str, job: Optional[str] = None, cpus: flo
         return fn
 
     def tao_task(*args: Any, **kwargs: Any) -> Any:
+        tid = ray.get_runtime_context().get_task_id()
         start = time.time()
+        _started(tid, start)
         c0 = time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             end = time.time()
             node, job_id = _proc_ids()
-            _record((ray.get_runtime_context().get_task_id(), node, start, end, time.thread_time() - c0,
-                     group, job or job_id, cpus))
+            _ended((tid, node, start, end, time.thread_time() - c0, group, job or job_id, cpus))
 
     # the name Ray shows; no __wrapped__, so Ray checks arguments against (*args, **kwargs)
     for attr in ("__name__", "__qualname__", "__module__", "__doc__"):

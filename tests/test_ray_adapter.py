@@ -20,7 +20,8 @@ TYPES = [EFF, OLD]
 
 @pytest.fixture(scope="module")
 def cluster():
-    lc = LocalCluster([("eff", 2), ("old", 2), ("old", 2)]).start()
+    # metrics every second (Ray's default is slower), so the export test need not wait long
+    lc = LocalCluster([("eff", 2), ("old", 2), ("old", 2)], system_config={"metrics_report_interval_ms": 1000}).start()
     yield lc.cluster
     if tao_ray.is_initialized():
         tao_ray.shutdown()
@@ -174,3 +175,121 @@ def test_actors_and_placement_group_bundles_go_where_the_controller_says(tao):
     assert [by_group[f"placement-group:pair:{i}"][0] for i in range(2)] == bundle_nodes
     remove_placement_group(pg)
     ray.kill(a)
+
+
+def _scrape_tao_metrics() -> dict[str, list]:
+    """``ray_tao_*`` samples from every live node's metrics export: name -> [(labels, value)]."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list] = {}
+    for n in ray.nodes():
+        if not n["Alive"]:
+            continue
+        try:
+            url = f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+            body = urllib.request.urlopen(url, timeout=2).read().decode()
+        except OSError:
+            continue
+        for fam in text_string_to_metric_families(body):
+            for smp in fam.samples:
+                if smp.name.startswith("ray_tao_"):
+                    out.setdefault(smp.name, []).append((smp.labels, smp.value))
+    return out
+
+
+def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, tmp_path):
+    pytest.importorskip("aiohttp", reason="Ray exports metrics only with ray[default] (its metrics agent)")
+    pytest.importorskip("prometheus_client")
+    from tao_ray.sampler import SPAN_LAG_S
+
+    budget = 5000.0  # far above what the nodes can draw: every task runs, the budget gauge is set
+    rt = tao(power_budget_w=budget)
+    probe = where.options(tao_group="metrics-probe")
+    ray.get([probe.remote(i, 0.3) for i in range(8)], timeout=120)
+    time.sleep(SPAN_LAG_S + 0.6)  # the last spans reach their samplers; readings pass the last end
+    samplers = [rt.samplers[n] for n in rt.live_nodes()]
+    ray.get([s.settle.remote() for s in samplers], timeout=30)
+    settled = ray.get([s.settled.remote() for s in samplers], timeout=30)
+    df = tao_ray.report(str(tmp_path / "report.json"))
+    probe_j = float(df.loc[df["group"] == "metrics-probe", "energy_j"].sum())
+    assert probe_j > 0
+    # the samplers attributed, as they went, what the report gives the tasks
+    assert sum(s["tasks"] for s in settled) == pytest.approx(float(df["energy_j"].sum()), rel=1e-6)
+    assert all(s["running_workers"] == 0 for s in settled)
+
+    want = {"ray_tao_node_power_watts", "ray_tao_cluster_power_watts", "ray_tao_power_budget_watts",
+            "ray_tao_deferred_tasks"}
+    end = time.time() + 30
+    got: dict[str, list] = {}
+    task_j = 0.0
+    while time.time() < end:
+        got = _scrape_tao_metrics()
+        task_j = sum(v for name, rows in got.items() if name.startswith("ray_tao_task_energy_joules")
+                     for labels, v in rows if labels.get("group") == "metrics-probe")
+        if want <= set(got) and task_j >= probe_j * (1 - 1e-6):
+            break
+        time.sleep(1.0)
+    assert want <= set(got), f"exported: {sorted(got)}"
+    powered = {labels["node_id"] for labels, _ in got["ray_tao_node_power_watts"]}
+    assert set(rt.live_nodes()) <= powered
+    assert any(v == pytest.approx(budget) for _, v in got["ray_tao_power_budget_watts"])
+    assert task_j == pytest.approx(probe_j, rel=1e-4)
+    assert any(name.startswith("ray_tao_node_idle_energy_joules") for name in got)
+
+
+def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster, tao, tmp_path):
+    """``drain="gcs"``: an idle node is drained with reason IDLE_TERMINATION and leaves the
+    cluster; where a user's actor lives Ray refuses, and TAO keeps the node on with a new
+    sampler. Runs last in this module: it adds the two nodes it drains."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from tao_core.control.config import ControllerConfig
+    from tao_ray import autoscale
+    from tao_ray.nodes import TYPE_LABEL
+
+    idle = cluster.add_node(num_cpus=1, labels={TYPE_LABEL: "old"})
+    held = cluster.add_node(num_cpus=1, labels={TYPE_LABEL: "old"})
+    cluster.wait_for_nodes()
+    # the plan comes from the test, not the controller's idle timeouts
+    rt = tao(config=ControllerConfig(scale_down=False), drain="gcs")
+    assert {idle.node_id, held.node_id} <= set(rt.live_nodes())
+
+    @ray.remote(num_cpus=0)
+    class Users:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    user = Users.options(scheduling_strategy=NodeAffinitySchedulingStrategy(held.node_id, soft=False)).remote()
+    assert ray.get(user.node.remote(), timeout=30) == held.node_id
+    ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
+    end = time.time() + 30  # Ray returns the workers' CPU leases a moment after their tasks
+    while time.time() < end and {idle.node_id, held.node_id} & autoscale._busy_nodes():
+        time.sleep(0.2)
+
+    with rt.lock:
+        autoscale.apply(rt, {"power_off": [idle.node_id, held.node_id], "reason": "test"})
+    actions = {(e["action"], e["node_id"]) for e in rt.scale_log if "node_id" in e}
+    assert ("power_off", idle.node_id) in actions
+    assert ("drain-refused", held.node_id) in actions
+    assert rt.node_state[idle.node_id] == "off" and rt.node_state[held.node_id] == "on"
+    end = time.time() + 30
+    while time.time() < end:  # the drained raylet leaves the cluster
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        if idle.node_id not in alive:
+            break
+        time.sleep(0.5)
+    assert idle.node_id not in alive and held.node_id in alive
+    # TAO's new sampler on the node that stayed samples again
+    assert ray.get(rt.samplers[held.node_id].ping.remote(), timeout=30) == held.node_id
+    df = tao_ray.report(str(tmp_path / "report.json"))
+    assert len(df) >= 4
+    from tao_ray import energy
+
+    with rt.lock:
+        att = energy.attribution(rt)
+    att.check_conservation(rel_tol=1e-9, abs_tol_j=1e-6)
+    gone = att.nodes[att.nodes["node_id"] == idle.node_id]
+    assert energy.OFF_METHOD in gone["method"].iloc[0]
+    ray.kill(user)
