@@ -99,6 +99,7 @@ class Runtime:
         self.t_start = time.time()
 
         self.lock = threading.RLock()
+        self._collect_lock = threading.Lock()
         self.nodes: dict[str, RayNode] = {}
         self.node_type: dict[str, str] = {}
         self.node_state: dict[str, str] = {}
@@ -585,7 +586,12 @@ class Runtime:
 
     # ------------------------------------------------------------------ telemetry
     def collect(self) -> None:
-        """Pull new readings and spans from every live sampler."""
+        """Pull new readings and spans from every live sampler (one caller at a time: the
+        sync thread and a report may both collect, and each row must be taken once)."""
+        with self._collect_lock:
+            self._collect()
+
+    def _collect(self) -> None:
         refs = {}
         for nid in self.live_nodes():
             s = self.samplers.get(nid)

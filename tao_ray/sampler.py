@@ -121,6 +121,7 @@ class NodeSampler:
         self.source = make_source(PowerCurve(tuple(curve_points)), max(cpus, 1e-3), shared_machine,
                                   name="node", curve_label=f"{node_type} power curve")
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()  # one reading at a time: the loop and read_now
         self._timeline: list[tuple] = []  # (t_s, total_j, power_w, util, source, method, uncertainty)
         self._spans: list[tuple] = []
         self._unsettled: list[tuple] = []  # spans whose end is after the settled instant
@@ -144,11 +145,17 @@ class NodeSampler:
                                    tag_keys=("node_id", "source"))
         except Exception as e:  # noqa: BLE001 - metrics are optional
             log.warning("tao sampler %s: Ray metrics unavailable (%s); no tao_ node metrics", node_id[:12], e)
-        self._record(self.source.read())
+        self._sample()
         self._thread = threading.Thread(target=self._loop, name="tao-sampler", daemon=True)
         self._thread.start()
 
     # --- sampling ---------------------------------------------------------------------
+    def _sample(self) -> tuple:
+        """Read the source and append the reading; serialized, so that the timeline stays in
+        time order and the source is never read from two threads at once."""
+        with self._read_lock:
+            return self._record(self.source.read())
+
     def _record(self, r) -> tuple:
         top = [d for d in r.domains.values() if d.parent is None]
         total = sum(d.energy_j for d in top)
@@ -176,7 +183,7 @@ class NodeSampler:
                 except Exception as e:  # noqa: BLE001 - keep sampling
                     log.warning("tao sampler %s: live attribution failed: %s", self.node_id[:12], e)
             try:
-                row = self._record(self.source.read())
+                row = self._sample()
             except Exception as e:  # noqa: BLE001 - keep sampling
                 log.warning("tao sampler %s: read failed: %s", self.node_id[:12], e)
                 continue
@@ -204,7 +211,7 @@ class NodeSampler:
 
     def read_now(self) -> tuple:
         """Take a reading now and return it (closes the timeline at this instant)."""
-        return self._record(self.source.read())
+        return self._sample()
 
     def timeline(self, since: int = 0) -> list[tuple]:
         """Readings from index ``since``: (t_s, total_j, power_w, util, source, method, uncertainty)."""

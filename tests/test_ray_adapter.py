@@ -268,8 +268,7 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     while time.time() < end and {idle.node_id, held.node_id} & autoscale._busy_nodes():
         time.sleep(0.2)
 
-    with rt.lock:
-        autoscale.apply(rt, {"power_off": [idle.node_id, held.node_id], "reason": "test"})
+    autoscale.apply(rt, {"power_off": [idle.node_id, held.node_id], "reason": "test"})
     actions = {(e["action"], e["node_id"]) for e in rt.scale_log if "node_id" in e}
     assert ("power_off", idle.node_id) in actions
     assert ("drain-refused", held.node_id) in actions
