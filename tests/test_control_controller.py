@@ -115,6 +115,29 @@ def test_draining_node_takes_no_work_and_booting_node_defers():
     assert d.action == Action.DEFER and d.node_id == "b" and d.defer_until_s == TYPES[0].boot_s
 
 
+def test_task_waiting_for_a_boot_asks_again_when_reserved_work_may_end():
+    from tao_core.control.controller import BOOT_RECHECK_S
+
+    ctl, _ = _ctl(lambda_j_per_s=0.0)
+    big = TYPES[0]
+    ctl.add_node("on", "big")
+    ctl.add_node("b", "big", state=NodeState.BOOTING, now_s=0.0)
+    # fill the node that is on with one task predicted to run 20 s
+    full = ctl.decide(TaskRequest("f", "g", cpus=big.cpus, duration_hint_s=20.0), now_s=0.0)
+    assert full.action == Action.PLACE and full.node_id == "on"
+    ctl.task_started("f", now_s=0.0)
+    d = ctl.decide(TaskRequest("t", "g", cpus=1.0), now_s=10.0)
+    # the boot ends at boot_s; the running task is predicted to end at 20 s, sooner
+    assert big.boot_s > 20.0
+    assert d.action == Action.DEFER and d.node_id == "b" and d.defer_until_s == pytest.approx(20.0)
+    # past its predicted end the task still runs: ask again every BOOT_RECHECK_S
+    d = ctl.decide(TaskRequest("t", "g", cpus=1.0), now_s=25.0)
+    assert d.action == Action.DEFER and d.defer_until_s == pytest.approx(25.0 + BOOT_RECHECK_S)
+    ctl.task_finished("f", now_s=30.0)
+    d = ctl.decide(TaskRequest("t", "g", cpus=1.0), now_s=30.0)
+    assert d.action == Action.PLACE and d.node_id == "on"
+
+
 def test_non_deferrable_task_only_goes_to_nodes_that_are_on():
     ctl, _ = _ctl(lambda_j_per_s=0.0)
     ctl.add_node("on", "big")

@@ -44,6 +44,9 @@ from tao_core.errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: seconds between asks of a task waiting for a booting node, once the predicted ends of
+#: reserved work have all passed (it may run sooner on a node that is on when room frees up)
+BOOT_RECHECK_S = 5.0
 _INF = float("inf")
 
 _DECISION_DEFAULTS = {f.name: f.default for f in fields(Decision)}
@@ -504,6 +507,11 @@ class Controller:
                 if len(self._wake_waits) >= self.config.max_groups:
                     self._wake_waits.pop(next(iter(self._wake_waits)))
                 self._wake_waits[tid] = until
+            # reserved work ending before the boot may free room on a node that is on: ask
+            # again at its next predicted end, or soon when the predicted ends have passed
+            nxt = self._next_end()
+            if nxt is not None:
+                until = min(until, nxt if nxt > now_s else now_s + BOOT_RECHECK_S)
             return self._defer(task, now_s, until, reason, j, sc=sc)
         # job energy budget (warn mode, or deny when this task would overrun)
         energy = sc.energy_j.item(j)
