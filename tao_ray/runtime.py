@@ -597,21 +597,25 @@ class Runtime:
             s = self.samplers.get(nid)
             if s is None:
                 continue
-            refs[nid] = (s.timeline.remote(self._tl_idx.get(nid, 0)),
-                         s.spans.remote(self._span_idx.get(nid, 0)))
+            refs[nid] = (s.timeline.remote(self._tl_idx.get(nid, 0), self.driver_id),
+                         s.spans.remote(self._span_idx.get(nid, 0), self.driver_id))
         for nid, (rt, rs) in refs.items():
             try:
-                tl, sp = ray.get([rt, rs], timeout=max(self.timeout_s, 5.0))
+                (tl_first, tl), (sp_first, sp) = ray.get([rt, rs], timeout=max(self.timeout_s, 5.0))
             except Exception:  # noqa: BLE001 - node gone: keep what we have
                 continue
+            if tl_first > self._tl_idx.get(nid, 0) or sp_first > self._span_idx.get(nid, 0):
+                # this driver was away longer than the sampler keeps rows for it
+                log.warning("tao_ray: node %s dropped rows this driver had not fetched; the gap is "
+                            "interpolated and tasks in it count as idle", nid[:12])
             with self.lock:
-                self._tl_idx[nid] = self._tl_idx.get(nid, 0) + len(tl)
+                self._tl_idx[nid] = tl_first + len(tl)
                 off = self._energy_offset.get(nid, 0.0)
                 if off:
                     tl = [(r[0], r[1] + off) + tuple(r[2:]) for r in tl]
                 self.timelines[nid].extend(tl)
                 self.spans[nid].extend(sp)
-                self._span_idx[nid] = self._span_idx.get(nid, 0) + len(sp)
+                self._span_idx[nid] = sp_first + len(sp)
 
     def close_timelines(self) -> None:
         """Take a reading on every live node now, so timelines reach this instant."""

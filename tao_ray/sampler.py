@@ -21,6 +21,11 @@ job and source) and ``tao_node_idle_energy_joules``: a task's energy appears onc
 and its node's timeline passed its end. A worker process that has said nothing for
 ``STALE_S`` is taken as gone; a span it reports later is in the report but not in these
 counters.
+
+Memory. Readers (the drivers running TAO) fetch readings and spans by absolute index,
+naming themselves; the sampler keeps only what some reader seen in the last
+``READER_GONE_S`` has not fetched yet and what is not settled yet, so a long-lived
+sampler holds minutes of rows, not the whole session.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ NAMESPACE = "tao"
 SPAN_LAG_S = 1.0
 #: seconds of silence after which a worker process that said it runs a task is taken as gone
 STALE_S = 10.0
+#: seconds without a fetch after which a reader (a driver) no longer holds rows in memory
+READER_GONE_S = 600.0
 
 
 def sampler_name(node_id: str) -> str:
@@ -126,7 +133,10 @@ class NodeSampler:
         self._spans: list[tuple] = []
         self._unsettled: list[tuple] = []  # spans whose end is after the settled instant
         self._running: dict[int, tuple[float, float]] = {}  # worker pid -> (heard at, oldest running start)
-        self._settled_idx = 0  # index in the timeline of the last settled reading
+        self._settled_idx = 0  # index in self._timeline of the last settled reading
+        self._tl_base = 0  # absolute index of self._timeline[0] (older rows were dropped)
+        self._sp_base = 0  # absolute index of self._spans[0]
+        self._readers: dict[str, tuple[float, int, int]] = {}  # reader -> (seen at, next reading, next span)
         self.settled_j = {"tasks": 0.0, "idle": 0.0}
         self._stop = threading.Event()
         self._controller = None
@@ -213,10 +223,39 @@ class NodeSampler:
         """Take a reading now and return it (closes the timeline at this instant)."""
         return self._sample()
 
-    def timeline(self, since: int = 0) -> list[tuple]:
-        """Readings from index ``since``: (t_s, total_j, power_w, util, source, method, uncertainty)."""
+    def timeline(self, since: int = 0, reader: Optional[str] = None) -> tuple[int, list[tuple]]:
+        """(first, rows): the readings from absolute index ``since`` on, (t_s, total_j,
+        power_w, util, source, method, uncertainty), where ``first`` is the absolute index
+        of the first row (above ``since`` when older rows were dropped: see the module doc on
+        memory). A named ``reader`` is taken to hold everything before ``since``."""
         with self._lock:
-            return list(self._timeline[since:])
+            first = max(since, self._tl_base)
+            out = list(self._timeline[first - self._tl_base:])
+            if reader is not None:
+                _seen, _tl, sp = self._readers.get(reader, (0.0, first, self._sp_base))
+                self._readers[reader] = (time.time(), first, sp)
+                self._trim()
+            return first, out
+
+    def _trim(self) -> None:
+        """Drop the rows every live reader has fetched (and, for readings, that are settled);
+        call with the lock held."""
+        now = time.time()
+        for r, (seen, _tl, _sp) in list(self._readers.items()):
+            if now - seen > READER_GONE_S:
+                del self._readers[r]
+        if not self._readers:
+            return
+        tl_keep = min(min(tl for _s, tl, _p in self._readers.values()), self._tl_base + self._settled_idx)
+        drop = tl_keep - self._tl_base
+        if drop > 0:
+            del self._timeline[:drop]
+            self._tl_base += drop
+            self._settled_idx -= drop
+        sp_drop = min(sp for _s, _t, sp in self._readers.values()) - self._sp_base
+        if sp_drop > 0:
+            del self._spans[:sp_drop]
+            self._sp_base += sp_drop
 
     def add_spans(self, spans: list[tuple], pid: Optional[int] = None, running_since: Optional[float] = None) -> None:
         """Spans reported by TAO-wrapped tasks on this node, by worker process ``pid``, with
@@ -284,15 +323,23 @@ class NodeSampler:
         """Joules attributed so far to tasks and to idle, and the settled instant (wall-clock s)."""
         with self._lock:
             t = self._timeline[self._settled_idx][0] if self._timeline else None
-            return {**self.settled_j, "t_s": t, "running_workers": len(self._running)}
+            return {**self.settled_j, "t_s": t, "running_workers": len(self._running),
+                    "rows_held": len(self._timeline), "spans_held": len(self._spans)}
 
-    def spans(self, since: int = 0) -> list[tuple]:
+    def spans(self, since: int = 0, reader: Optional[str] = None) -> tuple[int, list[tuple]]:
+        """(first, spans) from absolute index ``since`` on, as :meth:`timeline`."""
         with self._lock:
-            return list(self._spans[since:])
+            first = max(since, self._sp_base)
+            out = list(self._spans[first - self._sp_base:])
+            if reader is not None:
+                _seen, tl, _sp = self._readers.get(reader, (0.0, self._tl_base, first))
+                self._readers[reader] = (time.time(), tl, first)
+                self._trim()
+            return first, out
 
     def info(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "node_type": self.node_type, "source": str(self.source.kind),
-                "method": getattr(self.source, "method", ""), "readings": len(self._timeline)}
+                "method": getattr(self.source, "method", ""), "readings": self._tl_base + len(self._timeline)}
 
     def stop(self) -> None:
         self._stop.set()

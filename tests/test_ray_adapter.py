@@ -218,6 +218,16 @@ def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, t
     # the samplers attributed, as they went, what the report gives the tasks
     assert sum(s["tasks"] for s in settled) == pytest.approx(float(df["energy_j"].sum()), rel=1e-6)
     assert all(s["running_workers"] == 0 for s in settled)
+    # samplers keep only what the driver has not fetched or is not settled yet
+    rt.collect()
+    rt.collect()
+    for nid in rt.live_nodes():
+        s = rt.samplers[nid]
+        held, info = ray.get([s.settled.remote(), s.info.remote()], timeout=30)
+        assert held["spans_held"] == 0
+        assert 0 < held["rows_held"] < info["readings"] == len(rt.timelines[nid])
+    df2 = tao_ray.report(str(tmp_path / "report2.json"))  # still whole after the samplers dropped rows
+    assert float(df2.loc[df2["group"] == "metrics-probe", "energy_j"].sum()) == pytest.approx(probe_j, rel=1e-9)
 
     want = {"ray_tao_node_power_watts", "ray_tao_cluster_power_watts", "ray_tao_power_budget_watts",
             "ray_tao_deferred_tasks"}
