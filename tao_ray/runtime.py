@@ -97,6 +97,7 @@ class Runtime:
         self.shared_machine = shared_machine
         self.driver_id = ray.get_runtime_context().get_job_id() + "-" + hex(id(self))[2:]
         self.t_start = time.time()
+        self.last_end = 0.0  # when the latest task TAO placed was seen to end (wall-clock s)
 
         self.lock = threading.RLock()
         self._collect_lock = threading.Lock()
@@ -122,6 +123,7 @@ class Runtime:
         self.hint_with = hint_with
         self.samplers: dict[str, Any] = {}
         self._shared: dict[str, bool] = {}  # node id -> modeled from its own processes
+        self._incarnation: dict[str, str] = {}  # node id -> incarnation of its sampler actor
         self.timelines: dict[str, list[tuple]] = {}
         self.spans: dict[str, list[tuple]] = {}
         self._span_idx: dict[str, int] = {}
@@ -265,6 +267,7 @@ class Runtime:
                                             "no sampler (released or restarting): idle_w of its node type over the gap, modeled", last[6]))
             self._tl_idx[nid] = 0
             self._span_idx[nid] = 0  # the new sampler's spans start afresh
+            self._incarnation.pop(nid, None)
             self.node_state[nid] = "on"
         try:  # the name of the killed sampler may take a moment to be freed
             ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
@@ -383,6 +386,7 @@ class Runtime:
 
     def _slot_done(self, gid: str, t0: float) -> None:
         now = time.time()
+        self.last_end = now
         with self.lock:
             g = self.grants.get(gid)
             if g is None:
@@ -395,6 +399,7 @@ class Runtime:
 
     def _one_done(self, gid: str, t0: float) -> None:
         now = time.time()
+        self.last_end = now
         with self.lock:
             g = self.grants.pop(gid, None)
             if g is None:
@@ -601,9 +606,20 @@ class Runtime:
                          s.spans.remote(self._span_idx.get(nid, 0), self.driver_id))
         for nid, (rt, rs) in refs.items():
             try:
-                (tl_first, tl), (sp_first, sp) = ray.get([rt, rs], timeout=max(self.timeout_s, 5.0))
+                (inc, tl_first, tl), (_inc, sp_first, sp) = ray.get([rt, rs], timeout=max(self.timeout_s, 5.0))
             except Exception:  # noqa: BLE001 - node gone: keep what we have
                 continue
+            known = self._incarnation.setdefault(nid, inc)
+            if inc != known or _inc != inc:
+                try:  # read the new sampler from its start
+                    (inc, tl_first, tl), (_inc, sp_first, sp) = ray.get(
+                        [self.samplers[nid].timeline.remote(0, self.driver_id),
+                         self.samplers[nid].spans.remote(0, self.driver_id)], timeout=max(self.timeout_s, 5.0))
+                except Exception:  # noqa: BLE001
+                    continue
+                if _inc != inc or not tl:
+                    continue
+                self._sampler_restarted(nid, inc, tl[0])
             if tl_first > self._tl_idx.get(nid, 0) or sp_first > self._span_idx.get(nid, 0):
                 # this driver was away longer than the sampler keeps rows for it
                 log.warning("tao_ray: node %s dropped rows this driver had not fetched; the gap is "
@@ -617,8 +633,34 @@ class Runtime:
                 self.spans[nid].extend(sp)
                 self._span_idx[nid] = sp_first + len(sp)
 
+    def _sampler_restarted(self, nid: str, inc: str, first: tuple) -> None:
+        """Ray restarted the node's sampler actor (its process died) and ``first`` is the new
+        actor's first reading: its cumulative energy continues from the last reading plus
+        the gap modeled at the node type's idle watts. Spans the old actor had not handed
+        over are lost (those tasks' energy goes to the node's idle share)."""
+        nt = self.node_types[self.node_type[nid]]
+        with self.lock:
+            self._incarnation[nid] = inc
+            last = self.timelines[nid][-1] if self.timelines.get(nid) else None
+            if last is not None:
+                t = max(float(first[0]), float(last[0]))
+                e = last[1] + nt.idle_w * (t - last[0])
+                self.timelines[nid].append((t, e, nt.idle_w, None, "modeled",
+                                            "no sampler (restarted): idle_w of its node type over the gap, modeled",
+                                            last[6]))
+                self._energy_offset[nid] = e - float(first[1])
+        log.warning("tao_ray: the sampler of node %s was restarted; the gap is modeled at idle power and "
+                    "spans it had not handed over are lost", nid[:12])
+
     def close_timelines(self) -> None:
-        """Take a reading on every live node now, so timelines reach this instant."""
+        """Take a reading on every live node now, so timelines reach this instant. First
+        waits until the spans of the tasks that ended before this call have surely reached
+        their samplers (``SPAN_LAG_S`` after the latest end)."""
+        from tao_ray.sampler import SPAN_LAG_S
+
+        wait = self.last_end + SPAN_LAG_S - time.time()
+        if wait > 0:
+            time.sleep(wait)
         refs = {nid: self.samplers[nid].read_now.remote() for nid in self.live_nodes() if nid in self.samplers}
         for nid, r in refs.items():
             try:

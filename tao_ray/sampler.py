@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Optional
 
 import psutil
@@ -137,6 +138,8 @@ class NodeSampler:
         self._tl_base = 0  # absolute index of self._timeline[0] (older rows were dropped)
         self._sp_base = 0  # absolute index of self._spans[0]
         self._readers: dict[str, tuple[float, int, int]] = {}  # reader -> (seen at, next reading, next span)
+        #: a new value each time Ray (re)starts this actor: its counters and indexes start afresh
+        self.incarnation = uuid.uuid4().hex
         self.settled_j = {"tasks": 0.0, "idle": 0.0}
         self._stop = threading.Event()
         self._controller = None
@@ -223,11 +226,13 @@ class NodeSampler:
         """Take a reading now and return it (closes the timeline at this instant)."""
         return self._sample()
 
-    def timeline(self, since: int = 0, reader: Optional[str] = None) -> tuple[int, list[tuple]]:
-        """(first, rows): the readings from absolute index ``since`` on, (t_s, total_j,
-        power_w, util, source, method, uncertainty), where ``first`` is the absolute index
-        of the first row (above ``since`` when older rows were dropped: see the module doc on
-        memory). A named ``reader`` is taken to hold everything before ``since``."""
+    def timeline(self, since: int = 0, reader: Optional[str] = None) -> tuple[str, int, list[tuple]]:
+        """(incarnation, first, rows): the readings from absolute index ``since`` on, (t_s,
+        total_j, power_w, util, source, method, uncertainty), where ``first`` is the absolute
+        index of the first row (above ``since`` when older rows were dropped: see the module
+        doc on memory). A named ``reader`` is taken to hold everything before ``since``. A
+        changed ``incarnation`` means the actor was restarted: indexes and the cumulative
+        energy start again from zero."""
         with self._lock:
             first = max(since, self._tl_base)
             out = list(self._timeline[first - self._tl_base:])
@@ -235,7 +240,7 @@ class NodeSampler:
                 _seen, _tl, sp = self._readers.get(reader, (0.0, first, self._sp_base))
                 self._readers[reader] = (time.time(), first, sp)
                 self._trim()
-            return first, out
+            return self.incarnation, first, out
 
     def _trim(self) -> None:
         """Drop the rows every live reader has fetched (and, for readings, that are settled);
@@ -326,8 +331,8 @@ class NodeSampler:
             return {**self.settled_j, "t_s": t, "running_workers": len(self._running),
                     "rows_held": len(self._timeline), "spans_held": len(self._spans)}
 
-    def spans(self, since: int = 0, reader: Optional[str] = None) -> tuple[int, list[tuple]]:
-        """(first, spans) from absolute index ``since`` on, as :meth:`timeline`."""
+    def spans(self, since: int = 0, reader: Optional[str] = None) -> tuple[str, int, list[tuple]]:
+        """(incarnation, first, spans) from absolute index ``since`` on, as :meth:`timeline`."""
         with self._lock:
             first = max(since, self._sp_base)
             out = list(self._spans[first - self._sp_base:])
@@ -335,7 +340,7 @@ class NodeSampler:
                 _seen, tl, _sp = self._readers.get(reader, (0.0, self._tl_base, first))
                 self._readers[reader] = (time.time(), tl, first)
                 self._trim()
-            return first, out
+            return self.incarnation, first, out
 
     def info(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "node_type": self.node_type, "source": str(self.source.kind),
