@@ -4,9 +4,10 @@ these spans in batches (every ``FLUSH_S`` seconds, from a daemon thread of the w
 process) to the sampler actor of its node. No call leaves the worker per task.
 
 Each batch also says when the oldest task still running in this worker process started
-(None when none runs), and the flusher reports while a task runs even when no span ended:
-the sampler needs that to know up to which instant every task on its node is known, so
-that it can attribute its energy to tasks as it goes (see :mod:`tao_ray.sampler`).
+(None when none runs), and while a task runs the flusher repeats that every ``KEEPALIVE_S``
+even when no span ended: the sampler needs it to know up to which instant every task on
+its node is known, so that it can attribute its energy to tasks as it goes (see
+:mod:`tao_ray.sampler`).
 """
 from __future__ import annotations
 
@@ -21,30 +22,32 @@ import ray
 from tao_ray.sampler import NAMESPACE, sampler_name
 
 FLUSH_S = 0.2
+#: seconds between "still running" reports when no span ended (well under the sampler's STALE_S)
+KEEPALIVE_S = 2.0
 
 _lock = threading.Lock()
 _buffer: list[tuple] = []
 _running: dict[str, float] = {}  # task id -> start (wall-clock s) of tasks running in this process
 _thread: Optional[threading.Thread] = None
-_sampler: Any = None
 
 
 def _flusher() -> None:
-    global _sampler
+    sent: tuple[Optional[float], float] = (None, 0.0)  # (oldest running start, when) last sent
     while True:
         time.sleep(FLUSH_S)
         with _lock:
             batch = list(_buffer)
             _buffer.clear()
             since = min(_running.values()) if _running else None
-        if not batch and since is None:
+        now = time.time()
+        if not batch and (since is None or (since == sent[0] and now - sent[1] < KEEPALIVE_S)):
             continue
         try:  # looked up each time: TAO may have been restarted with new samplers
             node = ray.get_runtime_context().get_node_id()
-            _sampler = ray.get_actor(sampler_name(node), namespace=NAMESPACE)
-            _sampler.add_spans.remote(batch, os.getpid(), since)
+            ray.get_actor(sampler_name(node), namespace=NAMESPACE).add_spans.remote(batch, os.getpid(), since)
+            sent = (since, now)
         except Exception:  # noqa: BLE001 - no sampler on this node: spans are dropped
-            _sampler = None
+            pass
 
 
 def _started(task_id: str, start: float) -> None:

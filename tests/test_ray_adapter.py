@@ -251,6 +251,31 @@ def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, t
     assert any(name.startswith("ray_tao_node_idle_energy_joules") for name in got)
 
 
+def test_live_attribution_waits_for_a_running_task(tao):
+    """A sampler never settles past the start of a task still running on its node, and once
+    the task ended its settled joules are what the report gives it."""
+    from tao_ray.sampler import SPAN_LAG_S
+
+    rt = tao()
+    long = where.options(tao_group="long")
+    t0 = time.time()
+    ref = long.remote(0, 3.0)
+    time.sleep(1.8)  # running, reported by its worker (FLUSH_S 0.2 s)
+    samplers = {n: rt.samplers[n] for n in rt.live_nodes()}
+    ray.get([s.settle.remote() for s in samplers.values()], timeout=30)
+    _, node = ray.get(ref, timeout=60)
+    during = ray.get(samplers[node].settled.remote(), timeout=30)
+    assert during["running_workers"] == 1
+    time.sleep(SPAN_LAG_S + 0.6)
+    ray.get(samplers[node].settle.remote(), timeout=30)
+    after = ray.get(samplers[node].settled.remote(), timeout=30)
+    assert after["running_workers"] == 0 and after["t_s"] > t0 + 3.0
+    df = tao_ray.report()
+    start = float(df.loc[df["group"] == "long", "start_s"].iloc[0])
+    assert during["t_s"] <= start  # held at (the reading before) the running task's start
+    assert after["tasks"] == pytest.approx(float(df.loc[df["node_id"] == node, "energy_j"].sum()), rel=1e-6)
+
+
 def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     """Ray restarts a sampler whose process died; its counters start from zero, and the
     driver continues the node's timeline with the gap modeled at idle power."""
