@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Union
+from typing import Optional, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -105,6 +105,22 @@ def load_public_key(path: PathLike) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise InputError(f"--pubkey {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
     return key
+
+
+def embedded_key(public_key_hex: str, claimed_key_id: str, pubkey: Optional[Ed25519PublicKey],
+                 where: str) -> tuple[Optional[Ed25519PublicKey], Optional[str]]:
+    """The public key a signed record carries, checked: it parses, ``claimed_key_id`` is its
+    key id, and it is ``pubkey`` when one is given. Returns (key, None), or (None, the
+    reason, prefixed with ``where``) when a check fails."""
+    try:
+        key = public_key_from_hex(public_key_hex)
+    except ValueError as exc:
+        return None, f"{where}/public_key: invalid ({exc})"
+    if claimed_key_id != key_id(key):
+        return None, f"{where}/key_id: does not match its public key"
+    if pubkey is not None and raw_public(pubkey) != raw_public(key):
+        return None, f"{where}: signed by key {claimed_key_id}, not by the given public key {key_id(pubkey)}"
+    return key, None
 
 
 def verify_signature(key: Ed25519PublicKey, signature_hex: str, message: bytes) -> bool:

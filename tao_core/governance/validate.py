@@ -65,19 +65,14 @@ def sign_report(report: dict, key_path: PathLike) -> dict:
 def _check_report_signature(report: Mapping[str, Any], pubkey: Any) -> Optional[str]:
     """None when the report's signature (if any) verifies, and, with ``pubkey``, when it is
     present and made by that key; else the problem."""
-    from tao_core.governance.keys import key_id as _key_id, public_key_from_hex, raw_public, verify_signature
+    from tao_core.governance.keys import embedded_key, verify_signature
 
     sig = report["integrity"].get("signature")
     if sig is None:
         return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check --pubkey against"
-    try:
-        embedded = public_key_from_hex(sig["public_key"])
-    except ValueError as exc:
-        return f"integrity/signature/public_key: invalid ({exc})"
-    if sig["key_id"] != _key_id(embedded):
-        return "integrity/signature/key_id: does not match its public key"
-    if pubkey is not None and raw_public(pubkey) != raw_public(embedded):
-        return f"integrity/signature: signed by key {sig['key_id']}, not by the given public key {_key_id(pubkey)}"
+    embedded, why = embedded_key(sig["public_key"], sig["key_id"], pubkey, "integrity/signature")
+    if why is not None:
+        return why
     msg = REPORT_SIGNATURE_CONTEXT + report["integrity"]["content_sha256"].encode("ascii")
     if not verify_signature(embedded, sig["signature"], msg):
         return "integrity/signature: bad signature"

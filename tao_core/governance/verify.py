@@ -31,7 +31,7 @@ from typing import Optional, Union
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tao_core.governance.canonical import canonical_bytes, sha256_hex  # noqa: F401
-from tao_core.governance.keys import key_id, public_key_from_hex, raw_public, verify_signature
+from tao_core.governance.keys import embedded_key, raw_public, verify_signature
 
 GENESIS_PREV = "0" * 64
 RECORD_KEYS = frozenset({"seq", "time", "kind", "payload", "prev", "hash"})
@@ -132,15 +132,10 @@ def _check_checkpoint(
         return "checkpoint field final is not a boolean"
     if not isinstance(p["public_key"], str):
         return "checkpoint public_key is not a string"
-    try:
-        embedded = public_key_from_hex(p["public_key"])
-    except ValueError as exc:
-        return f"checkpoint public_key invalid ({exc})"
-    if p["key_id"] != key_id(embedded):
-        return "checkpoint key_id does not match its public key"
+    embedded, why = embedded_key(p["public_key"], p["key_id"], pubkey, "checkpoint")
+    if why is not None:
+        return why
     if pubkey is not None:
-        if raw_public(pubkey) != raw_public(embedded):
-            return f"checkpoint signed by key {p['key_id']}, not by the given public key {key_id(pubkey)}"
         check_key = pubkey
     else:
         if pinned_hex is not None and p["public_key"] != pinned_hex:
