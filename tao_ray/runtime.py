@@ -44,6 +44,10 @@ from tao_ray.sampler import NAMESPACE, NodeSampler, sampler_name
 
 log = logging.getLogger("tao_ray")
 
+#: method of the timeline row that bridges a gap with no sampler on the node
+NO_SAMPLER_METHOD = "no sampler (released or restarted): idle_w of its node type over the gap, modeled"
+_REPLACED = "replaced"  # incarnation placeholder: TAO started a new sampler on the node
+
 
 @dataclass
 class _Grant:
@@ -253,21 +257,13 @@ class Runtime:
 
     def resume_node(self, nid: str) -> None:
         """Take back a released node that is still in the cluster: a new sampler, whose
-        cumulative energy continues from the modeled idle energy of the gap."""
+        cumulative energy the next collect continues from the modeled idle energy of the gap
+        (as for a restarted sampler)."""
         typ = self.node_type[nid]
-        nt = self.node_types[typ]
         n = self.nodes[nid]
-        last = self.timelines[nid][-1] if self.timelines.get(nid) else None
-        now = time.time()
         with self.lock:
             self.released_at.pop(nid, None)
-            if last is not None:
-                self._energy_offset[nid] = last[1] + nt.idle_w * max(now - last[0], 0.0)
-                self.timelines[nid].append((now, self._energy_offset[nid], nt.idle_w, None, "modeled",
-                                            "no sampler (released or restarting): idle_w of its node type over the gap, modeled", last[6]))
-            self._tl_idx[nid] = 0
-            self._span_idx[nid] = 0  # the new sampler's spans start afresh
-            self._incarnation.pop(nid, None)
+            self._incarnation[nid] = _REPLACED  # the next collect takes up the new sampler
             self.node_state[nid] = "on"
         try:  # the name of the killed sampler may take a moment to be freed
             ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
@@ -611,6 +607,7 @@ class Runtime:
                 continue
             known = self._incarnation.setdefault(nid, inc)
             if inc != known or _inc != inc:
+                replaced = known == _REPLACED
                 try:  # read the new sampler from its start
                     (inc, tl_first, tl), (_inc, sp_first, sp) = ray.get(
                         [self.samplers[nid].timeline.remote(0, self.driver_id),
@@ -619,7 +616,7 @@ class Runtime:
                     continue
                 if _inc != inc or not tl:
                     continue
-                self._sampler_restarted(nid, inc, tl[0])
+                self._new_sampler(nid, inc, tl[0], replaced)
             if tl_first > self._tl_idx.get(nid, 0) or sp_first > self._span_idx.get(nid, 0):
                 # this driver was away longer than the sampler keeps rows for it
                 log.warning("tao_ray: node %s dropped rows this driver had not fetched; the gap is "
@@ -633,11 +630,12 @@ class Runtime:
                 self.spans[nid].extend(sp)
                 self._span_idx[nid] = sp_first + len(sp)
 
-    def _sampler_restarted(self, nid: str, inc: str, first: tuple) -> None:
-        """Ray restarted the node's sampler actor (its process died) and ``first`` is the new
-        actor's first reading: its cumulative energy continues from the last reading plus
-        the gap modeled at the node type's idle watts. Spans the old actor had not handed
-        over are lost (those tasks' energy goes to the node's idle share)."""
+    def _new_sampler(self, nid: str, inc: str, first: tuple, replaced: bool) -> None:
+        """The node has a new sampler actor (``replaced``: TAO started it when it took the
+        node back; else Ray restarted it after its process died) and ``first`` is its first
+        reading. Its counters start from zero, so the node's cumulative energy continues from
+        the last reading plus the gap modeled at the node type's idle watts. Spans a dead
+        sampler had not handed over are lost (those tasks' energy goes to the idle share)."""
         nt = self.node_types[self.node_type[nid]]
         with self.lock:
             self._incarnation[nid] = inc
@@ -645,12 +643,11 @@ class Runtime:
             if last is not None:
                 t = max(float(first[0]), float(last[0]))
                 e = last[1] + nt.idle_w * (t - last[0])
-                self.timelines[nid].append((t, e, nt.idle_w, None, "modeled",
-                                            "no sampler (restarted): idle_w of its node type over the gap, modeled",
-                                            last[6]))
+                self.timelines[nid].append((t, e, nt.idle_w, None, "modeled", NO_SAMPLER_METHOD, last[6]))
                 self._energy_offset[nid] = e - float(first[1])
-        log.warning("tao_ray: the sampler of node %s was restarted; the gap is modeled at idle power and "
-                    "spans it had not handed over are lost", nid[:12])
+        if not replaced:
+            log.warning("tao_ray: the sampler of node %s was restarted; the gap is modeled at idle power and "
+                        "spans it had not handed over are lost", nid[:12])
 
     def close_timelines(self) -> None:
         """Take a reading on every live node now, so timelines reach this instant. First

@@ -300,7 +300,9 @@ def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     df = tao_ray.report(str(tmp_path / "report.json"))
     with rt.lock:
         tl = list(rt.timelines[nid])
-    assert any("restarted" in row[5] for row in tl)
+    from tao_ray.runtime import NO_SAMPLER_METHOD
+
+    assert [row[5] for row in tl].count(NO_SAMPLER_METHOD) == 1
     t = [row[0] for row in tl]
     e = [row[1] for row in tl]
     assert t == sorted(t) and e == sorted(e)  # in time order, cumulative energy never falls
@@ -364,4 +366,12 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     att.check_conservation(rel_tol=1e-9, abs_tol_j=1e-6)
     gone = att.nodes[att.nodes["node_id"] == idle.node_id]
     assert energy.OFF_METHOD in gone["method"].iloc[0]
+    # the node that stayed continues its timeline across the sampler TAO replaced
+    from tao_ray.runtime import NO_SAMPLER_METHOD
+
+    with rt.lock:
+        tl = list(rt.timelines[held.node_id])
+    assert [row[5] for row in tl].count(NO_SAMPLER_METHOD) == 1
+    assert [row[0] for row in tl] == sorted(row[0] for row in tl)
+    assert [row[1] for row in tl] == sorted(row[1] for row in tl)
     ray.kill(user)
