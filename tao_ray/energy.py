@@ -93,17 +93,28 @@ def energy_between(rt: Any, t0: float, t1: float) -> dict[str, float]:
     return out
 
 
-def task_spans(rt: Any, t0: float = -math.inf, t1: float = math.inf) -> list[TaskSpan]:
-    spans = []
-    seen = set()
-    for nid, rows in rt.spans.items():
-        for tid, node, start, end, cpu_s, group, job, cpus in rows:
-            if tid in seen or end < t0 or start > t1:
-                continue
-            seen.add(tid)
-            spans.append(TaskSpan(task_id=tid, node_id=node, start_s=float(start), end_s=float(max(end, start)),
-                                  group=group, job=job, cpus=float(cpus), cpu_s=float(max(cpu_s, 0.0))))
-    return spans
+def span_of(row: tuple) -> TaskSpan:
+    """One span a wrapped task reported (task_id, node_id, start_s, end_s, cpu_s, group,
+    job, cpus) as a TaskSpan."""
+    tid, node, start, end, cpu_s, group, job, cpus = row
+    return TaskSpan(task_id=tid, node_id=node, start_s=float(start), end_s=float(max(end, start)),
+                    group=group, job=job, cpus=float(cpus), cpu_s=float(max(cpu_s, 0.0)))
+
+
+def unique_spans(rows: Any) -> list[TaskSpan]:
+    """TaskSpans of span rows, the first row of each task id only."""
+    out = []
+    seen: set[str] = set()
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            out.append(span_of(row))
+    return out
+
+
+def task_spans(rt: Any) -> list[TaskSpan]:
+    """Every task span the driver collected, once each."""
+    return unique_spans(row for rows in rt.spans.values() for row in rows)
 
 
 def attribution(rt: Any, t_end: Optional[float] = None) -> Attribution:

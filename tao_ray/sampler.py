@@ -277,8 +277,8 @@ class NodeSampler:
     def settle(self, now: Optional[float] = None) -> tuple[float, float]:
         """Attribute the newly settled stretch of the timeline (see module doc) and add it
         to the energy counters. Returns the joules given to (tasks, idle) this time."""
-        from tao_core.attribution import TaskSpan, attribute
-        from tao_ray.energy import reading_of
+        from tao_core.attribution import attribute
+        from tao_ray.energy import reading_of, unique_spans
 
         now = time.time() if now is None else now
         with self._lock:
@@ -298,15 +298,7 @@ class NodeSampler:
             spans = [sp for sp in self._unsettled if sp[3] > t0 and sp[2] < t1]
             self._unsettled = [sp for sp in self._unsettled if sp[3] > t1]
             self._settled_idx = end
-        seen: set[str] = set()
-        ts = []
-        for tid, node, start, stop, cpu_s, group, job, cpus in spans:
-            if tid not in seen:
-                seen.add(tid)
-                ts.append(TaskSpan(task_id=tid, node_id=self.node_id, start_s=float(start),
-                                   end_s=float(max(stop, start)), group=group, job=job, cpus=float(cpus),
-                                   cpu_s=float(max(cpu_s, 0.0))))
-        att = attribute({self.node_id: [reading_of(r) for r in rows]}, ts,
+        att = attribute({self.node_id: [reading_of(r) for r in rows]}, unique_spans(spans),
                         idle_w={self.node_id: self.idle_w}, node_cpus={self.node_id: self.cpus})
         src = rows[-1][4]
         tasks_j = att.total_j - att.idle_j
