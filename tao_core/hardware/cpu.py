@@ -110,36 +110,39 @@ def _model_from_blocks(procs: list[dict[str, str]]) -> tuple[str, str, str]:
     return (first.get("model name", ""), first.get("vendor_id", ""), "x86_64" if "flags" in first else "")
 
 
+def _identity(procs: list[dict[str, str]], ls: dict[str, str]) -> tuple[str, str, str]:
+    """(model name, vendor, arch): cpuinfo first, lscpu for what it lacks."""
+    model, vendor, arch = _model_from_blocks(procs)
+    if ls and not (procs and procs[0].get("model name")):
+        model = ls.get("Model name") or model
+    return model or "unknown", vendor or ls.get("Vendor ID", ""), arch or ls.get("Architecture", "")
+
+
+def _counts(root: HostRoot, procs: list[dict[str, str]], ls: dict[str, str]) -> tuple[int, int, int, bool]:
+    """(sockets, cores, threads, from sysfs topology)."""
+    threads = len(procs) or _int(ls.get("CPU(s)")) or _psutil_count(root, True) or 1
+    topo_sockets, topo_cores = _topology(root)
+    phys = {b.get("physical id") for b in procs if "physical id" in b}
+    pairs = {(b.get("physical id"), b.get("core id")) for b in procs if "core id" in b}
+    sockets = topo_sockets or len(phys) or _int(ls.get("Socket(s)")) or 1
+    cores = topo_cores or len(pairs) or _psutil_count(root, False) or threads
+    return sockets, cores, threads, topo_sockets is not None
+
+
 def read_cpu(root: Optional[HostRoot] = None,
              lscpu: Optional[Callable[[], Optional[dict[str, str]]]] = None) -> CpuInfo:
     """The CPU under ``root``. ``lscpu``: returns ``lscpu -J`` fields (default: run it, on
     a live machine only)."""
     root = root or HostRoot()
-    sources = []
-    text = root.read("/proc/cpuinfo") or ""
-    procs = [b for b in _blocks(text) if "processor" in b]
-    if procs:
-        sources.append("/proc/cpuinfo")
-    model, vendor, arch = _model_from_blocks(procs)
-    flags = procs[0].get("flags", "").split() if procs else []
+    procs = [b for b in _blocks(root.read("/proc/cpuinfo") or "") if "processor" in b]
     ls = (lscpu or (run_lscpu if root.live else (lambda: None)))() or {}
-    if ls:
-        sources.append("lscpu")
-        if not procs or not procs[0].get("model name"):
-            model = ls.get("Model name") or model
-        vendor = vendor or ls.get("Vendor ID", "")
-        arch = arch or ls.get("Architecture", "")
-    threads = len(procs) or _int(ls.get("CPU(s)")) or _psutil_count(root, True) or 1
-    sockets, cores = _topology(root)
-    if sockets:
-        sources.append("/sys/devices/system/cpu")
-    phys = {b.get("physical id") for b in procs if "physical id" in b}
-    pairs = {(b.get("physical id"), b.get("core id")) for b in procs if "core id" in b}
-    sockets = sockets or len(phys) or _int(ls.get("Socket(s)")) or 1
-    cores = cores or len(pairs) or _psutil_count(root, False) or threads
-    return CpuInfo(model_name=model or "unknown", vendor=vendor, arch=arch, sockets=sockets, cores=cores,
-                   threads=threads, hypervisor_flag="hypervisor" in flags,
-                   hypervisor_vendor=ls.get("Hypervisor vendor") or None, sources=tuple(sources))
+    model, vendor, arch = _identity(procs, ls)
+    sockets, cores, threads, topo = _counts(root, procs, ls)
+    sources = [name for name, used in (("/proc/cpuinfo", procs), ("lscpu", ls), ("/sys/devices/system/cpu", topo)) if used]
+    flags = procs[0].get("flags", "").split() if procs else []
+    return CpuInfo(model_name=model, vendor=vendor, arch=arch, sockets=sockets, cores=cores, threads=threads,
+                   hypervisor_flag="hypervisor" in flags, hypervisor_vendor=ls.get("Hypervisor vendor") or None,
+                   sources=tuple(sources))
 
 
 def _int(v: Optional[str]) -> Optional[int]:

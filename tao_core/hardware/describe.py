@@ -21,7 +21,7 @@ from tao_core.control.types import NodeType
 from tao_core.hardware.cpu import CpuInfo, read_cpu
 from tao_core.hardware.gpu import Gpus, discover_gpus
 from tao_core.hardware.memory import MemoryInfo, read_memory
-from tao_core.hardware.naming import hardware_key
+from tao_core.hardware.naming import hardware_key, memory_bucket_gib
 from tao_core.hardware.platform import PlatformInfo, read_platform
 from tao_core.hardware.root import HostRoot
 from tao_core.power.fitted_cache import FittedCurve, FittedCurveStore, MEASURED_SOURCES, MIN_SAMPLES
@@ -101,7 +101,7 @@ def _fitted_provenance(fit: FittedCurve, key: str, before: str) -> CurveProvenan
 
 def _power_model(hw: HardwareInfo, key: str, cpus: float, store: Optional[FittedCurveStore]) -> NodePowerModel:
     est = estimate_server_curve(hw.cpu.model_name, sockets=hw.cpu.sockets, threads=hw.cpu.threads,
-                                memory_gb=hw.memory.total_gb, product=hw.platform.product,
+                                memory_gb=float(memory_bucket_gib(hw.memory.total_bytes)), product=hw.platform.product,
                                 virtual=hw.platform.virtual)
     fit = store.load(key) if store is not None else None
     before = f"{est.method}: {est.detail}"

@@ -20,9 +20,8 @@ class MemoryInfo:
     limit_bytes: Optional[int] = None  #: cgroup memory limit, when below the total
 
     @property
-    def total_gb(self) -> float:
-        """Decimal gigabytes (10**9 bytes), as SPECpower results and DIMM sizes count."""
-        return self.total_bytes / 1e9
+    def total_gib(self) -> float:
+        return self.total_bytes / 2**30
 
 
 def _meminfo_total(root: HostRoot) -> Optional[int]:

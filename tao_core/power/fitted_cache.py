@@ -93,8 +93,9 @@ def _parse(doc: Any, key: str) -> FittedCurve:
     if doc.get("hardware_key") != key:
         raise ValueError(f"hardware_key {doc.get('hardware_key')!r} is not {key!r}")
     pts = doc.get("points_w")
-    if not isinstance(pts, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pts):
-        raise ValueError("points_w: expected 11 numbers")
+    if (not isinstance(pts, list) or len(pts) != 11
+            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pts)):
+        raise ValueError(f"points_w: expected 11 numbers (watts at 0, 10, ..., 100 %), got {pts!r}")
     samples = doc.get("samples")
     if not isinstance(samples, int) or samples < 0:
         raise ValueError("samples: expected a whole number >= 0")
