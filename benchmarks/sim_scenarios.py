@@ -37,8 +37,6 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tao_core.control.types import NodeType  # noqa: E402
-from tao_core.power.curve import PowerCurve  # noqa: E402
 from tao_core.sim import output  # noqa: E402
 from tao_core.sim.model import ClusterSpec, SimTask, Workload, make_nodes  # noqa: E402
 from tao_core.sim.runner import POLICY_NAMES, run_all  # noqa: E402
@@ -52,16 +50,13 @@ TAO_OPTIONS: dict[str, Any] = {"wake_in_decide": False}
 
 def specpower_cluster() -> ClusterSpec:
     """The idle-heavy cluster: three SPECpower_ssj2008 servers (tao_core/data/specpower_servers.csv)."""
-    import csv
+    from tao_core.power.catalog import specpower_node_type
 
-    rows = {r["model"]: r for r in csv.DictReader(open(ROOT / "tao_core" / "data" / "specpower_servers.csv"))}
     types = {}
     counts = []
     for model, name, n in (("IbmX3550XeonX5675", "x5675", 16), ("IbmX3550XeonX5670", "x5670", 16),
                            ("IbmX3250XeonX3480", "x3480", 16)):
-        r = rows[model]
-        curve = PowerCurve(tuple(float(r[f"w_{p}"]) for p in range(0, 101, 10)))
-        types[name] = NodeType(name=name, cpus=float(r["cores"]), power_curve=curve, boot_s=120.0, off_w=10.0)
+        types[name] = specpower_node_type(model, name=name, boot_s=120.0, off_w=10.0)
         counts.append((name, n))
     return ClusterSpec(node_types=types, nodes=make_nodes(counts), pue=1.0, source="idle-heavy (SPECpower servers)")
 

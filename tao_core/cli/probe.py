@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from tao_core.hardware import describe_this_node, format_probe_section
 from tao_core.telemetry.detect import detect
 
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         det.close()
     report = det.to_dict()
     report["domains"] = domains
+    hardware = describe_this_node()
+    report["hardware"] = hardware.to_dict()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -49,4 +52,5 @@ def run(args: argparse.Namespace) -> int:
     for d in domains:
         parent = f" (inside {d['parent']})" if d["parent"] else ""
         out.write(f"  {d['domain']:<12} {d['source']:<14} {d['method']}{parent}\n")
+    out.write("\n" + format_probe_section(hardware))
     return 0
