@@ -121,6 +121,12 @@ def init(
                       sample_interval_s=sample_interval_s, shared_machine=shared_machine,
                       launchable=dict(launchable or {})), cfg, opts)
     _state.runtime = rt
+    try:
+        from tao_ray.remote_report import save_token
+
+        save_token(rt.token)
+    except OSError as e:
+        log.warning("tao_ray: could not write the session token file (%s); give tao ray report --token", e)
     if not rt.registry.metered():
         msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.registry.untyped)} untyped): TAO only observes. "
                f"It places nothing and meters no node, so no task gets energy. Give nodes a type with the "
