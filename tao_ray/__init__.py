@@ -35,6 +35,7 @@ from tao_ray.nodes import TYPE_LABEL, specpower_node_type
 
 __all__ = [
     "init", "shutdown", "remote", "options", "placement_group", "report", "stats", "is_initialized",
+    "placements", "decisions", "timelines", "session_token",
     "label_selector", "specpower_node_type", "TYPE_LABEL", "TaoRemoteFunction", "TaoActorClass",
     "ObserveOnlyWarning",
 ]
@@ -173,7 +174,25 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
                                  job=rt.task_events.resolve_job(job) if job else None)
     rt.last_summary = df.attrs["summary"]
     df.attrs["report"] = rep
+    df.attrs["nodes"] = _att.nodes.copy()
     return df
+
+
+def placements() -> dict[str, str]:
+    """Ray task id (hex) -> node id of the latest (at most 10,000) tasks TAO placed."""
+    return {t.hex(): n for t, n in list(_runtime("placements").placements)}
+
+
+def decisions() -> list[dict[str, Any]]:
+    """The controller's decision events so far (``DecisionEvent.to_dict()``)."""
+    return list(_runtime("decisions").decision_events())
+
+
+def timelines() -> dict[str, list[Any]]:
+    """A copy of each metered node's timeline (:class:`tao_ray.records.TimelineRow`)."""
+    reg = _runtime("timelines").registry
+    with reg.lock:
+        return {r.node_id: list(r.rows) for r in reg.metered()}
 
 
 def _inputs(rt: Any, t0: float, t1: float) -> Any:
@@ -207,6 +226,7 @@ def stats() -> dict[str, Any]:
     if rt is None:
         return {}
     reg = rt.registry
+    ctl = _controller_stats(rt)
     with rt.lock, reg.lock:
         typed = [r for r in reg.nodes.values() if r.ray is not None]
         mode = "placing" if any(r.live for r in typed) else "observe-only"
@@ -221,8 +241,16 @@ def stats() -> dict[str, Any]:
             "untyped_nodes": sorted(reg.untyped), "reservations_held": len(rt.held_reservations()),
             "budget": dict(rt.budget), "scale_log": list(rt.scale_log),
             "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
-            "last_report": getattr(rt, "last_summary", None),
+            "last_report": getattr(rt, "last_summary", None), "strict_admission": rt.opts.strict,
+            "controller": ctl,
         }
+
+
+def _controller_stats(rt: Any) -> Optional[dict[str, Any]]:
+    try:
+        return rt.call("stats")
+    except Exception:  # noqa: BLE001 - down or failing open
+        return None
 
 
 def shutdown(kill_actors: bool = True) -> None:
