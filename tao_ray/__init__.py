@@ -98,22 +98,8 @@ def init(
     if _state.runtime is not None:
         raise InputError("tao_ray.init: TAO is already initialised in this driver; call tao_ray.shutdown() first")
     types = dict(node_types) if isinstance(node_types, Mapping) else {t.name: t for t in node_types}
-    if not types:
-        raise InputError("node_types: give at least one NodeType (see tao_ray.specpower_node_type)")
-    if default_type is not None and default_type not in types:
-        raise InputError(f"default_type {default_type!r}: not among node_types {sorted(types)}")
-    if drain not in ("none", "gcs"):
-        raise InputError("drain: use 'none' (leave removal to Ray's autoscaler idle timeout) or 'gcs'")
-    if hint_with not in ("label", "resource"):
-        raise InputError("hint_with: use 'label' (bundle label selectors) or 'resource' (tao_type_NAME resources)")
-    for typ in launchable or {}:
-        if typ not in types:
-            raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(types)}")
-    cfg = dataclasses.replace(config or ControllerConfig())
-    if power_budget_w is not None:
-        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
-    if cfg.scale_down and on_power_off is None and drain == "none" and not launchable:
-        cfg = dataclasses.replace(cfg, scale_down=False)  # no node could be turned off: plan none
+    _check_args(types, default_type, drain, hint_with, launchable or {})
+    cfg = _config(config, power_budget_w, can_power_off=on_power_off is not None or drain != "none" or bool(launchable))
     opts = Options(sample_interval_s=sample_interval_s, sync_interval_s=sync_interval_s, timeout_s=timeout_s,
                    slot_linger_s=slot_linger_s, node_poll_s=node_poll_s, task_events_poll_s=task_events_poll_s,
                    strict=(cfg.power_budget_w is not None) if strict_admission is None else bool(strict_admission),
@@ -135,6 +121,33 @@ def init(
         log.warning(msg)
         warnings.warn(msg, ObserveOnlyWarning, stacklevel=2)
     return rt
+
+
+def _check_args(types: Mapping[str, NodeType], default_type: Optional[str], drain: str, hint_with: str,
+                launchable: Mapping[str, int]) -> None:
+    if not types:
+        raise InputError("node_types: give at least one NodeType (see tao_ray.specpower_node_type)")
+    if default_type is not None and default_type not in types:
+        raise InputError(f"default_type {default_type!r}: not among node_types {sorted(types)}")
+    if drain not in ("none", "gcs"):
+        raise InputError("drain: use 'none' (leave removal to Ray's autoscaler idle timeout) or 'gcs'")
+    if hint_with not in ("label", "resource"):
+        raise InputError("hint_with: use 'label' (bundle label selectors) or 'resource' (tao_type_NAME resources)")
+    for typ in launchable:
+        if typ not in types:
+            raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(types)}")
+
+
+def _config(config: Optional[ControllerConfig], power_budget_w: Optional[float], can_power_off: bool
+            ) -> ControllerConfig:
+    """A copy of ``config`` (the caller's is never changed) with the budget set, and no
+    scale-down planned when no node could be turned off."""
+    cfg = dataclasses.replace(config or ControllerConfig())
+    if power_budget_w is not None:
+        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
+    if cfg.scale_down and not can_power_off:
+        cfg = dataclasses.replace(cfg, scale_down=False)
+    return cfg
 
 
 def is_initialized() -> bool:
@@ -238,7 +251,7 @@ def stats() -> dict[str, Any]:
             "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
                                   "released": r.released_at is not None, "removed": r.removed_at is not None}
                       for r in typed},
-            "untyped_nodes": sorted(reg.untyped), "reservations_held": len(rt.held_reservations()),
+            "untyped_nodes": sorted(reg.untyped), "booting": reg.booting_types(), "reservations_held": len(rt.held_reservations()),
             "budget": dict(rt.budget), "scale_log": list(rt.scale_log),
             "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
             "last_report": getattr(rt, "last_summary", None), "strict_admission": rt.opts.strict,

@@ -22,8 +22,10 @@
   autoscaler (``launchable`` given), TAO *releases* the node: it stops its own sampler actor
   there and Ray's autoscaler removes the node after its idle timeout (TAO's consolidation is
   what lets it go idle); from release until the node leaves it is modeled at its idle power.
-  Otherwise nothing is done: the node stays on and is told so to the controller. The node's
-  energy after a real removal is modeled as the node type's ``off_w`` (0 W by default).
+  With none of these ``tao_ray.init`` turns the controller's scale-down off, so no plan asks
+  for one; a node kept on anyway is logged and told to the controller. The node's energy
+  after a real removal is modeled as the node type's ``off_w`` (0 W by default). Every
+  outcome goes to the scale log and, as ``carried-out:ACTION`` decisions, to the ledger.
 """
 from __future__ import annotations
 
@@ -144,7 +146,7 @@ def apply(rt: Any, scale: dict[str, Any]) -> None:
                 except Exception as e:  # noqa: BLE001
                     log.warning("tao_ray: on_power_on(%s) failed: %s", typ, e)
         else:
-            request(reg.node_types, reg.booting_types(), rt.opts.hint_with)
+            rt.refresh_requests()
 
 
 def _power_off(rt: Any, rec: Any, reason: str) -> None:

@@ -45,17 +45,10 @@ def load_token(token: Optional[str], path: Optional[str]) -> str:
     return read_input_text(p, "--token-file", max_bytes=1024).strip()
 
 
-def build(address: str, token: str, *, job: Optional[str] = None, path: Optional[str] = None,
-          ledger: Optional[str] = None) -> tuple[Any, dict]:
-    """(per-task DataFrame, report dict) of the session on the cluster at ``address``."""
+def _session(address: str, token: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The controller's session record and decision events (an InputError when refused)."""
     import ray
 
-    from tao_ray import energy
-    from tao_ray.controller_actor import node_type_from_dict
-    from tao_ray.task_events import TaskEventReader
-
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
     try:
         ctl = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     except ValueError:
@@ -67,10 +60,18 @@ def build(address: str, token: str, *, job: Optional[str] = None, path: Optional
         if isinstance(e.cause, PermissionError):
             raise InputError(f"--token: {e.cause}") from None
         raise
-    types = {t.name: t for t in (node_type_from_dict(d) for d in sess["node_types"])}
+    return sess, events
+
+
+def _histories(session_nodes: list, types: dict[str, Any], token: str) -> tuple[list[Any], list[str]]:
+    """Each session node's whole timeline from its sampler, and notes on those gone."""
+    import ray
+
+    from tao_ray import energy
+
     cpus = {n["NodeID"]: float((n.get("Resources") or {}).get("CPU", 0.0)) for n in ray.nodes() if n["Alive"]}
     nodes, notes = [], []
-    for nid, typ, _state in sess["nodes"]:
+    for nid, typ, _state in session_nodes:
         try:
             _inc, _first, rows = ray.get(ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
                                          .timeline.remote(token, 0), timeout=30)
@@ -79,6 +80,23 @@ def build(address: str, token: str, *, job: Optional[str] = None, path: Optional
                 notes.append(f"node {nid[:12]} has no sampler any more: its energy is not in this report")
             continue
         nodes.append(energy.NodeHistory(nid, typ, cpus.get(nid) or types[typ].cpus, rows))
+    return nodes, notes
+
+
+def build(address: str, token: str, *, job: Optional[str] = None, path: Optional[str] = None,
+          ledger: Optional[str] = None) -> tuple[Any, dict]:
+    """(per-task DataFrame, report dict) of the session on the cluster at ``address``."""
+    import ray
+
+    from tao_ray import energy
+    from tao_ray.controller_actor import node_type_from_dict
+    from tao_ray.task_events import TaskEventReader
+
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    sess, events = _session(address, token)
+    types = {t.name: t for t in (node_type_from_dict(d) for d in sess["node_types"])}
+    nodes, notes = _histories(sess["nodes"], types, token)
     if not nodes:
         raise InputError(f"--address {address}: the TAO session there meters no node")
     t0, t1 = min(n.rows[0].t_s for n in nodes if n.rows), time.time()

@@ -108,6 +108,7 @@ class Runtime:
         self._rr: dict[str, itertools.count] = {}
         self._one: dict[str, tuple[Grant, float]] = {}  # strict grants of running tasks -> start
         self._held: list[_Held] = []
+        self._requested: list[str] = []  # node types asked of Ray's autoscaler
         self.queue: deque[_Queued] = deque()
         self._want: dict[str, list] = {}  # group -> [cpus, gpus, job, n]
         self._started: list[str] = []
@@ -144,6 +145,16 @@ class Runtime:
         self._thread.start()
         self._events_thread = threading.Thread(target=self._poll_task_events, name="tao-task-events", daemon=True)
         self._events_thread.start()
+
+    def refresh_requests(self) -> None:
+        """Ask Ray's autoscaler for exactly the placeholders now booting (an empty request
+        clears it) when that changed, unless the user adds nodes (``on_power_on``)."""
+        booting = self.registry.booting_types()
+        if self.registry.launchable and self.opts.on_power_on is None and booting != self._requested:
+            from tao_ray import autoscale
+
+            self._requested = booting
+            autoscale.request(self.registry.node_types, booting, self.opts.hint_with)
 
     def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
         """One call to the controller actor with this session's token; waits for the answer."""
@@ -290,6 +301,7 @@ class Runtime:
                     last_nodes = now
                     if self.registry.discover():
                         self.push_nodes()
+                        self.refresh_requests()
                     self._check_held()
                 if self.failed_open:
                     self._try_recover()
