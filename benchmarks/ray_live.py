@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tao_ray  # noqa: E402
-from tao_ray.localcluster import compare  # noqa: E402
+from ray_cluster import compare  # noqa: E402
 from results_file import write_json  # noqa: E402
 
 NODES = [("eff", 4), ("old", 2), ("old", 2), ("old", 2)]

@@ -21,9 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tao_ray  # noqa: E402
-from tao_ray.localcluster import compare  # noqa: E402
+from ray_cluster import compare  # noqa: E402
 
 NODES = [("eff", 4), ("old", 2), ("old", 2)]
 

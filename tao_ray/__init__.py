@@ -3,13 +3,13 @@
 ```python
 import ray, tao_ray
 ray.init(...)
-tao_ray.init(node_types=[...])          # controller actor + one sampler per node
+tao_ray.init(node_types=[...])          # controller actor + one sampler per typed node
 
 @tao_ray.remote(num_cpus=1)             # or tao_ray.options(existing_remote_fn)
 def work(x): ...
 
 ray.get([work.remote(i) for i in range(100)])
-df = tao_ray.report("energy.json")     # per-task energy (pandas) + the JSON report
+df = tao_ray.report("energy.json")     # every task on the cluster, wrapped or not
 tao_ray.shutdown()
 ```
 
@@ -18,7 +18,10 @@ decisions into Ray actions; it holds no policy of its own. See the README, secti
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
+import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import pandas as pd
@@ -27,15 +30,23 @@ from tao_core.control.config import ControllerConfig
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
 from tao_ray import _state
-from tao_ray.api import TaoActorClass, TaoRemoteFunction, options, placement_group, remote
+from tao_ray.api import TaoActorClass, TaoRemoteFunction, label_selector, options, placement_group, remote
 from tao_ray.nodes import TYPE_LABEL, specpower_node_type
 
 __all__ = [
     "init", "shutdown", "remote", "options", "placement_group", "report", "stats", "is_initialized",
-    "specpower_node_type", "TYPE_LABEL", "TaoRemoteFunction", "TaoActorClass",
+    "placements", "decisions", "timelines", "session_token",
+    "label_selector", "specpower_node_type", "TYPE_LABEL", "TaoRemoteFunction", "TaoActorClass",
+    "ObserveOnlyWarning",
 ]
 
 log = logging.getLogger("tao_ray")
+#: seconds Ray's workers may take to hand their task events to the GCS (they report every 1 s)
+TASK_EVENT_LAG_S = 1.5
+
+
+class ObserveOnlyWarning(UserWarning):
+    """No Ray node has a TAO node type: TAO places nothing and meters no node."""
 
 
 def init(
@@ -50,6 +61,7 @@ def init(
     timeout_s: float = 2.0,
     slot_linger_s: float = 0.5,
     node_poll_s: float = 1.0,
+    task_events_poll_s: float = 15.0,
     strict_admission: Optional[bool] = None,
     on_power_off: Optional[Callable[[str], Any]] = None,
     on_power_on: Optional[Callable[[str], Any]] = None,
@@ -62,84 +74,196 @@ def init(
 
     ``node_types``: the TAO node types (power curve, CPUs, ...). A node's type comes from
     ``node_type_of`` (node id -> type name), else its ``tao-node-type`` label, else a
-    ``tao_type_NAME`` resource, else ``default_type``; nodes with none are left to Ray.
-    ``config``/``power_budget_w``: the controller's knobs (watts). ``strict_admission``
-    (default: on when a power budget is set): tasks wait on the driver for a grant.
-    ``on_power_off(node_id)`` / ``on_power_on(node_type)``: how to remove or add a node
-    (default: nothing / ``request_resources`` hints); ``drain``: "none" or "gcs" (see
-    :mod:`tao_ray.autoscale`). ``shared_machine``: force (True/False) modeling each node from
-    its own processes; default: when several nodes share one address.
-    ``launchable``: node type -> most nodes of that type Ray's autoscaler may run; TAO then
-    keeps the missing ones as nodes that are off in the controller's view, and when the
-    controller boots one TAO asks the autoscaler for it with ``request_resources`` and the
-    type's label selector (the autoscaler's node types must carry ``tao-node-type`` labels),
-    or with ``hint_with="resource"`` one unit of the type's ``tao_type_NAME`` resource.
+    ``tao_type_NAME`` resource, else ``default_type``; TAO neither places on nor meters a
+    node with none, and when no node has one it warns (:class:`ObserveOnlyWarning`) and
+    says so in :func:`stats`. ``config``/``power_budget_w``: the controller's knobs
+    (watts; ``config`` is not modified). ``strict_admission`` (default: on when a power
+    budget is set): tasks wait on the driver for a grant. ``on_power_off(node_id)`` /
+    ``on_power_on(node_type)``: how to remove or add a node (default: nothing /
+    ``request_resources`` hints); ``drain``: "none" or "gcs" (see :mod:`tao_ray.autoscale`);
+    with no way to power a node off, the controller plans no scale-down. ``shared_machine``:
+    force (True/False) modeling each node from its own processes; default: when several
+    nodes share one address. ``launchable``: node type -> most nodes of that type Ray's
+    autoscaler may run (``hint_with``: "label" or "resource" for its requests).
     ``timeout_s``: seconds without an answer from the controller before failing open.
+    ``task_events_poll_s``: seconds between reads of Ray's task events.
     Returns the driver runtime.
     """
     import ray
+
+    from tao_ray.runtime import Options, Runtime
 
     if not ray.is_initialized():
         raise InputError("tao_ray.init: call ray.init(...) first (TAO attaches to a running Ray session)")
     if _state.runtime is not None:
         raise InputError("tao_ray.init: TAO is already initialised in this driver; call tao_ray.shutdown() first")
-    if isinstance(node_types, Mapping):
-        types = dict(node_types)
-    else:
-        types = {t.name: t for t in node_types}
+    types = dict(node_types) if isinstance(node_types, Mapping) else {t.name: t for t in node_types}
+    _check_args(types, default_type, drain, hint_with, launchable or {})
+    cfg = _config(config, power_budget_w, can_power_off=on_power_off is not None or drain != "none" or bool(launchable))
+    opts = Options(sample_interval_s=sample_interval_s, sync_interval_s=sync_interval_s, timeout_s=timeout_s,
+                   slot_linger_s=slot_linger_s, node_poll_s=node_poll_s, task_events_poll_s=task_events_poll_s,
+                   strict=(cfg.power_budget_w is not None) if strict_admission is None else bool(strict_admission),
+                   on_power_off=on_power_off, on_power_on=on_power_on, drain=drain, hint_with=hint_with)
+    rt = Runtime(dict(node_types=types, node_type_of=dict(node_type_of or {}), default_type=default_type,
+                      sample_interval_s=sample_interval_s, shared_machine=shared_machine,
+                      launchable=dict(launchable or {})), cfg, opts)
+    _state.runtime = rt
+    try:
+        from tao_ray.remote_report import save_token
+
+        save_token(rt.token)
+    except OSError as e:
+        log.warning("tao_ray: could not write the session token file (%s); give tao ray report --token", e)
+    if not rt.registry.metered():
+        msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.registry.untyped)} untyped): TAO only observes. "
+               f"It places nothing and meters no node, so no task gets energy. Give nodes a type with the "
+               f"{TYPE_LABEL!r} label, a tao_type_NAME resource, node_type_of= or default_type=.")
+        log.warning(msg)
+        warnings.warn(msg, ObserveOnlyWarning, stacklevel=2)
+    return rt
+
+
+def _check_args(types: Mapping[str, NodeType], default_type: Optional[str], drain: str, hint_with: str,
+                launchable: Mapping[str, int]) -> None:
     if not types:
         raise InputError("node_types: give at least one NodeType (see tao_ray.specpower_node_type)")
     if default_type is not None and default_type not in types:
         raise InputError(f"default_type {default_type!r}: not among node_types {sorted(types)}")
-    cfg = config or ControllerConfig()
+    if drain not in ("none", "gcs"):
+        raise InputError("drain: use 'none' (leave removal to Ray's autoscaler idle timeout) or 'gcs'")
+    if hint_with not in ("label", "resource"):
+        raise InputError("hint_with: use 'label' (bundle label selectors) or 'resource' (tao_type_NAME resources)")
+    for typ in launchable:
+        if typ not in types:
+            raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(types)}")
+
+
+def _config(config: Optional[ControllerConfig], power_budget_w: Optional[float], can_power_off: bool
+            ) -> ControllerConfig:
+    """A copy of ``config`` (the caller's is never changed) with the budget set, and no
+    scale-down planned when no node could be turned off."""
+    cfg = dataclasses.replace(config or ControllerConfig())
     if power_budget_w is not None:
-        cfg.power_budget_w = float(power_budget_w)
-        cfg = ControllerConfig(**cfg.__dict__)
-    import importlib.util
-
-    if importlib.util.find_spec("aiohttp") is None:
-        log.info("tao_ray: Ray's metrics agent needs ray[default] (aiohttp and friends are missing here); "
-                 "the tao_ metrics are recorded but no node exports them")
-    from tao_ray.runtime import Runtime
-
-    _state.runtime = Runtime(
-        types, config=cfg, node_type_of=node_type_of, default_type=default_type,
-        sample_interval_s=sample_interval_s, sync_interval_s=sync_interval_s, timeout_s=timeout_s,
-        slot_linger_s=slot_linger_s, node_poll_s=node_poll_s, strict=strict_admission,
-        on_power_off=on_power_off, on_power_on=on_power_on, drain=drain, shared_machine=shared_machine,
-        launchable=launchable, hint_with=hint_with,
-    )
-    return _state.runtime
+        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
+    if cfg.scale_down and not can_power_off:
+        cfg = dataclasses.replace(cfg, scale_down=False)
+    return cfg
 
 
 def is_initialized() -> bool:
     return _state.runtime is not None
 
 
-def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: str = "tao") -> pd.DataFrame:
-    """Per-task energy since ``init`` as a DataFrame (task_id, group, job, node_id, start_s,
-    end_s, energy_j, dynamic_j, static_j, source, method, uncertainty); writes the JSON energy
-    report to ``path`` and the records to a signed ledger at ``ledger`` when given. Each
-    figure carries its source (``modeled`` on a machine without power counters) and method."""
-    rt = _state.runtime
-    if rt is None:
-        raise InputError("tao_ray.report: call tao_ray.init(...) first")
-    from tao_ray import energy as _report
+def _runtime(what: str) -> Any:
+    if _state.runtime is None:
+        raise InputError(f"tao_ray.{what}: call tao_ray.init(...) first")
+    return _state.runtime
 
-    df, rep = _report.write(rt, path, ledger, policy=policy)
-    rt.last_report = rep
+
+def session_token() -> str:
+    """The token this session's actors require (give it to ``tao ray report --token``)."""
+    return _runtime("session_token").token
+
+
+def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: str = "tao",
+           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> pd.DataFrame:
+    """Per-task energy of every task on the cluster in the window (default: from ``init`` to
+    now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
+    start_s, end_s, energy_j, dynamic_j, static_j, source, method, uncertainty, known_by,
+    actor_id); ``job`` (a Ray job id or a Ray Jobs submission id) limits the report and the
+    frame to that job. Writes the JSON energy report to ``path`` and the records to a signed
+    ledger at ``ledger``. ``df.attrs["summary"]`` holds the run's figures, among them the
+    budget adherence and what could not be accounted. Every figure carries its source
+    (``modeled`` on a machine without power counters) and method."""
+    from tao_ray import energy
+
+    rt = _runtime("report")
+    t_call = time.time()
+    rt.close_timelines()
+    time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
+    rt.task_events.poll()
+    inp = _inputs(rt, *(window or (rt.t_start, t_call)))
+    df, rep, _att = energy.build(inp, path=path, ledger=ledger, policy=policy,
+                                 job=rt.task_events.resolve_job(job) if job else None)
+    rt.last_summary = df.attrs["summary"]
+    df.attrs["report"] = rep
+    df.attrs["nodes"] = _att.nodes.copy()
     return df
 
 
+def placements() -> dict[str, str]:
+    """Ray task id (hex) -> node id of the latest (at most 10,000) tasks TAO placed."""
+    return {t.hex(): n for t, n in list(_runtime("placements").placements)}
+
+
+def decisions() -> list[dict[str, Any]]:
+    """The controller's decision events so far (``DecisionEvent.to_dict()``)."""
+    return list(_runtime("decisions").decision_events())
+
+
+def timelines() -> dict[str, list[Any]]:
+    """A copy of each metered node's timeline (:class:`tao_ray.records.TimelineRow`)."""
+    reg = _runtime("timelines").registry
+    with reg.lock:
+        return {r.node_id: list(r.rows) for r in reg.metered()}
+
+
+def _inputs(rt: Any, t0: float, t1: float) -> Any:
+    from tao_ray import energy
+
+    reg = rt.registry
+    with reg.lock:
+        nodes = [energy.NodeHistory(r.node_id, r.node_type, r.cpus, list(r.rows), r.released_at, r.removed_at)
+                 for r in reg.metered()]
+        wrapped = energy.wrapper_rows([s for r in reg.metered() for s in r.spans])
+    metered = {n.node_id for n in nodes}
+    ray_rows = rt.task_events.rows()
+    rt.task_events.unmetered = sum(1 for r in ray_rows if r.node_id not in metered and t0 < r.end_s and r.start_s < t1)
+    with rt.lock:
+        outcomes = [dict(o) for o in rt.scale_log if t0 <= o["t_s"] <= t1]
+    try:
+        config = rt.call("session")["config"]
+    except Exception:  # noqa: BLE001 - controller down: the config this driver sent
+        config = dataclasses.asdict(rt.config)
+    return energy.ReportInputs(node_types=reg.node_types, nodes=nodes, tasks=wrapped + ray_rows, config=config,
+                               t0=t0, t1=t1, events=[e for e in rt.decision_events() if t0 <= e.get("t_s", t0) <= t1],
+                               outcomes=outcomes, notes=rt.task_events.notes(), jobs=dict(rt.task_events.jobs))
+
+
 def stats() -> dict[str, Any]:
-    """Driver counters (placed, deferred, default, fail_open_events, ...) and node states."""
+    """What TAO is doing in this driver: ``mode`` ("placing", or "observe-only" with the
+    reason), counters (placed, deferred, default, fail_open_events, ...), node states
+    (the core's :class:`NodeState` names), untyped nodes, reservations held, the budget
+    state, the scale log and what Ray's task events could not give."""
     rt = _state.runtime
     if rt is None:
         return {}
-    with rt.lock:
-        return {"counters": dict(rt.counters), "queued": len(rt.queue), "failed_open": rt.failed_open,
-                "nodes": {n: {"type": rt.node_type[n], "state": rt.node_state.get(n)} for n in rt.nodes},
-                "budget": dict(rt.budget), "scale_log": list(rt.scale_log)}
+    reg = rt.registry
+    ctl = _controller_stats(rt)
+    with rt.lock, reg.lock:
+        typed = [r for r in reg.nodes.values() if r.ray is not None]
+        mode = "placing" if any(r.live for r in typed) else "observe-only"
+        return {
+            "mode": mode,
+            "why": "" if mode == "placing" else "no Ray node with a TAO node type is in the cluster: TAO places "
+                                                "nothing and meters no node",
+            "counters": dict(rt.counters), "queued": len(rt.queue), "failed_open": rt.failed_open,
+            "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
+                                  "released": r.released_at is not None, "removed": r.removed_at is not None}
+                      for r in typed},
+            "untyped_nodes": sorted(reg.untyped), "booting": reg.booting_types(), "reservations_held": len(rt.held_reservations()),
+            "budget": dict(rt.budget), "scale_log": list(rt.scale_log),
+            "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
+            "last_report": getattr(rt, "last_summary", None), "strict_admission": rt.opts.strict,
+            "controller": ctl,
+        }
+
+
+def _controller_stats(rt: Any) -> Optional[dict[str, Any]]:
+    try:
+        return rt.call("stats")
+    except Exception:  # noqa: BLE001 - down or failing open
+        return None
 
 
 def shutdown(kill_actors: bool = True) -> None:

@@ -1,7 +1,9 @@
-"""User-facing wrappers: ``@tao_ray.remote``, ``tao_ray.options`` and
-``tao_ray.placement_group``. They send work where the controller says through Ray's public
-strategies (``NodeAffinitySchedulingStrategy``, ``bundle_label_selector``) and fall back
-to Ray's own scheduling whenever TAO is not initialised or has failed open.
+"""User-facing wrappers: ``@tao_ray.remote``, ``tao_ray.options``,
+``tao_ray.placement_group`` and ``tao_ray.label_selector``. They send work where the
+controller says through Ray's public strategies (``NodeAffinitySchedulingStrategy``,
+``bundle_label_selector``, ``label_selector``) and fall back to Ray's own scheduling
+whenever TAO is not initialised or has failed open. An actor's or a placement group's
+reservation is handed back when Ray reports the actor dead or the group removed.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tao_ray import _state
-from tao_ray.nodes import NODE_ID_LABEL
+from tao_ray.nodes import NODE_ID_LABEL, TYPE_LABEL
+from tao_ray.records import Grant
 from tao_ray.spans import wrap_function
 
 log = logging.getLogger("tao_ray")
@@ -53,12 +56,12 @@ class TaoRemoteFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         rt = _state.runtime
         if rt is None:
-            return self._remote.remote(*args, **kwargs)
+            return self._remote.remote("", *args, **kwargs)
         try:
             return rt.submit(self, args, kwargs)
         except Exception as e:  # noqa: BLE001 - fail open
             log.warning("tao_ray: placement failed (%s: %s); using Ray's default scheduling", type(e).__name__, e)
-            return self._remote.remote(*args, **kwargs)
+            return self._remote.remote(rt.token, *args, **kwargs)
 
     def options(self, *, tao_job: Optional[str] = None, tao_group: Optional[str] = None, **ray_options: Any) -> "TaoRemoteFunction":
         opts = dict(self._ray_options)
@@ -72,7 +75,7 @@ class TaoRemoteFunction:
 class TaoActorClass:
     """An actor class whose actors TAO places: each ``.remote()`` asks the controller for a
     node (one round trip per actor, not per method call) and pins the actor there; the
-    reservation lasts for the driver's TAO session."""
+    reservation lasts until Ray reports the actor dead."""
 
     def __init__(self, cls: Any, ray_options: dict[str, Any], job: Optional[str] = None) -> None:
         self._cls = cls
@@ -84,11 +87,13 @@ class TaoActorClass:
         self.gpus = float(self._ray_options.get("num_gpus") or 0)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        node = _decide_one(self.group, self.cpus, self.gpus, self.job)
-        if node is None:
+        grant = _decide_one(self.group, self.cpus, self.gpus, self.job)
+        if grant is None:
             return self._actor_cls.remote(*args, **kwargs)
-        return self._actor_cls.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote(*args, **kwargs)
+        actor = self._actor_cls.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(grant.node_id, soft=True)).remote(*args, **kwargs)
+        _state.runtime.hold(grant, _actor_alive(actor._actor_id.hex()))
+        return actor
 
     def options(self, *, tao_job: Optional[str] = None, **ray_options: Any) -> "TaoActorClass":
         opts = dict(self._ray_options)
@@ -96,20 +101,37 @@ class TaoActorClass:
         return TaoActorClass(self._cls, opts, job=tao_job or self.job)
 
 
-def _decide_one(group: str, cpus: float, gpus: float, job: Optional[str]) -> Optional[str]:
+def _decide_one(group: str, cpus: float, gpus: float, job: Optional[str]) -> Optional[Grant]:
     """One synchronous controller decision (actors, bundles); None = Ray's default."""
     rt = _state.runtime
     if rt is None or rt.failed_open:
         return None
     try:
-        r = ray.get(rt.controller.decide_one.remote(rt.driver_id, group, cpus, gpus, job), timeout=rt.timeout_s)
+        g = rt.call("decide_one", group, cpus, gpus, job)
     except Exception as e:  # noqa: BLE001
         log.warning("tao_ray: controller did not answer (%s); Ray's default placement", type(e).__name__)
         return None
-    if r is None:
+    if g is None:
         log.info("tao_ray: controller has no room now for %s; Ray's default placement", group)
-        return None
-    return r.split(":", 1)[1]
+    return g
+
+
+def _actor_alive(actor_id: str) -> Any:
+    """Whether Ray still has the actor (its record in the GCS is not DEAD)."""
+    def alive() -> bool:
+        from ray.util.state import get_actor
+
+        a = get_actor(actor_id, timeout=5)
+        return a is not None and a.state != "DEAD"
+    return alive
+
+
+def _group_alive(pg: Any) -> Any:
+    def alive() -> bool:
+        from ray.util import placement_group_table
+
+        return placement_group_table(pg).get("state") != "REMOVED"
+    return alive
 
 
 def remote(*args: Any, tao_job: Optional[str] = None, **ray_options: Any) -> Any:
@@ -155,16 +177,37 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
 
     if "bundle_label_selector" in kwargs:
         return ray_pg(bundles, strategy=strategy, name=name, **kwargs)
-    selectors = []
+    grants = []
     for i, b in enumerate(bundles):
-        node = _decide_one(f"placement-group:{name or 'anon'}:{i}", float(b.get("CPU", 0)), float(b.get("GPU", 0)), None)
-        if node is None:
-            selectors = None
+        g = _decide_one(f"placement-group:{name or 'anon'}:{i}", float(b.get("CPU", 0)), float(b.get("GPU", 0)), None)
+        if g is None:
             break
-        selectors.append({NODE_ID_LABEL: node})
-    if selectors is None:
+        grants.append(g)
+    rt = _state.runtime
+    if len(grants) < len(bundles) or rt is None:
+        if grants and rt is not None:  # hand back the bundles placed before one could not be
+            rt.hand_back(grants)
         return ray_pg(bundles, strategy=strategy, name=name, **kwargs)
+    selectors = [{NODE_ID_LABEL: g.node_id} for g in grants]
     # node-pinned bundles may sit on different nodes: STRICT_PACK would never be satisfied
     if strategy == "STRICT_PACK" and len({s[NODE_ID_LABEL] for s in selectors}) > 1:
         strategy = "PACK"
-    return ray_pg(bundles, strategy=strategy, name=name, bundle_label_selector=selectors, **kwargs)
+    pg = ray_pg(bundles, strategy=strategy, name=name, bundle_label_selector=selectors, **kwargs)
+    for g in grants:
+        rt.hold(g, _group_alive(pg))
+    return pg
+
+
+def label_selector(types: Optional[list[str]] = None) -> dict[str, str]:
+    """A Ray label selector for the nodes of ``types`` (default: the most efficient TAO node
+    type, the fewest peak watts per CPU x speed), for work TAO does not submit itself: Ray
+    Data operators (``ds.map_batches(fn, label_selector=...)``), Ray Train workers
+    (``ScalingConfig(label_selector=...)``), Tune trials and plain ``@ray.remote`` tasks.
+    Nodes match it through their ``tao-node-type`` label."""
+    rt = _state.runtime
+    if types is None:
+        if rt is None:
+            raise ValueError("tao_ray.label_selector: call tao_ray.init(...) first, or name the node types")
+        nts = rt.registry.node_types.values()
+        types = [min(nts, key=lambda t: t.peak_w / (t.cpus * t.speed)).name]
+    return {TYPE_LABEL: f"in({','.join(types)})"}

@@ -22,8 +22,10 @@
   autoscaler (``launchable`` given), TAO *releases* the node: it stops its own sampler actor
   there and Ray's autoscaler removes the node after its idle timeout (TAO's consolidation is
   what lets it go idle); from release until the node leaves it is modeled at its idle power.
-  Otherwise nothing is done: the node stays on and is told so to the controller. The node's
-  energy after a real removal is modeled as the node type's ``off_w`` (0 W by default).
+  With none of these ``tao_ray.init`` turns the controller's scale-down off, so no plan asks
+  for one; a node kept on anyway is logged and told to the controller. The node's energy
+  after a real removal is modeled as the node type's ``off_w`` (0 W by default). Every
+  outcome goes to the scale log and, as ``carried-out:ACTION`` decisions, to the ledger.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import ray
 
+from tao_core.control.types import NodeState
 from tao_ray.nodes import TYPE_LABEL
 
 log = logging.getLogger("tao_ray")
@@ -102,99 +105,96 @@ def _busy_nodes() -> set[str]:
 
 
 def apply(rt: Any, scale: dict[str, Any]) -> None:
-    """Carry out one scaling plan from the controller (see module doc)."""
-    now = time.time()
+    """Carry out one scaling plan from the controller (see module doc). ``rt`` is the
+    driver runtime: its node registry, options, controller calls and scale log."""
+    reason = scale.get("reason", "")
+    reg = rt.registry
     for nid in scale.get("drain", ()):
-        if nid not in rt.nodes:
-            continue
-        rt.node_state[nid] = "draining"
-        rt.counters["drain"] += 1
-        rt.scale_log.append({"t_s": now, "action": "drain", "node_id": nid, "reason": scale.get("reason", "")})
+        rec = reg.nodes.get(nid)
+        if rec is not None and rec.ray is not None:
+            rec.state = NodeState.DRAINING
+            rt.counters["drain"] += 1
+            rt.note("drain", reason, node_id=nid)
     busy = _busy_nodes()
     for nid in scale.get("power_off", ()):
-        if nid not in rt.nodes or nid in rt.removed_at:
+        rec = reg.nodes.get(nid)
+        if rec is None or rec.ray is None or not rec.live:
             continue
-        done = False
-        if nid in busy:  # Ray still runs something there (e.g. work placed while TAO failed open)
+        if nid in busy:  # Ray still runs something there (work TAO did not place)
             log.info("tao_ray: not powering off %s: Ray reports CPUs in use there", nid[:12])
-            rt.scale_log.append({"t_s": now, "action": "kept-busy", "node_id": nid,
-                                 "reason": "Ray reports CPUs or GPUs in use there"})
-            rt.controller.set_node_state.remote(nid, "on")
-            continue
-        if rt.on_power_off is not None or rt.drain == "gcs":
-            try:  # close its timeline before it goes
-                s = rt.samplers.get(nid)
-                if s is not None:
-                    ray.get(s.read_now.remote(), timeout=5.0)
-                rt.collect()
-            except Exception:  # noqa: BLE001
-                pass
-        if rt.on_power_off is not None:
-            try:
-                s = rt.samplers.get(nid)
-                if s is not None:  # it must not be restarted elsewhere once its node is gone
-                    ray.kill(s, no_restart=True)
-                rt.on_power_off(nid)
-                done = True
-            except Exception as e:  # noqa: BLE001
-                log.warning("tao_ray: on_power_off(%s) failed: %s", nid[:12], e)
-        elif rt.drain == "gcs":
-            s = rt.samplers.get(nid)
-            try:  # TAO's own actor there would make Ray refuse
-                if s is not None:
-                    ray.kill(s, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
-            done, why = gcs_drain_idle(nid)
-            if not done:
-                rt.scale_log.append({"t_s": time.time(), "action": "drain-refused", "node_id": nid, "reason": why})
-                rt.resume_node(nid)  # a new sampler; the node stays on
-                continue
-        elif rt.launchable:
-            # leave it to Ray's autoscaler: TAO's own sampler actor would keep the node from
-            # counting as idle, so it stops; the node is modeled at idle power until it leaves
-            rt.release_node(nid)
-            rt.counters["power_off"] += 1
-            rt.scale_log.append({"t_s": now, "action": "release", "node_id": nid,
-                                 "reason": scale.get("reason", "")})
-            continue
-        if done:
-            with rt.lock:
-                rt.removed_at[nid] = time.time()
-                rt.node_state[nid] = "off"
-            rt.counters["power_off"] += 1
-            rt.scale_log.append({"t_s": now, "action": "power_off", "node_id": nid,
-                                 "reason": scale.get("reason", "")})
+            _keep_on(rt, rec, "kept-busy", "Ray reports CPUs or GPUs in use there")
         else:
-            # nothing can power it off: tell the controller it is still on
-            rt.node_state[nid] = "on"
-            try:
-                rt.controller.set_node_state.remote(nid, "on")
-            except Exception:  # noqa: BLE001
-                pass
+            _power_off(rt, rec, reason)
     wake = []
     for nid in scale.get("power_on", ()):
-        if nid in rt.released_at and nid not in rt.removed_at:
-            rt.resume_node(nid)  # released but still there: take it back
+        rec = reg.nodes.get(nid)
+        if rec is None:
             continue
-        if nid in rt.node_state:
-            rt.node_state[nid] = "booting"
-            rt._boot_at[nid] = now
-            wake.append(nid)
-    booting = [rt.node_type.get(nid) for nid in wake]
-    booting = [t for t in booting if t is not None]
-    if booting:
-        rt.counters["scale_up_hints"] += len(booting)
-        rt.scale_log.append({"t_s": now, "action": "power_on", "node_types": booting,
-                             "reason": scale.get("reason", "")})
-        if rt.on_power_on is not None:
-            for typ in booting:
+        if rec.released_at is not None and rec.removed_at is None:
+            reg.resume(rec)  # released but still there: take it back
+            rt.push_nodes()
+            continue
+        rec.state, rec.boot_at = NodeState.BOOTING, time.time()
+        wake.append(rec.node_type)
+    if wake:
+        rt.counters["scale_up_hints"] += len(wake)
+        rt.note("power_on", reason, node_types=wake)
+        if rt.opts.on_power_on is not None:
+            for typ in wake:
                 try:
-                    rt.on_power_on(typ)
+                    rt.opts.on_power_on(typ)
                 except Exception as e:  # noqa: BLE001
                     log.warning("tao_ray: on_power_on(%s) failed: %s", typ, e)
         else:
             rt.refresh_requests()
+
+
+def _power_off(rt: Any, rec: Any, reason: str) -> None:
+    """Remove one idle node the way this session can (see module doc)."""
+    reg, opts = rt.registry, rt.opts
+    if opts.on_power_off is not None:
+        reg.stop_sampler(rec)  # it must not be restarted elsewhere once its node is gone
+        try:
+            opts.on_power_off(rec.node_id)
+        except Exception as e:  # noqa: BLE001
+            log.warning("tao_ray: on_power_off(%s) failed: %s", rec.node_id[:12], e)
+            reg.resume(rec)
+            _keep_on(rt, rec, "power-off-failed", f"on_power_off raised {type(e).__name__}: {e}")
+            return
+    elif opts.drain == "gcs":
+        reg.stop_sampler(rec)  # TAO's own actor there would make Ray refuse
+        done, why = gcs_drain_idle(rec.node_id)
+        if not done:
+            reg.resume(rec)  # a new sampler; the node stays on
+            _keep_on(rt, rec, "drain-refused", why)
+            return
+    elif reg.launchable:
+        # leave it to Ray's autoscaler: TAO's own sampler actor would keep the node from
+        # counting as idle, so it stops; the node is modeled at idle power until it leaves
+        reg.stop_sampler(rec)
+        with reg.lock:
+            rec.released_at, rec.state = time.time(), NodeState.OFF
+        rt.counters["power_off"] += 1
+        rt.note("release", reason, node_id=rec.node_id)
+        return
+    else:
+        _keep_on(rt, rec, "kept-on", "no way to power a node off in this session (on_power_off, drain='gcs' "
+                 "or launchable)")
+        return
+    with reg.lock:
+        rec.removed_at, rec.state = time.time(), NodeState.OFF
+    rt.counters["power_off"] += 1
+    rt.note("power_off", reason, node_id=rec.node_id)
+
+
+def _keep_on(rt: Any, rec: Any, action: str, why: str) -> None:
+    """The node stays on: say so in the scale log and to the controller."""
+    rec.state = NodeState.ON
+    rt.note(action, why, node_id=rec.node_id)
+    try:
+        rt.controller.set_node_state.remote(rt.token, rec.node_id, str(NodeState.ON))
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def request(node_types: dict[str, Any], booting: list[str], hint_with: str = "label") -> None:

@@ -1,237 +1,248 @@
-"""Per-task energy on Ray: node timelines from the samplers plus the spans the wrapped
-tasks reported go through :func:`tao_core.attribution.attribute`; the result becomes
-ledger-style records (config, energy per task/node/group/job, decisions, summary) and,
-through :mod:`tao_core.governance`, the JSON energy report.
+"""The energy report of a TAO session on Ray, and of one job of it.
+
+Inputs (:class:`ReportInputs`): each metered node's timeline (from its sampler), the task
+rows (TAO's wrapper spans and Ray's task events, :mod:`tao_ray.task_events`), the
+controller's decision events and what TAO did to nodes. One time window ``[t0, t1]``
+(wall-clock s) covers every figure: the timelines are cut to it and only tasks inside it
+count. :mod:`tao_core.task_rows` keeps one row per task (the wrapper's first),
+:func:`tao_core.attribution.attribute` splits each node's energy into tasks and idle,
+:func:`tao_core.timeline_ops.check_budget` says whether the power budget held, and the
+ledger records go through :mod:`tao_core.governance` to the JSON report.
 
 A node that TAO powered off (removed from the cluster) has no readings after its removal;
-from then to the end of the report window it is modeled at its node type's ``off_w`` watts
-(0 W unless configured), and its rows say so.
+from then to the end of the window it is modeled at its node type's ``off_w`` watts (0 W
+unless configured). A node released to Ray's autoscaler is modeled at its idle watts from
+release until it left. The rows say so.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 import uuid
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
-from tao_core.attribution import Attribution, TaskSpan, attribute
+from tao_core.attribution import Attribution, attribute
+from tao_core.control.types import NodeType
+from tao_core.task_rows import KNOWN_BY_WRAPPER, TaskRow, spans_from_rows
 from tao_core.telemetry.base import DomainReading, Reading, SourceKind
+from tao_core.timeline_ops import BudgetAdherence, check_budget, clip
+from tao_ray.records import SpanRow, TimelineRow
 
 OFF_METHOD = "node powered off by TAO: off_w of its node type, modeled"
 RELEASED_METHOD = "node released to Ray's autoscaler: idle_w of its node type until it left, modeled"
 
 
-def _kind(src: str) -> SourceKind:
+@dataclass(frozen=True)
+class NodeHistory:
+    """One metered node over the session (wall-clock s)."""
+
+    node_id: str
+    node_type: str
+    cpus: float
+    rows: Sequence[TimelineRow]
+    released_at: Optional[float] = None
+    removed_at: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    node_types: Mapping[str, NodeType]
+    nodes: Sequence[NodeHistory]
+    tasks: Sequence[TaskRow]
+    config: Mapping[str, Any]
+    t0: float
+    t1: float
+    events: Sequence[Mapping[str, Any]] = ()
+    outcomes: Sequence[Mapping[str, Any]] = ()
+    notes: Sequence[str] = ()
+    jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def reading_of(row: TimelineRow) -> Reading:
+    """One timeline row as a cumulative Reading of the domain ``node``."""
     try:
-        return SourceKind(src.split("+")[0])
+        kind = SourceKind(row.source.split("+")[0])
     except ValueError:
-        return SourceKind.MODELED
+        kind = SourceKind.MODELED
+    d = DomainReading(name="node", energy_j=float(row.energy_j), source=kind, method=row.method,
+                      power_w=row.power_w, uncertainty=float(row.uncertainty))
+    return Reading(t_s=float(row.t_s), domains={"node": d})
 
 
-def reading_of(row: tuple) -> Reading:
-    """One sampler timeline row (t_s, total_j, power_w, util, source, method, uncertainty)
-    as a cumulative Reading of the domain ``node``."""
-    t, total, power, _util, src, method, unc = row
-    d = DomainReading(name="node", energy_j=float(total), source=_kind(src), method=method,
-                      power_w=power, uncertainty=float(unc))
-    return Reading(t_s=float(t), domains={"node": d})
+def _modeled(t: float, e: float, w: float, method: str, unc: float) -> Reading:
+    d = DomainReading(name="node", energy_j=e, source=SourceKind.MODELED, method=method, power_w=w, uncertainty=unc)
+    return Reading(t_s=t, domains={"node": d})
 
 
-def readings(rt: Any, nid: str, t_end: Optional[float] = None) -> list[Reading]:
-    """The node's timeline as cumulative Readings (wall-clock t_s), extended with modeled
-    off power after its removal up to ``t_end``."""
-    out = []
-    last = None
-    for row in rt.timelines.get(nid, ()):
-        out.append(reading_of(row))
-        last = (row[0], row[1], row[4], row[6])
-    removed = rt.removed_at.get(nid)
-    released = getattr(rt, "released_at", {}).get(nid)
-    if last is None or t_end is None or t_end <= last[0]:
+def readings(node: NodeHistory, nt: NodeType, t_end: float) -> list[Reading]:
+    """The node's timeline as cumulative Readings, extended to ``t_end`` with its modeled
+    idle power after release and off power after removal (see module doc)."""
+    out = [reading_of(r) for r in node.rows]
+    if not node.rows or t_end <= node.rows[-1].t_s or (node.released_at is None and node.removed_at is None):
         return out
-    t, e = float(last[0]), float(last[1])
-    nt = rt.node_types[rt.node_type[nid]]
-    if released is not None:  # sampler stopped, node left to Ray's autoscaler: idle until it leaves
-        t_gone = min(removed if removed is not None else t_end, t_end)
-        if t_gone > t:
-            e += float(nt.idle_w) * (t_gone - t)
-            t = t_gone
-            d = DomainReading(name="node", energy_j=e, source=SourceKind.MODELED, method=RELEASED_METHOD,
-                              power_w=float(nt.idle_w), uncertainty=float(last[3]))
-            out.append(Reading(t_s=t, domains={"node": d}))
-    if removed is not None and t_end > t:
-        off_w = float(nt.off_w)
-        e += off_w * (t_end - t)
-        d = DomainReading(name="node", energy_j=e, source=SourceKind.MODELED, method=OFF_METHOD,
-                          power_w=off_w, uncertainty=float(last[3]))
-        out.append(Reading(t_s=float(t_end), domains={"node": d}))
+    last = node.rows[-1]
+    t, e = float(last.t_s), float(last.energy_j)
+    if node.released_at is not None:
+        gone = min(node.removed_at if node.removed_at is not None else t_end, t_end)
+        if gone > t:
+            e += nt.idle_w * (gone - t)
+            t = gone
+            out.append(_modeled(t, e, nt.idle_w, RELEASED_METHOD, last.uncertainty))
+    if node.removed_at is not None and t_end > t:
+        out.append(_modeled(t_end, e + nt.off_w * (t_end - t), nt.off_w, OFF_METHOD, last.uncertainty))
     return out
 
 
-def energy_between(rt: Any, t0: float, t1: float) -> dict[str, float]:
-    """Joules each node drew in [t0, t1] (linear interpolation of its cumulative energy;
-    after removal, its ``off_w``; before its first reading, nothing)."""
+def wrapper_rows(spans: Sequence[SpanRow]) -> list[TaskRow]:
+    """TaskRows of the spans TAO's wrapper recorded (microsecond wall clock, CPU seconds)."""
+    return [TaskRow(task_id=s.task_id, node_id=s.node_id, start_s=s.start_s, end_s=s.end_s, name=s.group,
+                    job=s.job, cpus=s.cpus, known_by=KNOWN_BY_WRAPPER, resolution_s=1e-6, cpu_s=s.cpu_s)
+            for s in spans]
+
+
+def timelines(inp: ReportInputs) -> dict[str, list[Reading]]:
+    """Every node's readings cut to the report window."""
     out = {}
-    for nid in rt.nodes:
-        gone = nid in rt.removed_at or nid in getattr(rt, "released_at", {})
-        rs = readings(rt, nid, t_end=t1 if gone else None)
-        if len(rs) < 2:
-            continue
-        t = np.array([r.t_s for r in rs])
-        e = np.array([r.total_energy_j() for r in rs])
-        a, b = max(t0, t[0]), min(t1, t[-1])
-        if b <= a:
-            out[nid] = 0.0
-            continue
-        out[nid] = float(np.interp(b, t, e) - np.interp(a, t, e))
-    return out
-
-
-def span_of(row: tuple) -> TaskSpan:
-    """One span a wrapped task reported (task_id, node_id, start_s, end_s, cpu_s, group,
-    job, cpus) as a TaskSpan."""
-    tid, node, start, end, cpu_s, group, job, cpus = row
-    return TaskSpan(task_id=tid, node_id=node, start_s=float(start), end_s=float(max(end, start)),
-                    group=group, job=job, cpus=float(cpus), cpu_s=float(max(cpu_s, 0.0)))
-
-
-def unique_spans(rows: Any) -> list[TaskSpan]:
-    """TaskSpans of span rows, the first row of each task id only."""
-    out = []
-    seen: set[str] = set()
-    for row in rows:
-        if row[0] not in seen:
-            seen.add(row[0])
-            out.append(span_of(row))
-    return out
-
-
-def task_spans(rt: Any) -> list[TaskSpan]:
-    """Every task span the driver collected, once each."""
-    return unique_spans(row for rows in rt.spans.values() for row in rows)
-
-
-def attribution(rt: Any, t_end: Optional[float] = None) -> Attribution:
-    """Attribute every node's energy since ``tao_ray.init`` to the tasks that ran on it and idle."""
-    t_end = time.time() if t_end is None else t_end
-    timelines = {}
-    for nid in rt.nodes:
-        rs = readings(rt, nid, t_end=t_end)
+    for n in inp.nodes:
+        rs = clip(readings(n, inp.node_types[n.node_type], inp.t1), inp.t0, inp.t1)
         if len(rs) >= 2:
-            timelines[nid] = rs
-    idle_w = {nid: float(rt.node_types[rt.node_type[nid]].idle_w) for nid in timelines}
-    cpus = {nid: float(rt.nodes[nid].cpus or rt.node_types[rt.node_type[nid]].cpus) for nid in timelines}
-    return attribute(timelines, task_spans(rt), idle_w=idle_w, node_cpus=cpus)
+            out[n.node_id] = rs
+    return out
 
 
-def records(rt: Any, att: Attribution, *, run_id: str, policy: str, config: dict[str, Any],
-            events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ledger-style records (kind, payload) of one run."""
-    nodes = [{"node_id": nid, "node_type": rt.node_type[nid], "cpus": float(rt.nodes[nid].cpus),
-              "gpus": float(rt.nodes[nid].gpus)} for nid in rt.nodes]
-    telemetry = []
-    for row in att.nodes.itertuples(index=False):
-        telemetry.append({"domain": f"node:{row.node_id}", "source": row.source, "method": row.method})
+def attribution(inp: ReportInputs, tl: Optional[dict[str, list[Reading]]] = None) -> Attribution:
+    """Each node's energy in the window split into its tasks and idle; the task frame gets
+    ``known_by`` (how each span was known) and ``actor_id``."""
+    tl = timelines(inp) if tl is None else tl
+    inside = [r for r in inp.tasks if r.end_s > inp.t0 and r.start_s < inp.t1 and r.node_id in tl]
+    spans, by_id = spans_from_rows(inside)
+    types = {n.node_id: inp.node_types[n.node_type] for n in inp.nodes}
+    att = attribute(tl, spans, idle_w={nid: float(types[nid].idle_w) for nid in tl},
+                    node_cpus={n.node_id: float(n.cpus or types[n.node_id].cpus) for n in inp.nodes if n.node_id in tl})
+    att.tasks["known_by"] = [by_id[t].known_by for t in att.tasks["task_id"]]
+    att.tasks["actor_id"] = [by_id[t].actor_id for t in att.tasks["task_id"]]
+    att.tasks["method"] = [f"{m}; {by_id[t].provenance}" for m, t in zip(att.tasks["method"], att.tasks["task_id"])]
+    return att
+
+
+def budget(inp: ReportInputs, tl: dict[str, list[Reading]]) -> Optional[BudgetAdherence]:
+    """Whether the cluster's power stayed under the configured budget, and if not why."""
+    b = inp.config.get("power_budget_w")
+    if b is None:
+        return None
+    res = check_budget(tl, float(b))
+    if res.held:
+        return res
+    t = res.first_over_s
+    on = [n for n in inp.nodes if n.node_id in tl and tl[n.node_id][0].t_s <= t <= tl[n.node_id][-1].t_s]
+    idle = sum(inp.node_types[n.node_type].idle_w for n in on)
+    unwrapped = sorted({r.name for r in inp.tasks if r.known_by != KNOWN_BY_WRAPPER
+                        and r.start_s < res.last_over_s + 1.0 and r.end_s > t})
+    if idle >= float(b):
+        why = (f"the {len(on)} nodes on drew {idle:.1f} W idle, at or above the budget: TAO holds a budget only by "
+               "deferring work and powering idle nodes off (on_power_off, drain='gcs' or launchable)")
+    elif unwrapped:
+        why = ("work TAO did not admit ran then (not wrapped by TAO: " + ", ".join(unwrapped[:5])
+               + "): TAO's admission queue holds only the work it wraps")
+    else:
+        why = ("admitted work drew more than the controller predicted; its closed loop widens the margin as it "
+               "measures")
+    return check_budget(tl, float(b), reason=why)
+
+
+def records(inp: ReportInputs, att: Attribution, adherence: Optional[BudgetAdherence], *, run_id: str,
+            policy: str) -> list[dict[str, Any]]:
+    """Ledger records (kind, payload) of the window."""
+    config = json.loads(json.dumps(dict(inp.config), default=str))
+    nodes = [{"node_id": n.node_id, "node_type": n.node_type, "cpus": float(n.cpus), "gpus": 0.0} for n in inp.nodes]
+    telemetry = [{"domain": f"node:{r.node_id}", "source": r.source, "method": r.method}
+                 for r in att.nodes.itertuples(index=False)]
     recs: list[dict[str, Any]] = [{"kind": "config", "payload": {
         "run_id": run_id, "engine": "ray", "policy": policy, "controller": config,
         "cluster": {"pue": float(config.get("pue", 1.0)), "power_budget_w": config.get("power_budget_w"),
                     "nodes": nodes},
-        "telemetry": telemetry}}]
-    for ev in events:
-        recs.append({"kind": "decision", "payload": ev})
+        "window": {"start_s": inp.t0, "end_s": inp.t1}, "jobs": dict(inp.jobs), "telemetry": telemetry}}]
+    recs += [{"kind": "decision", "payload": ev} for ev in inp.events]
+    recs += [{"kind": "decision", "payload": {"kind": f"carried-out:{o['action']}", **o}} for o in inp.outcomes]
     for row in att.nodes.itertuples(index=False):
-        recs.append({"kind": "energy", "payload": {
-            "scope": "node", "id": row.node_id, "node_id": row.node_id, "group": None, "job": None,
-            "energy_j": float(row.total_j), "components": {"other": float(row.total_j)},
-            "source": row.source.split("+")[0], "method": row.method, "uncertainty": float(row.uncertainty),
-            "start_s": float(row.start_s), "end_s": float(row.end_s), "tasks_j": float(row.tasks_j),
-            "idle_j": float(row.idle_j)}})
+        recs.append(_energy("node", row.node_id, row.total_j, row.source, row.method, row.uncertainty,
+                            node_id=row.node_id, start_s=float(row.start_s), end_s=float(row.end_s),
+                            tasks_j=float(row.tasks_j), idle_j=float(row.idle_j)))
     for row in att.tasks.itertuples(index=False):
-        if not math.isfinite(row.energy_j):
-            continue
-        recs.append({"kind": "energy", "payload": {
-            "scope": "task", "id": row.task_id, "node_id": row.node_id, "group": row.group, "job": row.job,
-            "energy_j": float(row.energy_j), "components": {"other": float(row.energy_j)},
-            "source": row.source.split("+")[0], "method": row.method,
-            "uncertainty": float(row.uncertainty) if math.isfinite(row.uncertainty) else 0.0,
-            "start_s": float(row.start_s), "end_s": float(row.end_s)}})
+        if math.isfinite(row.energy_j):
+            recs.append(_energy("task", row.task_id, row.energy_j, row.source, row.method, row.uncertainty,
+                                node_id=row.node_id, group=row.group, job=row.job, start_s=float(row.start_s),
+                                end_s=float(row.end_s), known_by=row.known_by, actor_id=row.actor_id))
     for scope, df in (("group", att.groups), ("job", att.jobs)):
         for row in df.itertuples(index=False):
-            key = getattr(row, scope)
-            recs.append({"kind": "energy", "payload": {
-                "scope": scope, "id": str(key), "node_id": None, "group": str(key) if scope == "group" else None,
-                "job": str(key) if scope == "job" else None, "energy_j": float(row.energy_j),
-                "components": {"other": float(row.energy_j)}, "source": str(row.source).split("+")[0],
-                "method": "sum of task energy", "uncertainty": 0.0, "start_s": None, "end_s": None}})
-    tasks = att.tasks
-    makespan = float(tasks["end_s"].max() - tasks["start_s"].min()) if len(tasks) else 0.0
-    peak = 0.0
-    for nid in rt.nodes:
-        ps = [r[2] for r in rt.timelines.get(nid, ()) if r[2] is not None]
-        peak += max(ps) if ps else 0.0
-    pue = float(config.get("pue", 1.0))
-    recs.append({"kind": "summary", "payload": {
-        "it_energy_j": att.total_j, "facility_energy_j": att.total_j * pue, "pue": pue,
-        "dynamic_energy_j": float(tasks["dynamic_j"].sum()) if len(tasks) else 0.0,
-        "idle_energy_j": att.idle_j, "boot_energy_j": 0.0,
-        "overhead_share": (1.0 - float(tasks["dynamic_j"].sum()) / att.total_j) if att.total_j > 0 and len(tasks) else None,
-        "peak_power_w": peak, "power_budget_w": config.get("power_budget_w"), "budget_violation_s": None,
-        "makespan_s": makespan, "tasks_completed": int(len(tasks))}})
+            key = str(getattr(row, scope))
+            recs.append(_energy(scope, key, row.energy_j, str(row.source), "sum of task energy", 0.0,
+                                **{scope: key}))
+    recs.append({"kind": "summary", "payload": _summary(att, config, adherence, inp)})
     return recs
 
 
-def write(rt: Any, path: Optional[str], ledger: Optional[str], policy: str = "tao") -> tuple[pd.DataFrame, dict]:
-    """Build the attribution, write the JSON report to ``path`` (and the records to a signed
-    ledger at ``ledger``), return (per-task DataFrame, report dict)."""
-    rt.close_timelines()
-    att = attribution(rt)
+def _energy(scope: str, key: str, joules: float, source: str, method: str, unc: float, **more: Any) -> dict:
+    payload = {"scope": scope, "id": key, "node_id": None, "group": None, "job": None,
+               "energy_j": float(joules), "components": {"other": float(joules)}, "source": source.split("+")[0],
+               "method": method, "uncertainty": float(unc) if math.isfinite(unc) else 0.0,
+               "start_s": None, "end_s": None}
+    payload.update(more)
+    return {"kind": "energy", "payload": payload}
+
+
+def _summary(att: Attribution, config: Mapping[str, Any], adherence: Optional[BudgetAdherence],
+             inp: ReportInputs) -> dict[str, Any]:
+    tasks = att.tasks
+    dynamic = float(tasks["dynamic_j"].sum()) if len(tasks) else 0.0
+    pue = float(config.get("pue", 1.0))
+    return {
+        "it_energy_j": att.total_j, "facility_energy_j": att.total_j * pue, "pue": pue,
+        "dynamic_energy_j": dynamic, "idle_energy_j": att.idle_j, "boot_energy_j": 0.0,
+        "overhead_share": (1.0 - dynamic / (att.total_j * pue)) if att.total_j > 0 and len(tasks) else None,
+        "peak_power_w": adherence.peak_w if adherence is not None else _peak(inp), "power_budget_w":
+        config.get("power_budget_w"), "budget_violation_s": adherence.over_s if adherence is not None else None,
+        "budget": adherence.to_dict() if adherence is not None else None,
+        "makespan_s": float(tasks["end_s"].max() - tasks["start_s"].min()) if len(tasks) else 0.0,
+        "tasks_completed": int(len(tasks)), "window_s": inp.t1 - inp.t0,
+        "tasks_by_source": {str(k): int(v) for k, v in tasks["known_by"].value_counts().items()} if len(tasks) else {},
+        "not_accounted": list(inp.notes)}
+
+
+def _peak(inp: ReportInputs) -> float:
+    from tao_core.timeline_ops import cluster_power
+
+    _t, w = cluster_power(timelines(inp))
+    return float(w.max()) if len(w) else 0.0
+
+
+def build(inp: ReportInputs, *, path: Optional[str] = None, ledger: Optional[str] = None, job: Optional[str] = None,
+          policy: str = "tao") -> tuple[pd.DataFrame, dict, Attribution]:
+    """(per-task DataFrame, report dict, attribution) of the window, or of one ``job`` of
+    it; writes the JSON report to ``path`` and the records to a signed ledger at ``ledger``."""
+    from tao_core.governance import Ledger, build_report, build_report_from_records, write_report
+
+    tl = timelines(inp)
+    att = attribution(inp, tl)
     att.check_conservation(rel_tol=1e-6, abs_tol_j=1e-3)
-    events = rt.decision_events()
-    try:
-        import ray
-
-        config = ray.get(rt.controller.config_dict.remote(), timeout=rt.timeout_s)
-    except Exception:  # noqa: BLE001
-        config = {k: v for k, v in rt.config.__dict__.items()}
-    config = json.loads(json.dumps(config, default=str))
     run_id = f"ray-{uuid.uuid4().hex[:10]}"
-    recs = records(rt, att, run_id=run_id, policy=policy, config=config, events=events)
+    recs = records(inp, att, budget(inp, tl), run_id=run_id, policy=policy)
     if ledger:
-        from tao_core.governance import Ledger
-
         with Ledger(ledger) as led:
             for r in recs:
                 led.append(r["kind"], r["payload"])
-    report: dict[str, Any]
-    try:
-        from tao_core.governance import build_report, build_report_from_records, write_report
-
-        if ledger:  # verified from the signed ledger just written
-            report = build_report(ledger, run_id=run_id)
-        else:
-            numbered = [{"kind": r["kind"], "payload": r["payload"], "seq": i, "time": time.time()}
-                        for i, r in enumerate(recs)]
-            report = build_report_from_records(numbered)
-        if path:
-            write_report(report, path, "json")
-    except ImportError:
-        report = {"format": "tao-ray-records/1", "records": recs}
-        if path:
-            _atomic_json(report, path)
-    df = att.tasks.copy()
-    return df, report
-
-
-def _atomic_json(obj: Any, path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-    os.replace(tmp, path)
+        report = build_report(ledger, run_id=run_id, job=job)
+    else:
+        numbered = [{"kind": r["kind"], "payload": r["payload"], "seq": i, "time": time.time()}
+                    for i, r in enumerate(recs)]
+        report = build_report_from_records(numbered, job=job)
+    if path:
+        write_report(report, path, "json")
+    df = att.tasks if job is None else att.tasks[att.tasks["job"] == job]
+    df = df.copy()
+    df.attrs["summary"] = recs[-1]["payload"]
+    return df, report, att

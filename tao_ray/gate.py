@@ -13,7 +13,7 @@ from typing import Any
 import ray
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, enable_task_events=False)
 class Gate:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}

@@ -4,7 +4,8 @@ curve) each one has.
 A node's type is found, in order: the TAO config mapping (node id -> type name), the node
 label ``tao-node-type`` (set with ``ray start --labels tao-node-type=NAME`` or
 ``Cluster.add_node(labels={...})``), a custom resource ``tao_type_NAME``, else the config's
-default type. Unknown names are an :class:`~tao_core.errors.InputError` naming the fix.
+default type, else the type hardware discovery gives the node (:func:`discovered_type`).
+Unknown names are an :class:`~tao_core.errors.InputError` naming the fix.
 """
 from __future__ import annotations
 
@@ -86,6 +87,14 @@ def resolve_type(
             f"{TYPE_LABEL!r} label"
         )
     return name
+
+
+def discovered_type(node: RayNode) -> Optional[NodeType]:
+    """The node type hardware discovery finds for ``node``, for a node given none: the one
+    place where ``tao_core.hardware`` plugs in (the node's sampler would describe its own
+    machine). Until then there is none, and such a node is left out of TAO placement and
+    metering (``tao_ray.init`` warns when that leaves no node)."""
+    return None
 
 
 def specpower_curves() -> dict[str, tuple[PowerCurve, int]]:

@@ -1,8 +1,8 @@
-"""Driver side of tao_ray: node discovery and samplers, the grant table, TAO's admission
-queue, the background sync with the controller actor, and fail-open.
+"""Driver side of tao_ray: the grant table, TAO's admission queue, the background sync with
+the controller actor, fail-open, and the reservations of actors and placement groups.
 
-Grants. A grant is a controller PLACE decision: a reservation of one task's CPUs/GPUs on
-a node. The driver never asks the controller per task:
+Grants. A grant (:class:`tao_ray.records.Grant`) is a controller PLACE decision: a
+reservation of one task's CPUs/GPUs on a node. The driver never asks the controller per task:
 
 - open admission (no power budget): a grant is a slot the driver reuses for every task of
   its group, in round robin over the group's slots; when all slots are busy the task still
@@ -12,11 +12,12 @@ a node. The driver never asks the controller per task:
 - strict admission (a power budget is set): a task starts only on a grant made for it; the
   others wait in TAO's admission queue on the driver (their ObjectRefs come from a gate
   actor on the driver's node, resolved with the task's result once it ran) until a sync
-  brings their grants. Every queued task is offered to the controller at every sync
-  (about every ``sync_interval_s``), so each runs once power headroom returns.
+  brings their grants. Every queued task is offered to the controller at every sync.
+- actors and placement-group bundles: one grant each, handed back when Ray reports the
+  actor dead or the group removed (checked every ``node_poll_s``).
 
-Task ends reach the driver through ``ObjectRef.future()`` callbacks and go to the
-controller in batches. Fail open: when the controller actor dies or does not answer within
+Task ends reach the driver through ``ObjectRef`` callbacks and go to the controller in
+batches. Fail open: when the controller actor dies or does not answer within
 ``timeout_s``, queued and new tasks go to Ray's default scheduling with a logged warning;
 the driver keeps trying, and when the (restarted) controller answers it re-registers the
 nodes and resumes.
@@ -29,113 +30,87 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tao_core.control.config import ControllerConfig
-from tao_core.control.types import NodeType
-from tao_core.errors import InputError
-from tao_ray.controller_actor import CONTROLLER_NAME, ControllerActor, node_type_to_dict
+from tao_ray.cluster import NodeRegistry, wait_names_free
+from tao_ray.controller_actor import ControllerActor, config_to_dict, node_type_to_dict
 from tao_ray.gate import Gate
-from tao_ray.nodes import RayNode, alive_nodes, resolve_type
-from tao_ray.sampler import NAMESPACE, NodeSampler, sampler_name
+from tao_ray.records import CONTROLLER_NAME, NAMESPACE, Grant, new_token
+from tao_ray.task_events import TaskEventReader
 
 log = logging.getLogger("tao_ray")
 
-#: method of the timeline row that bridges a gap with no sampler on the node
-NO_SAMPLER_METHOD = "no sampler (released or restarted): idle_w of its node type over the gap, modeled"
-_REPLACED = "replaced"  # incarnation placeholder: TAO started a new sampler on the node
-
 
 @dataclass
-class _Grant:
-    gid: str
-    node_id: str
-    group: str
-    slot: bool  # reusable slot (open admission) or one-task grant (strict)
+class _Slot:
+    """Use of one open-admission grant by the driver (seconds)."""
+
+    grant: Grant
     inflight: int = 0
     tasks: int = 0
-    dur_sum: float = 0.0
+    busy_s: float = 0.0
     idle_since: float = field(default_factory=time.time)
     started: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Queued:
     tid: str
     fn: Any  # the TAO remote function
     args: tuple
     kwargs: dict
-    box: Any = None
-    since: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A reservation held for as long as an actor or placement group lives."""
+
+    grant: Grant
+    since: float
+    alive: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``tao_ray.init`` was asked for (seconds; see its docstring)."""
+
+    sample_interval_s: float = 0.2
+    sync_interval_s: float = 0.1
+    timeout_s: float = 2.0
+    slot_linger_s: float = 0.5
+    node_poll_s: float = 1.0
+    task_events_poll_s: float = 15.0
+    strict: bool = False
+    on_power_off: Optional[Callable[[str], Any]] = None
+    on_power_on: Optional[Callable[[str], Any]] = None
+    drain: str = "none"
+    hint_with: str = "label"
 
 
 class Runtime:
     """One per driver; created by :func:`tao_ray.init`."""
 
-    def __init__(self, node_types: Mapping[str, NodeType], *, config: ControllerConfig,
-                 node_type_of: Mapping[str, str] | None, default_type: Optional[str],
-                 sample_interval_s: float, sync_interval_s: float, timeout_s: float,
-                 slot_linger_s: float, node_poll_s: float, strict: Optional[bool],
-                 on_power_off: Optional[Callable[[str], Any]], on_power_on: Optional[Callable[[str], Any]],
-                 drain: str, shared_machine: Optional[bool],
-                 launchable: Mapping[str, int] | None = None, boot_timeout_s: float = 120.0,
-                 hint_with: str = "label") -> None:
-        self.node_types = dict(node_types)
+    def __init__(self, registry_args: dict[str, Any], config: ControllerConfig, opts: Options) -> None:
+        self.token = new_token()
         self.config = config
-        self.node_type_of = dict(node_type_of or {})
-        self.default_type = default_type
-        self.sample_interval_s = sample_interval_s
-        self.sync_interval_s = sync_interval_s
-        self.timeout_s = timeout_s
-        self.slot_linger_s = slot_linger_s
-        self.node_poll_s = node_poll_s
-        self.strict = (config.power_budget_w is not None) if strict is None else strict
-        self.on_power_off = on_power_off
-        self.on_power_on = on_power_on
-        if drain not in ("none", "gcs"):
-            raise InputError("drain: use 'none' (leave removal to Ray's autoscaler idle timeout) or 'gcs'")
-        self.drain = drain
-        self.shared_machine = shared_machine
-        self.driver_id = ray.get_runtime_context().get_job_id() + "-" + hex(id(self))[2:]
+        self.opts = opts
         self.t_start = time.time()
         self.last_end = 0.0  # when the latest task TAO placed was seen to end (wall-clock s)
-
         self.lock = threading.RLock()
-        self._collect_lock = threading.Lock()
-        self.nodes: dict[str, RayNode] = {}
-        self.node_type: dict[str, str] = {}
-        self.node_state: dict[str, str] = {}
-        self.removed_at: dict[str, float] = {}
-        self.retired: set[str] = set()  # removed nodes replaced by a node booted in their place
-        self.released_at: dict[str, float] = {}  # nodes left to Ray's autoscaler
-        self._energy_offset: dict[str, float] = {}
-        self._tl_idx: dict[str, int] = {}
-        self.launchable = dict(launchable or {})
-        for typ in self.launchable:
-            if typ not in self.node_types:
-                raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(self.node_types)}")
-        self.virtual: dict[str, str] = {}  # placeholder id -> node type (nodes the autoscaler may launch)
-        self._vids = itertools.count()
-        self._boot_at: dict[str, float] = {}
-        self._requested: list[str] = []
-        self.boot_timeout_s = boot_timeout_s
-        if hint_with not in ("label", "resource"):
-            raise InputError("hint_with: use 'label' (bundle label selectors) or 'resource' (tao_type_NAME resources)")
-        self.hint_with = hint_with
-        self.samplers: dict[str, Any] = {}
-        self._shared: dict[str, bool] = {}  # node id -> modeled from its own processes
-        self._incarnation: dict[str, str] = {}  # node id -> incarnation of its sampler actor
-        self.timelines: dict[str, list[tuple]] = {}
-        self.spans: dict[str, list[tuple]] = {}
-        self._span_idx: dict[str, int] = {}
-        self.grants: dict[str, _Grant] = {}
-        self.slots: dict[str, list[str]] = {}  # group -> slot grant ids
+        self.registry = NodeRegistry(self.token, **registry_args, timeout_s=opts.timeout_s)
+        self.task_events = TaskEventReader(since_s=self.t_start)
+        self._slots: dict[str, _Slot] = {}
+        self._by_group: dict[str, list[str]] = {}
         self._rr: dict[str, itertools.count] = {}
+        self._one: dict[str, tuple[Grant, float]] = {}  # strict grants of running tasks -> start
+        self._held: list[_Held] = []
+        self._requested: list[str] = []  # node types asked of Ray's autoscaler
         self.queue: deque[_Queued] = deque()
-        self.want_slots: dict[str, tuple[float, float, Optional[str], int]] = {}
+        self._want: dict[str, list] = {}  # group -> [cpus, gpus, job, n]
         self._started: list[str] = []
         self._finished: list[tuple[str, float]] = []
         self._cancel: list[str] = []
@@ -144,334 +119,237 @@ class Runtime:
         self._sync_seq = 0
         self._denied: dict[str, float] = {}  # group -> when the controller last gave no slot
         self.failed_open = False
-        self.epoch: Optional[str] = None
         self.budget: dict[str, Any] = {}
-        self.counters = {"placed": 0, "deferred": 0, "default": 0, "fail_open_events": 0,
-                         "scale_up_hints": 0, "power_off": 0, "drain": 0}
+        self.counters = {"placed": 0, "deferred": 0, "default": 0, "fail_open_events": 0, "scale_up_hints": 0,
+                         "power_off": 0, "drain": 0, "reservations_released": 0}
         self.scale_log: list[dict[str, Any]] = []
-        #: (Ray TaskID, node id) of the latest tasks TAO placed, for checking placement
-        self.placements: deque = deque(maxlen=10_000)
+        self.placements: deque = deque(maxlen=10_000)  # (Ray TaskID, node id) of tasks TAO placed
         self.events: list[dict[str, Any]] = []
         self._n_events = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._granted = threading.Condition(self.lock)
 
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        types = registry_args["node_types"]
         self.controller = ControllerActor.options(
             name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-            max_restarts=-1, num_cpus=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        ).remote([node_type_to_dict(t) for t in self.node_types.values()], _config_dict(config))
-        self.gate = Gate.options(num_cpus=0, max_concurrency=100_000, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=False)).remote()
-        self.epoch = ray.get(self.controller.ping.remote(), timeout=max(timeout_s, 30.0))
-        ray.get(self.controller.reset_driver.remote(self.driver_id))
-        self._discover(wait=True)
+            max_restarts=-1, num_cpus=0, scheduling_strategy=here,
+        ).remote(self.token, [node_type_to_dict(t) for t in types.values()], config_to_dict(config))
+        self.gate = Gate.options(num_cpus=0, max_concurrency=100_000, scheduling_strategy=here).remote()
+        self.epoch = ray.get(self.controller.ping.remote(self.token), timeout=max(opts.timeout_s, 30.0))
+        ray.get(self.controller.reset.remote(self.token))
+        self.registry.discover(wait=True)
+        self.push_nodes()
         self._thread = threading.Thread(target=self._loop, name="tao-sync", daemon=True)
         self._thread.start()
-
-    # ------------------------------------------------------------------ nodes
-    def _discover(self, wait: bool = False) -> None:
-        """Pick up new nodes (start their samplers), drop dead ones, tell the controller."""
-        nodes = alive_nodes(ray.nodes())
-        addr_count: dict[str, int] = {}
-        for n in nodes:
-            addr_count[n.address] = addr_count.get(n.address, 0) + 1
-        new = []
-        alive = set()
-        for n in nodes:
-            typ = resolve_type(n, self.node_types, self.node_type_of, self.default_type)
-            if typ is None:
-                continue
-            alive.add(n.node_id)
-            if n.node_id in self.nodes:
-                continue
-            shared = self.shared_machine if self.shared_machine is not None else addr_count[n.address] > 1
-            s = self._start_sampler(n, typ, shared)
-            self._shared[n.node_id] = shared
-            with self.lock:
-                for old, st in self.node_state.items():  # a node booted for a plan's power_on
-                    if st == "booting" and self.node_type.get(old) == typ and old not in self.retired:
-                        self.retired.add(old)
-                        break
-                self.nodes[n.node_id] = n
-                self.node_type[n.node_id] = typ
-                self.node_state.setdefault(n.node_id, "on")
-                self.samplers[n.node_id] = s
-                self.timelines.setdefault(n.node_id, [])
-                self.spans.setdefault(n.node_id, [])
-            new.append(s)
-        with self.lock:
-            for nid in list(self.nodes):
-                if nid not in alive and nid not in self.removed_at:
-                    self.removed_at[nid] = time.time()
-                    self.node_state[nid] = "off"
-                if nid not in alive and self.launchable:
-                    self.retired.add(nid)  # launchable placeholders stand for the capacity now
-            if self.launchable:
-                self._update_launchable(alive)
-        if wait and new:
-            ray.get([s.ping.remote() for s in new], timeout=60)
-        self._push_nodes()
-
-    def _update_launchable(self, alive: set[str]) -> None:
-        """Keep, per launchable node type, (max nodes - alive nodes) placeholders that are off
-        in the controller's view; a node that joined replaces a booting placeholder first."""
-        now = time.time()
-        changed = False
-        for typ, q in self.launchable.items():
-            n_alive = sum(1 for nid in alive if self.node_type.get(nid) == typ)
-            want = max(0, int(q) - n_alive)
-            mine = [v for v, t in self.virtual.items() if t == typ and v not in self.retired]
-            mine.sort(key=lambda v: (self.node_state.get(v) != "booting", v))
-            while len(mine) > want:
-                v = mine.pop(0)
-                self.retired.add(v)
-                changed = changed or self.node_state.get(v) == "booting"
-            while len(mine) < want:
-                v = f"launchable-{typ}-{next(self._vids)}"
-                self.virtual[v] = typ
-                self.node_type[v] = typ
-                self.node_state[v] = "off"
-                mine.append(v)
-            for v in mine:  # a launch that never came: offer the capacity again
-                if self.node_state.get(v) == "booting" and now - self._boot_at.get(v, now) > self.boot_timeout_s:
-                    self.node_state[v] = "off"
-                    changed = True
-        self.refresh_requests()
-
-    def release_node(self, nid: str) -> None:
-        """Stop the node's sampler (after a last reading) so Ray's autoscaler can see it idle."""
-        s = self.samplers.get(nid)
-        try:
-            if s is not None:
-                ray.get(s.read_now.remote(), timeout=5.0)
-            self.collect()
-            if s is not None:
-                ray.kill(s, no_restart=True)
-        except Exception:  # noqa: BLE001
-            pass
-        with self.lock:
-            self.released_at[nid] = time.time()
-            self.node_state[nid] = "releasing"
-
-    def resume_node(self, nid: str) -> None:
-        """Take back a released node that is still in the cluster: a new sampler, whose
-        cumulative energy the next collect continues from the modeled idle energy of the gap
-        (as for a restarted sampler)."""
-        typ = self.node_type[nid]
-        n = self.nodes[nid]
-        with self.lock:
-            self.released_at.pop(nid, None)
-            self._incarnation[nid] = _REPLACED  # the next collect takes up the new sampler
-            self.node_state[nid] = "on"
-        try:  # the name of the killed sampler may take a moment to be freed
-            ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
-            time.sleep(0.2)
-        except ValueError:
-            pass
-        self.samplers[nid] = self._start_sampler(n, typ, self._shared.get(nid, bool(self.shared_machine)))
-        self._push_nodes()
-
-    def _start_sampler(self, n: RayNode, typ: str, shared: bool) -> Any:
-        """The sampler actor of node ``n`` (of TAO node type ``typ``), pinned to it."""
-        nt = self.node_types[typ]
-        return NodeSampler.options(
-            name=sampler_name(n.node_id), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False),
-        ).remote(n.node_id, tuple(nt.power_curve.points_w), n.cpus or nt.cpus, shared,
-                 self.sample_interval_s, CONTROLLER_NAME, typ, float(nt.idle_w))
+        self._events_thread = threading.Thread(target=self._poll_task_events, name="tao-task-events", daemon=True)
+        self._events_thread.start()
 
     def refresh_requests(self) -> None:
-        """One ``request_resources`` call for every placeholder now booting (an empty one
-        when none is), so Ray's autoscaler launches exactly what the controller asked."""
-        from tao_ray import autoscale
+        """Ask Ray's autoscaler for exactly the placeholders now booting (an empty request
+        clears it) when that changed, unless the user adds nodes (``on_power_on``)."""
+        booting = self.registry.booting_types()
+        if self.registry.launchable and self.opts.on_power_on is None and booting != self._requested:
+            from tao_ray import autoscale
 
-        booting = [self.virtual[v] for v in self.virtual
-                   if v not in self.retired and self.node_state.get(v) == "booting"]
-        if booting == self._requested:
-            return
-        self._requested = booting
-        autoscale.request(self.node_types, booting, self.hint_with)
+            self._requested = booting
+            autoscale.request(self.registry.node_types, booting, self.opts.hint_with)
 
-    def _push_nodes(self) -> None:
-        with self.lock:
-            ids = [n for n in self.nodes if n not in self.retired] + [v for v in self.virtual if v not in self.retired]
-            payload = [(nid, self.node_type[nid],
-                        "off" if (nid in self.removed_at or nid in self.released_at) else self.node_state[nid])
-                       for nid in ids]
+    def call(self, method: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """One call to the controller actor with this session's token; waits for the answer."""
+        ref = getattr(self.controller, method).remote(self.token, *args)
+        return ray.get(ref, timeout=self.opts.timeout_s if timeout is None else timeout)
+
+    def push_nodes(self) -> None:
         try:
-            ray.get(self.controller.sync_nodes.remote(payload), timeout=self.timeout_s)
+            while self.registry.new_types:
+                self.call("add_node_type", node_type_to_dict(self.registry.new_types.pop(0)))
+            self.call("sync_nodes", self.registry.controller_view())
         except Exception as e:  # noqa: BLE001
             self._fail_open(f"sync_nodes: {type(e).__name__}: {e}")
 
-    def live_nodes(self) -> list[str]:
-        """Nodes still in the cluster whose sampler runs."""
-        with self.lock:
-            return [n for n in self.nodes if n not in self.removed_at and n not in self.released_at]
-
     # ------------------------------------------------------------------ submission
-    def new_tid(self) -> str:
-        return f"t{next(self._ids)}"
-
     def submit(self, fn: Any, args: tuple, kwargs: dict) -> Any:
         """Submit one task of the TAO remote function ``fn``; returns its ObjectRef."""
         if self.failed_open:
             self.counters["default"] += 1
-            return fn.default_handle().remote(*args, **kwargs)
-        group = fn.group
-        with self.lock:
-            if self.strict:
-                tid = self.new_tid()
-                q = _Queued(tid, fn, args, kwargs)
+            return fn.default_handle().remote(self.token, *args, **kwargs)
+        if self.opts.strict:
+            q = _Queued(f"t{next(self._ids)}", fn, args, kwargs)
+            with self.lock:
                 self.queue.append(q)
                 self.counters["deferred"] += 1
-                self._wake.set()
-            else:
-                g = self._pick_slot(group)
-                if g is None or g.inflight > 0:
-                    # no free slot: ask the controller for one and wait for its answer (one
-                    # round trip per burst, not per task), unless it just said no
-                    if time.time() - self._denied.get(group, -1e9) > self.slot_linger_s:
-                        c, gp, job, n = self.want_slots.get(group, (fn.cpus, fn.gpus, fn.job, 0))
-                        self.want_slots[group] = (c, gp, job, min(n + 1, 64))
-                        self._wake.set()
-                        seq = self._sync_seq
-                        end = time.time() + min(self.timeout_s, 0.5)
-                        while time.time() < end and not self.failed_open:
-                            g = self._pick_slot(group)
-                            if (g is not None and g.inflight == 0) or self._sync_seq >= seq + 2:
-                                break
-                            self._granted.wait(timeout=max(end - time.time(), 0.001))
-                        g = self._pick_slot(group)
-                    if g is None:
-                        self.counters["default"] += 1
-                        return fn.default_handle().remote(*args, **kwargs)
-                g.inflight += 1
-                g.tasks += 1
-                if not g.started:
-                    g.started = True
-                    self._started.append(g.gid)
-                self.counters["placed"] += 1
-                node = g.node_id
-                gid = g.gid
-        if self.strict:
+            self._wake.set()
             return self.gate.hold.remote(q.tid)
-        ref = fn.handle_for(node).remote(*args, **kwargs)
+        with self.lock:
+            s = self._free_slot(fn)
+            if s is None:
+                self.counters["default"] += 1
+                return fn.default_handle().remote(self.token, *args, **kwargs)
+            s.inflight += 1
+            s.tasks += 1
+            if not s.started:
+                s.started = True
+                self._started.append(s.grant.gid)
+            self.counters["placed"] += 1
+        node = s.grant.node_id
+        ref = fn.handle_for(node).remote(self.token, *args, **kwargs)
         self.placements.append((ref.task_id(), node))
-        t0 = time.time()
-        on_done(ref, lambda gid=gid, t0=t0: self._slot_done(gid, t0))
+        on_done(ref, lambda s=s, t0=time.time(): self._slot_done(s, t0))
         return ref
 
-    def _pick_slot(self, group: str) -> Optional[_Grant]:
-        ids = self.slots.get(group)
+    def _free_slot(self, fn: Any) -> Optional[_Slot]:
+        """A slot of ``fn``'s group, a free one when a sync brings one in time (call with
+        the lock held): when all are busy, ask for one more and wait one round trip, unless
+        the controller just said no."""
+        s = self._pick(fn.group)
+        if s is not None and s.inflight == 0:
+            return s
+        if time.time() - self._denied.get(fn.group, -1e9) <= self.opts.slot_linger_s:
+            return s
+        want = self._want.setdefault(fn.group, [fn.cpus, fn.gpus, fn.job, 0])
+        want[3] = min(want[3] + 1, 64)
+        self._wake.set()
+        seq, end = self._sync_seq, time.time() + min(self.opts.timeout_s, 0.5)
+        while time.time() < end and not self.failed_open and self._sync_seq < seq + 2:
+            s = self._pick(fn.group)
+            if s is not None and s.inflight == 0:
+                return s
+            self._granted.wait(timeout=max(end - time.time(), 0.001))
+        return self._pick(fn.group)
+
+    def _pick(self, group: str) -> Optional[_Slot]:
+        """The group's next free slot in round robin, else its least busy one."""
+        ids = self._by_group.get(group)
         if not ids:
             return None
-        best = None
-        k = next(self._rr.setdefault(group, itertools.count()))
-        n = len(ids)
+        k, n, best = next(self._rr.setdefault(group, itertools.count())), len(ids), None
         for i in range(n):
-            g = self.grants.get(ids[(k + i) % n])
-            if g is None:
-                continue
-            if g.inflight == 0:
-                return g
-            if best is None or g.inflight < best.inflight:
-                best = g
+            s = self._slots.get(ids[(k + i) % n])
+            if s is not None and s.inflight == 0:
+                return s
+            if s is not None and (best is None or s.inflight < best.inflight):
+                best = s
         return best
 
-    def _slot_done(self, gid: str, t0: float) -> None:
-        now = time.time()
-        self.last_end = now
+    def _slot_done(self, s: _Slot, t0: float) -> None:
+        now = self.last_end = time.time()
         with self.lock:
-            g = self.grants.get(gid)
-            if g is None:
-                return
-            g.inflight -= 1
-            g.dur_sum += now - t0
-            if g.inflight <= 0:
-                g.inflight = 0
-                g.idle_since = now
+            s.inflight = max(s.inflight - 1, 0)
+            s.busy_s += now - t0
+            if s.inflight == 0:
+                s.idle_since = now
 
-    def _one_done(self, gid: str, t0: float) -> None:
-        now = time.time()
-        self.last_end = now
+    def _one_done(self, gid: str) -> None:
+        now = self.last_end = time.time()
         with self.lock:
-            g = self.grants.pop(gid, None)
-            if g is None:
-                return
-            self._finished.append((gid, now - t0))
+            g = self._one.pop(gid, None)
+            if g is not None:
+                self._finished.append((gid, now - g[1]))
         self._wake.set()
 
-    def _run_granted(self, q: _Queued, node_id: Optional[str]) -> None:
-        """Submit a queued task now (on ``node_id``, or unmanaged when None) and resolve its gate."""
-        if node_id is None:
-            ref = q.fn.default_handle().remote(*q.args, **q.kwargs)
+    def _run(self, q: _Queued, grant: Optional[Grant]) -> None:
+        """Submit a queued task now (on its grant's node, or unmanaged) and resolve its gate."""
+        if grant is None:
+            ref = q.fn.default_handle().remote(self.token, *q.args, **q.kwargs)
         else:
-            ref = q.fn.handle_for(node_id).remote(*q.args, **q.kwargs)
-            self.placements.append((ref.task_id(), node_id))
-            t0 = time.time()
-            on_done(ref, lambda gid=q.tid, t0=t0: self._one_done(gid, t0))
+            ref = q.fn.handle_for(grant.node_id).remote(self.token, *q.args, **q.kwargs)
+            self.placements.append((ref.task_id(), grant.node_id))
+            on_done(ref, lambda gid=grant.gid: self._one_done(gid))
         self._release.append((q.tid, [ref]))
+
+    # ------------------------------------------------------------------ actors, bundles
+    def hold(self, grant: Grant, alive: Callable[[], bool]) -> None:
+        """Keep ``grant`` until ``alive()`` says the actor or group it placed is gone."""
+        with self.lock:
+            self._held.append(_Held(grant, time.time(), alive))
+
+    def _check_held(self) -> None:
+        with self.lock:
+            held = list(self._held)
+        gone = [h for h in held if not _safe(h.alive)]
+        if gone:
+            now = time.time()
+            with self.lock:
+                self._held = [h for h in self._held if h not in gone]
+                self._finished.extend((h.grant.gid, now - h.since) for h in gone)
+                self.counters["reservations_released"] += len(gone)
+            self._wake.set()
+
+    def hand_back(self, grants: list[Grant]) -> None:
+        """Cancel grants never used (a placement group TAO could not place whole)."""
+        with self.lock:
+            self._cancel.extend(g.gid for g in grants)
+        self._wake.set()
+
+    def held_reservations(self) -> list[Grant]:
+        with self.lock:
+            return [h.grant for h in self._held]
 
     # ------------------------------------------------------------------ sync loop
     def _loop(self) -> None:
-        last_nodes = time.time()
-        last_collect = time.time()
+        last_nodes = last_collect = time.time()
         while not self._stop.is_set():
-            self._wake.wait(self.sync_interval_s)
+            self._wake.wait(self.opts.sync_interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 break
             now = time.time()
             try:
-                if now - last_nodes >= self.node_poll_s:
+                if now - last_nodes >= self.opts.node_poll_s:
                     last_nodes = now
-                    self._discover()
+                    if self.registry.discover():
+                        self.push_nodes()
+                        self.refresh_requests()
+                    self._check_held()
                 if self.failed_open:
                     self._try_recover()
                 else:
                     self._sync_once()
                 if now - last_collect >= 1.0:
                     last_collect = now
-                    self.collect()
+                    self.registry.collect()
             except Exception as e:  # noqa: BLE001 - never let the loop die
                 log.warning("tao_ray: sync loop error: %s: %s", type(e).__name__, e)
             self._flush_gates()
+
+    def _poll_task_events(self) -> None:
+        while not self._stop.wait(self.opts.task_events_poll_s):
+            self.task_events.poll()
 
     def _build_batch(self) -> dict[str, Any]:
         now = time.time()
         with self.lock:
             # hand back slots idle for slot_linger_s, or idle at all when another group waits
-            waiting = {g for g, spec in self.want_slots.items() if spec[3] > 0}
-            for group, ids in list(self.slots.items()):
+            waiting = {g for g, w in self._want.items() if w[3] > 0}
+            for group, ids in self._by_group.items():
+                linger = 0.0 if (waiting - {group}) else self.opts.slot_linger_s
                 keep = []
-                linger = 0.0 if (waiting - {group}) else self.slot_linger_s
                 for gid in ids:
-                    g = self.grants.get(gid)
-                    if g is None:
-                        continue
-                    if g.inflight == 0 and now - g.idle_since >= linger and group not in waiting:
-                        del self.grants[gid]
-                        if g.tasks:
-                            self._finished.append((gid, g.dur_sum / g.tasks))
+                    s = self._slots[gid]
+                    if s.inflight == 0 and now - s.idle_since >= linger and group not in waiting:
+                        del self._slots[gid]
+                        if s.tasks:
+                            self._finished.append((gid, s.busy_s / s.tasks))
                         else:
                             self._cancel.append(gid)
                     else:
                         keep.append(gid)
-                self.slots[group] = keep
-            queued = [(q.tid, q.fn.group, q.fn.cpus, q.fn.gpus, q.fn.job) for q in itertools.islice(self.queue, 0, 512)]
-            slots = [(g, c, gp, job, n) for g, (c, gp, job, n) in self.want_slots.items() if n > 0]
-            self.want_slots = {}
+                self._by_group[group] = keep
             batch = {"started": self._started, "finished": self._finished, "cancel": self._cancel,
-                     "queued": queued, "slots": slots, "deferred_total": len(self.queue)}
+                     "queued": [(q.tid, q.fn.group, q.fn.cpus, q.fn.gpus, q.fn.job)
+                                for q in itertools.islice(self.queue, 0, 512)],
+                     "slots": [(g, c, gp, job, n) for g, (c, gp, job, n) in self._want.items() if n > 0],
+                     "deferred_total": len(self.queue)}
+            self._want = {}
             self._started, self._finished, self._cancel = [], [], []
         return batch
 
     def _sync_once(self) -> None:
         batch = self._build_batch()
         try:
-            resp = ray.get(self.controller.sync.remote(self.driver_id, batch), timeout=self.timeout_s)
+            resp = self.call("sync", batch)
         except Exception as e:  # noqa: BLE001
             self._fail_open(f"sync: {type(e).__name__}: {e}")
             return
@@ -480,50 +358,51 @@ class Runtime:
             self._reset_after_restart(resp["epoch"])
             return
         self.budget = resp.get("budget") or {}
-        self._n_events_remote = resp.get("n_events", 0)
-        run: list[tuple[_Queued, Optional[str]]] = []
-        with self.lock:
-            by_tid = None
-            asked = {sl[0] for sl in batch.get("slots", ())}
-            got = {gr[2] for gr in resp["grants"] if len(gr) == 3}
-            for group in asked - got:
-                self._denied[group] = time.time()
-            for group in got:
-                self._denied.pop(group, None)
-            self._sync_seq += 1
-            for gr in resp["grants"]:
-                if len(gr) == 3:
-                    gid, node, group = gr
-                    self.grants[gid] = _Grant(gid, node, group, slot=True)
-                    self.slots.setdefault(group, []).append(gid)
-                else:
-                    tid, node = gr
-                    if by_tid is None:
-                        by_tid = {q.tid: q for q in self.queue}
-                    q = by_tid.get(tid)
-                    if q is None:
-                        if node is not None:
-                            self._cancel.append(tid)
-                        continue
-                    if node is not None:
-                        self.grants[tid] = _Grant(tid, node, q.fn.group, slot=False, started=True)
-                        self._started.append(tid)
-                    else:
-                        log.warning("tao_ray: task %s rejected by the controller (job energy budget); "
-                                    "running it unmanaged", tid)
-                    run.append((q, node))
-            if run:
-                done = {q.tid for q, _ in run}
-                self.queue = deque(q for q in self.queue if q.tid not in done)
-            self._granted.notify_all()
-        for q, node in run:
-            self._run_granted(q, node)
+        run = self._take_grants(batch, resp["grants"])
+        for q, grant in run:
+            self._run(q, grant)
         if resp.get("scale"):
-            self._apply_scale(resp["scale"])
+            from tao_ray import autoscale
+
+            autoscale.apply(self, resp["scale"])
         if self.queue or self._finished or self._started:
             self._wake.set()
         if self.queue:
-            time.sleep(min(self.sync_interval_s, 0.05))
+            time.sleep(min(self.opts.sync_interval_s, 0.05))
+
+    def _take_grants(self, batch: dict[str, Any], grants: list) -> list[tuple[_Queued, Optional[Grant]]]:
+        """Record the slots granted; return the queued tasks to run now with their grants."""
+        run = []
+        with self.lock:
+            got = {g.group for tid, g in grants if not tid}
+            for group, *_ in batch["slots"]:
+                if group not in got:
+                    self._denied[group] = time.time()
+            by_tid = {q.tid: q for q in self.queue} if any(tid for tid, _ in grants) else {}
+            for tid, g in grants:
+                if not tid:
+                    self._denied.pop(g.group, None)
+                    self._slots[g.gid] = _Slot(g)
+                    self._by_group.setdefault(g.group, []).append(g.gid)
+                    continue
+                q = by_tid.get(tid)
+                if q is None:  # no longer queued (failed open meanwhile)
+                    if g is not None:
+                        self._cancel.append(tid)
+                    continue
+                if g is None:
+                    log.warning("tao_ray: task %s rejected by the controller (job energy budget); running it "
+                                "unmanaged", tid)
+                else:
+                    self._one[tid] = (g, time.time())
+                    self._started.append(tid)
+                run.append((q, g))
+            if run:
+                done = {q.tid for q, _ in run}
+                self.queue = deque(q for q in self.queue if q.tid not in done)
+            self._sync_seq += 1
+            self._granted.notify_all()
+        return run
 
     def _flush_gates(self) -> None:
         with self.lock:
@@ -540,20 +419,25 @@ class Runtime:
             self.counters["fail_open_events"] += 1
             pending = list(self.queue)
             self.queue.clear()
-            self.grants.clear()
-            self.slots.clear()
-            self.want_slots.clear()
-            self._started, self._finished, self._cancel = [], [], []
+            self._clear_grants()
             self._granted.notify_all()
         log.warning("tao_ray: controller unavailable (%s); failing open: %d queued and all new tasks go to "
                     "Ray's default scheduling until it answers again", why, len(pending))
         for q in pending:
-            self._run_granted(q, None)
+            self._run(q, None)
         self._flush_gates()
+
+    def _clear_grants(self) -> None:
+        self._slots.clear()
+        self._by_group.clear()
+        self._one.clear()
+        self._held.clear()
+        self._want.clear()
+        self._started, self._finished, self._cancel = [], [], []
 
     def _try_recover(self) -> None:
         try:
-            epoch = ray.get(self.controller.ping.remote(), timeout=self.timeout_s)
+            epoch = self.call("ping")
         except Exception:  # noqa: BLE001
             try:  # the handle may be stale after a restart: look the actor up by name
                 self.controller = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
@@ -565,90 +449,19 @@ class Runtime:
 
     def _reset_after_restart(self, epoch: str) -> None:
         try:
-            ray.get(self.controller.reset_driver.remote(self.driver_id), timeout=self.timeout_s)
+            self.call("reset")
         except Exception as e:  # noqa: BLE001
             self._fail_open(f"reset: {e}")
             return
         with self.lock:
             self.epoch = epoch
-            self.grants.clear()
-            self.slots.clear()
-            self._started, self._finished, self._cancel = [], [], []
+            self._clear_grants()
             self.failed_open = False
-        self._push_nodes()
+        self.push_nodes()
         if not self.failed_open:
             log.warning("tao_ray: controller answers again (epoch %s); TAO placement resumed", epoch)
 
-    # ------------------------------------------------------------------ scaling
-    def _apply_scale(self, scale: dict[str, Any]) -> None:
-        from tao_ray import autoscale
-
-        autoscale.apply(self, scale)
-
-    # ------------------------------------------------------------------ telemetry
-    def collect(self) -> None:
-        """Pull new readings and spans from every live sampler (one caller at a time: the
-        sync thread and a report may both collect, and each row must be taken once)."""
-        with self._collect_lock:
-            self._collect()
-
-    def _collect(self) -> None:
-        refs = {}
-        for nid in self.live_nodes():
-            s = self.samplers.get(nid)
-            if s is None:
-                continue
-            refs[nid] = (s.timeline.remote(self._tl_idx.get(nid, 0), self.driver_id),
-                         s.spans.remote(self._span_idx.get(nid, 0), self.driver_id))
-        for nid, (rt, rs) in refs.items():
-            try:
-                (inc, tl_first, tl), (_inc, sp_first, sp) = ray.get([rt, rs], timeout=max(self.timeout_s, 5.0))
-            except Exception:  # noqa: BLE001 - node gone: keep what we have
-                continue
-            known = self._incarnation.setdefault(nid, inc)
-            if inc != known or _inc != inc:
-                replaced = known == _REPLACED
-                try:  # read the new sampler from its start
-                    (inc, tl_first, tl), (_inc, sp_first, sp) = ray.get(
-                        [self.samplers[nid].timeline.remote(0, self.driver_id),
-                         self.samplers[nid].spans.remote(0, self.driver_id)], timeout=max(self.timeout_s, 5.0))
-                except Exception:  # noqa: BLE001
-                    continue
-                if _inc != inc or not tl:
-                    continue
-                self._new_sampler(nid, inc, tl[0], replaced)
-            if tl_first > self._tl_idx.get(nid, 0) or sp_first > self._span_idx.get(nid, 0):
-                # this driver was away longer than the sampler keeps rows for it
-                log.warning("tao_ray: node %s dropped rows this driver had not fetched; the gap is "
-                            "interpolated and tasks in it count as idle", nid[:12])
-            with self.lock:
-                self._tl_idx[nid] = tl_first + len(tl)
-                off = self._energy_offset.get(nid, 0.0)
-                if off:
-                    tl = [(r[0], r[1] + off) + tuple(r[2:]) for r in tl]
-                self.timelines[nid].extend(tl)
-                self.spans[nid].extend(sp)
-                self._span_idx[nid] = sp_first + len(sp)
-
-    def _new_sampler(self, nid: str, inc: str, first: tuple, replaced: bool) -> None:
-        """The node has a new sampler actor (``replaced``: TAO started it when it took the
-        node back; else Ray restarted it after its process died) and ``first`` is its first
-        reading. Its counters start from zero, so the node's cumulative energy continues from
-        the last reading plus the gap modeled at the node type's idle watts. Spans a dead
-        sampler had not handed over are lost (those tasks' energy goes to the idle share)."""
-        nt = self.node_types[self.node_type[nid]]
-        with self.lock:
-            self._incarnation[nid] = inc
-            last = self.timelines[nid][-1] if self.timelines.get(nid) else None
-            if last is not None:
-                t = max(float(first[0]), float(last[0]))
-                e = last[1] + nt.idle_w * (t - last[0])
-                self.timelines[nid].append((t, e, nt.idle_w, None, "modeled", NO_SAMPLER_METHOD, last[6]))
-                self._energy_offset[nid] = e - float(first[1])
-        if not replaced:
-            log.warning("tao_ray: the sampler of node %s was restarted; the gap is modeled at idle power and "
-                        "spans it had not handed over are lost", nid[:12])
-
+    # ------------------------------------------------------------------ reading back
     def close_timelines(self) -> None:
         """Take a reading on every live node now, so timelines reach this instant. First
         waits until the spans of the tasks that ended before this call have surely reached
@@ -658,33 +471,21 @@ class Runtime:
         wait = self.last_end + SPAN_LAG_S - time.time()
         if wait > 0:
             time.sleep(wait)
-        refs = {nid: self.samplers[nid].read_now.remote() for nid in self.live_nodes() if nid in self.samplers}
-        for nid, r in refs.items():
-            try:
-                ray.get(r, timeout=5.0)
-            except Exception:  # noqa: BLE001
-                pass
-        self.collect()
+        self.registry.read_all_now()
 
     def decision_events(self) -> list[dict[str, Any]]:
         try:
-            n, evs = ray.get(self.controller.decision_events.remote(self._n_events), timeout=self.timeout_s)
+            n, evs = self.call("decision_events", self._n_events)
             self.events.extend(evs)
             self._n_events = n
         except Exception:  # noqa: BLE001
             pass
         return self.events
 
-    # ------------------------------------------------------------------ shutdown
-    def wait_idle(self, timeout_s: float = 60.0) -> bool:
-        """Wait until no task waits in the admission queue."""
-        end = time.time() + timeout_s
-        while time.time() < end:
-            with self.lock:
-                if not self.queue:
-                    return True
-            time.sleep(0.02)
-        return False
+    def note(self, action: str, reason: str, **what: Any) -> None:
+        """One line of the scale log (what TAO did to a node, or why it did not)."""
+        with self.lock:
+            self.scale_log.append({"t_s": time.time(), "action": action, "reason": reason, **what})
 
     def stop(self, kill_actors: bool = True) -> None:
         self._stop.set()
@@ -694,29 +495,23 @@ class Runtime:
             pending = list(self.queue)
             self.queue.clear()
         for q in pending:
-            self._run_granted(q, None)
+            self._run(q, None)
         self._flush_gates()
         if kill_actors:
-            for s in self.samplers.values():
-                try:
-                    ray.kill(s)
-                except Exception:  # noqa: BLE001
-                    pass
+            self.registry.kill_samplers()
             try:
                 ray.kill(self.controller)
             except Exception:  # noqa: BLE001
                 pass
-            # wait until the names are free, so a later init starts fresh actors
-            names = [CONTROLLER_NAME] + [sampler_name(n) for n in self.samplers]
-            end = time.time() + 10.0
-            for name in names:
-                while time.time() < end:
-                    try:
-                        ray.get_actor(name, namespace=NAMESPACE)
-                    except ValueError:
-                        break
-                    time.sleep(0.05)
+            wait_names_free([CONTROLLER_NAME])
             # the gate stays: it may still hold results of queued tasks; it ends with the driver
+
+
+def _safe(alive: Callable[[], bool]) -> bool:
+    try:
+        return bool(alive())
+    except Exception:  # noqa: BLE001 - unknown: keep the reservation
+        return True
 
 
 def on_done(ref: Any, callback: Callable[[], Any]) -> None:
@@ -734,7 +529,3 @@ def on_done(ref: Any, callback: Callable[[], Any]) -> None:
         ref._on_completed(cb)
     except AttributeError:
         ref.future().add_done_callback(cb)
-
-
-def _config_dict(cfg: ControllerConfig) -> dict[str, Any]:
-    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.__dict__.items()}

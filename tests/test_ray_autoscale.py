@@ -110,26 +110,28 @@ def test_scale_up_to_the_efficient_type_then_idle_removal(autoscaling):
                       strict_admission=True, hint_with="resource")
     out = ray.get([where.remote(i) for i in range(6)], timeout=120)
     assert sorted(i for i, _ in out) == list(range(6))
-    ups = [e for e in rt.scale_log if e["action"] == "power_on"]
-    assert ups and ups[0]["node_types"] == ["eff"], rt.scale_log
-    ran_on = {rt.node_type.get(n) for _, n in out}
+    st = tao_ray.stats()
+    ups = [e for e in st["scale_log"] if e["action"] == "power_on"]
+    assert ups and ups[0]["node_types"] == ["eff"], st["scale_log"]
+    types = {n: v["type"] for n, v in st["nodes"].items()}
+    ran_on = {types.get(n) for _, n in out}
     assert "eff" in ran_on, f"no task ran on the launched efficient node: {ran_on}"
     # TAO cleared its request once the node came; once idle, TAO releases it (stops its own
     # sampler there) and Ray's idle timeout removes it
-    assert rt._requested == []
-    eff_id = next(n for n, t in rt.node_type.items() if t == "eff" and n in rt.nodes)
+    assert tao_ray.stats()["booting"] == []
+    eff_id = next(n for n, t in types.items() if t == "eff")
     deadline = time.time() + 90
     while time.time() < deadline and "eff" in _alive_types():
         time.sleep(1.0)
-    assert "eff" not in _alive_types(), rt.scale_log
-    assert eff_id in rt.released_at
+    assert "eff" not in _alive_types(), tao_ray.stats()["scale_log"]
+    assert tao_ray.stats()["nodes"][eff_id]["released"]
     deadline = time.time() + 10  # TAO notices the node left at its next poll of ray.nodes()
-    while time.time() < deadline and eff_id not in rt.removed_at:
+    while time.time() < deadline and not tao_ray.stats()["nodes"][eff_id]["removed"]:
         time.sleep(0.2)
-    assert eff_id in rt.removed_at
+    assert tao_ray.stats()["nodes"][eff_id]["removed"]
     # its energy after release is modeled at idle power until it left, then off
     from tao_ray import energy
 
-    rs = energy.readings(rt, eff_id, t_end=time.time())
-    assert rs[-1].domains["node"].method == energy.OFF_METHOD
-    assert any(r.domains["node"].method == energy.RELEASED_METHOD for r in rs)
+    df = tao_ray.report()
+    method = df.attrs["nodes"].set_index("node_id").loc[eff_id, "method"]
+    assert energy.OFF_METHOD in method and energy.RELEASED_METHOD in method

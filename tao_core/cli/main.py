@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from tao_core.errors import InputError
 
 #: subcommand modules, in the order ``tao --help`` lists them
-SUBCOMMANDS = ("probe", "monitor", "simulate", "report", "audit", "actuate")
+SUBCOMMANDS = ("probe", "monitor", "simulate", "report", "audit", "actuate", "ray")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """A heterogeneous Ray cluster on one machine (``ray.cluster_utils.Cluster``) for demos,
 benchmarks and tests, plus the paced workload they run with Ray's default scheduling and
-with TAO.
+with TAO. The head node runs Ray's dashboard: TAO reads Ray's task events through it.
 
 Each worker node carries the label ``tao-node-type`` of its node type. ``power_off(node_id)``
 removes the node from the cluster (its processes end: the stand-in for an autoscaler
@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 from tao_ray.nodes import TYPE_LABEL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 @dataclass
@@ -44,7 +44,7 @@ class LocalCluster:
         pp = os.environ.get("PYTHONPATH", "")
         if str(ROOT) not in pp.split(os.pathsep):
             os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
-        head = dict(num_cpus=self.head_cpus, include_dashboard=False)
+        head = dict(num_cpus=self.head_cpus, include_dashboard=True)
         if self.system_config:
             head["_system_config"] = dict(self.system_config)
         self.cluster = Cluster(initialize_head=True, head_node_args=head)
@@ -128,16 +128,17 @@ def compare(nodes: Sequence[tuple[str, int]], node_types: Sequence[Any], *, task
             log: Callable[[str], None] = print, controller_config: Any = None) -> dict[str, dict[str, Any]]:
     """Run the paced workload once per variant, each on a fresh cluster:
 
-    - ``default``: Ray's default scheduling; TAO only samples (no placement, nothing powered off);
+    - ``default``: plain ``@ray.remote`` tasks under Ray's default scheduling; TAO only
+      accounts them (from Ray's task events; nothing is placed or powered off);
     - ``tao``: TAO placement, and idle nodes powered off when the controller plans it
       (``LocalCluster.power_off``; their energy after removal is modeled as 0 W, the node
       types' ``off_w``); none is added back;
     - ``tao-placement-only``: TAO placement, every node stays on.
 
-    Energy: modeled joules of every node from the first submission to the last result.
+    Energy: TAO's report over one window, from the first submission to the last result, of
+    every node (the printed figures are the report's).
     """
     import tao_ray
-    from tao_ray import energy
 
     results: dict[str, dict[str, Any]] = {}
     for variant in variants:
@@ -150,28 +151,30 @@ def compare(nodes: Sequence[tuple[str, int]], node_types: Sequence[Any], *, task
                 # that the controller's boot model does not know (scale-up through Ray's
                 # autoscaler is tested on its fake multi-node provider)
                 kw = dict(on_power_off=lc.power_off)
-            rt = tao_ray.init(node_types, config=controller_config() if controller_config else None, **kw)
+            tao_ray.init(node_types, config=controller_config() if controller_config else None, **kw)
             fn = ray.remote(job) if variant == "default" else tao_ray.remote(job)
             time.sleep(1.0)  # samplers' first readings
             out, t0, t1 = paced_workload(fn, tasks=tasks, interval_s=interval_s, work_s=work_s, service=lc.service)
-            time.sleep(0.3)
-            rt.close_timelines()
-            per_node = energy.energy_between(rt, t0, t1)
+            path = report_path if variant != "default" else None
+            df = tao_ray.report(path, window=(t0, t1))
+            rep = df.attrs["report"]
+            types = {n: v["type"] for n, v in tao_ray.stats()["nodes"].items()}
             by_type: dict[str, int] = {}
             for _, nid in out:
-                typ = rt.node_type.get(nid, "?")
-                by_type[typ] = by_type.get(typ, 0) + 1
-            res = {"energy_j": sum(per_node.values()), "makespan_s": t1 - t0, "tasks": len(out),
+                by_type[types.get(nid, "?")] = by_type.get(types.get(nid, "?"), 0) + 1
+            res = {"energy_j": rep["energy"]["it_energy_j"], "task_energy_j": float(df["energy_j"].sum()),
+                   "makespan_s": t1 - t0, "tasks": len(out), "tasks_accounted": int(len(df)),
                    "tasks_by_node_type": by_type, "nodes_powered_off": len(lc.removed),
-                   "nodes_added": len(lc.added),
-                   "energy_by_node_j": {f"{rt.node_type[n]}:{n[:8]}": round(e, 1) for n, e in per_node.items()},
+                   "nodes_added": len(lc.added), "window_s": [t0, t1],
+                   "energy_by_node_j": {f"{types.get(r['node_id'], '?')}:{r['node_id'][:8]}": round(r["energy_j"], 1)
+                                        for r in rep["energy"]["by_node"]},
                    "source": "modeled"}
-            if variant != "default" and report_path:
-                tao_ray.report(report_path)
-                res["report"] = report_path
+            if path:
+                res["report"] = path
             results[variant] = res
             log(f"{variant:<20} energy {res['energy_j']:9.1f} J   makespan {res['makespan_s']:6.2f} s   "
-                f"tasks by node type {by_type}   nodes powered off {len(lc.removed)}")
+                f"tasks by node type {by_type}   nodes powered off {len(lc.removed)}   tasks in report "
+                f"{res['tasks_accounted']}")
         finally:
             if tao_ray.is_initialized():
                 tao_ray.shutdown()
