@@ -261,7 +261,7 @@ def test_unreadable_ledgers_are_exit_2(tmp_path, capsys, kind):
 
 
 @pytest.mark.parametrize("kind", ["folder", "device", "fifo", "symlink", "read-only folder", "the ledger",
-                                  "the ledger's key", "an input report"])
+                                  "the ledger's key", "the ledger's public key", "an input report"])
 @pytest.mark.parametrize("action", ["build", "build-md", "render", "merge"])
 def test_outputs_that_cannot_be_written_are_one_line_exit_2_and_nothing_written(tmp_path, capsys, ledger, kind, action):
     src = tmp_path / "src.json"
@@ -288,6 +288,8 @@ def test_outputs_that_cannot_be_written_are_one_line_exit_2_and_nothing_written(
         out = ledger
     elif kind == "the ledger's key":
         out = str(ledger) + ".key"
+    elif kind == "the ledger's public key":
+        out = str(ledger) + ".pub"
     else:  # build reads no report: its input there is the public key
         out = str(ledger) + ".pub" if action.startswith("build") else src
     key = ["--pubkey", str(ledger) + ".pub"]

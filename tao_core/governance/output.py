@@ -59,7 +59,7 @@ def check_report_targets(path: PathLike, fmt: str, *, field: str = "path",
 
 
 def _refuse_precious(path: pathlib.Path, field: str) -> None:
-    """A report never replaces a ledger or a private key, whatever the command's inputs."""
+    """A report never replaces a ledger or a key file, whatever the command's inputs."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
@@ -67,8 +67,8 @@ def _refuse_precious(path: pathlib.Path, field: str) -> None:
         return
     if head.startswith(b'{"hash":"') and b'"kind":"ledger"' in head.split(b"\n", 1)[0]:
         raise InputError(f"{field} {path}: is a ledger; a ledger is never overwritten: give another path")
-    if head.startswith(b"-----BEGIN PRIVATE KEY"):
-        raise InputError(f"{field} {path}: is a private key; give another path")
+    if head.startswith((b"-----BEGIN PRIVATE KEY", b"-----BEGIN PUBLIC KEY")):
+        raise InputError(f"{field} {path}: is a key file; give another path")
 
 
 def _write_all(files: Sequence[Tuple[str, pathlib.Path, bytes]],

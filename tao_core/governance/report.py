@@ -256,14 +256,17 @@ def build_report_from_records(
     generated_at: Optional[str] = None,
     policy: Optional[str] = None,
 ) -> dict:
-    """The report of one run (or ``job``) from records (dicts with kind, payload, seq,
-    time) that come from no verified ledger: ``ledger.status`` is ``unverified``. Raises
+    """The report of one run (or ``job``) from records (dicts with kind, payload and
+    optionally time) that come from no verified ledger: ``ledger.status`` is
+    ``unverified`` and the report names no sequence numbers. Raises
     ``InputError`` (``ParameterError`` naming the parameter) on unusable input."""
     params = ReportParameters(run_id=run_id, policy=policy, job=job,
                               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, cluster_name=cluster_name,
                               include_unsigned=True)
     run = select_run(split_runs(list(records)), run_id, policy)
-    return assemble_run_report(parse_run(run), params, _unverified_ledger(len(run.records)), generated_at)
+    rr = parse_run(run)
+    rr.seqs = []  # numbers of no ledger: the report names no sequence numbers
+    return assemble_run_report(rr, params, _unverified_ledger(len(run.records)), generated_at)
 
 
 # ----------------------------------------------------------------------------- from a ledger

@@ -93,6 +93,20 @@ def _where(r: Mapping[str, Any]) -> str:
     return f"ledger seq {r.get('seq')} ({r.get('kind')} record)"
 
 
+def _payload(r: Mapping[str, Any], old: bool, config: Mapping[str, Any]) -> Any:
+    """The record's payload in the one record shape (upgraded from the adapters' shapes when ``old``)."""
+    kind, p = r.get("kind"), r.get("payload")
+    if not old or not isinstance(p, Mapping):
+        return p
+    if kind == "config":
+        return legacy.upgrade_config(p)
+    if kind == "energy":
+        return legacy.upgrade_energy(p, _where(r))
+    if kind == "summary":
+        return legacy.upgrade_summary(p, config)
+    return p
+
+
 def parse_run(run: Run) -> RunRecords:
     """The run's records in the one record shape (records of the shapes tao_ray and
     tao_dask write today go through ``accounting.legacy`` first). ``InputError`` naming
@@ -101,28 +115,20 @@ def parse_run(run: Run) -> RunRecords:
         first = run.records[0] if run.records else {}
         raise InputError(f"{_where(first)}: the run has no config record; a report needs the run's config")
     old = legacy.is_legacy(run.config)
-    nodes: list[NodeRecord] = []
-    work: list[WorkRecord] = []
-    summary: Optional[RunSummary] = None
-    decisions: list[Mapping[str, Any]] = []
-    config = None
+    out = RunRecords(config=None, nodes=[], work=[], summary=None, decisions=[],  # type: ignore[arg-type]
+                     seqs=[r["seq"] for r in run.records if isinstance(r.get("seq"), int)],
+                     times=[float(r["time"]) for r in run.records
+                            if isinstance(r.get("time"), (int, float)) and not isinstance(r.get("time"), bool)])
     for r in run.records:
-        kind, p, where = r.get("kind"), r.get("payload"), _where(r)
+        kind, p, where = r.get("kind"), _payload(r, old, run.config), _where(r)
         if kind == "config":
-            config = RunConfig.from_payload(legacy.upgrade_config(p) if old else p, where)
+            out.config = RunConfig.from_payload(p, where)
+        elif kind == "energy" and isinstance(p, Mapping) and p.get("scope") == "node":
+            out.nodes.append(NodeRecord.from_payload(p, where))
         elif kind == "energy":
-            p = legacy.upgrade_energy(p, where) if old and isinstance(p, Mapping) else p
-            if isinstance(p, Mapping) and p.get("scope") == "node":
-                nodes.append(NodeRecord.from_payload(p, where))
-            else:
-                work.append(WorkRecord.from_payload(p, where))
+            out.work.append(WorkRecord.from_payload(p, where))
         elif kind == "summary":
-            summary = RunSummary.from_payload(legacy.upgrade_summary(p, run.config) if old and isinstance(p, Mapping)
-                                              else p, where)
+            out.summary = RunSummary.from_payload(p, where)
         elif kind == "decision" and isinstance(p, Mapping):
-            decisions.append(p)
-    assert config is not None
-    return RunRecords(config=config, nodes=nodes, work=work, summary=summary, decisions=decisions,
-                      seqs=[r["seq"] for r in run.records if isinstance(r.get("seq"), int)],
-                      times=[float(r["time"]) for r in run.records
-                             if isinstance(r.get("time"), (int, float)) and not isinstance(r.get("time"), bool)])
+            out.decisions.append(p)
+    return out
