@@ -68,7 +68,7 @@ def _check_report_signature(report: Mapping[str, Any], pubkey: Any) -> Optional[
 
     sig = report["integrity"].get("signature")
     if sig is None:
-        return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check --pubkey against"
+        return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check the given public key against"
     embedded, why = embedded_key(sig["public_key"], sig["key_id"], pubkey, "integrity/signature")
     if why is not None:
         return why

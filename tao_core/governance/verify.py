@@ -124,7 +124,7 @@ class VerifyResult:
         if self.pubkey_checked and self.key_ids:
             return f"signatures checked against the given public key {self.key_ids[0]}"
         if self.key_ids:
-            return f"signed by embedded key {', '.join(self.key_ids)} (not authenticated: pass --pubkey)"
+            return f"signed by embedded key {', '.join(self.key_ids)} (not authenticated: no public key given)"
         return "no signed checkpoint"
 
     def state_text(self) -> str:
