@@ -1,10 +1,9 @@
 """Attacks on the ledger and the energy reports by someone who edits them without the
 private key: every one must be detected (or, for unsigned records, kept out of reports).
 
-Each test is one attack of issue "the ledger and energy reports hold against someone who
-edits them"; the property-based test tries random edits, insertions, deletions, reorders
-and appends with hashes recomputed, and prints how many it tried and detected (run with
-``-s`` to see the counts)."""
+Each test below is one attack on a ledger, a report or a merge; the property-based test
+tries random edits, insertions, deletions, reorders and appends with hashes recomputed, and
+prints how many it tried and detected (run with ``-s`` to see the counts)."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +15,7 @@ import pytest
 
 from governance_fixtures import forged_tail, rechain, records_of, write_run
 from tao_core.cli.main import main
+from tao_core.errors import InputError
 from tao_core.governance import (
     Ledger, MemberEvidence, build_report, load_public_key, merge_reports, sign_report, validate_report,
 )
@@ -291,12 +291,12 @@ def test_merge_rejects_a_rehashed_edit(signed_members):
     sig = bad["integrity"]["signature"]
     bad["energy"]["by_node"][0]["energy_j"] *= 0.5
     seal(bad)
-    with pytest.raises(Exception, match="rejected"):
+    with pytest.raises(InputError, match="rejected"):
         merge_reports([a[0], bad], evidence=_ev(a, b))  # unsigned now
     bad["integrity"]["signature"] = sig
-    with pytest.raises(Exception, match="bad signature"):
+    with pytest.raises(InputError, match="bad signature"):
         merge_reports([a[0], bad], evidence=_ev(a, b))
-    with pytest.raises(Exception, match="rejected"):  # against its ledger
+    with pytest.raises(InputError, match="rejected"):  # against its ledger
         merge_reports([a[0], bad], evidence=[MemberEvidence(pubkey=a[2]), MemberEvidence(ledger=b[1])])
 
 
@@ -304,9 +304,9 @@ def test_merge_rejects_a_member_signed_by_an_unknown_key(signed_members, tmp_pat
     a, b = signed_members["a"], signed_members["b"]
     Ledger(tmp_path / "x.jsonl").close()
     other = sign_report(copy.deepcopy(b[0]), tmp_path / "x.jsonl.key")
-    with pytest.raises(Exception, match="not by the given public key"):
+    with pytest.raises(InputError, match="not by the given public key"):
         merge_reports([a[0], other], evidence=_ev(a, b))
-    with pytest.raises(Exception, match="nothing to verify it with"):
+    with pytest.raises(InputError, match="nothing to verify it with"):
         merge_reports([a[0], b[0]], evidence=[MemberEvidence(pubkey=a[2]), MemberEvidence()])
 
 
@@ -321,7 +321,7 @@ def test_merge_rejects_impossible_sums_even_when_signed(signed_members, tmp_path
     sign_report(fed, tmp_path / "x.jsonl.key")
     problems = validate_report(fed)
     assert any("facility_energy_j" in p or "it_energy_j" in p for p in problems), problems
-    with pytest.raises(Exception, match="rejected"):
+    with pytest.raises(InputError, match="rejected"):
         merge_reports([fed], evidence=[MemberEvidence(pubkey=load_public_key(tmp_path / "x.jsonl.pub"))])
 
 
@@ -329,15 +329,15 @@ def test_merge_rejects_the_same_report_or_ledger_twice(signed_members, tmp_path)
     """Attack: the same report merged twice under two names (energy doubled), or two
     reports of one ledger head."""
     a, b = signed_members["a"], signed_members["b"]
-    with pytest.raises(Exception, match="same report"):
+    with pytest.raises(InputError, match="same report"):
         merge_reports([a[0], a[0]], evidence=_ev(a, a), names=["north", "south"])
     again = sign_report(build_report(a[1], carbon_intensity_g_per_kwh=400.0), str(a[1]) + ".key")
-    with pytest.raises(Exception, match="same ledger head"):
+    with pytest.raises(InputError, match="same ledger head"):
         merge_reports([a[0], again], evidence=_ev(a, a), names=["north", "south"])
     fed = merge_reports([a[0], b[0]], evidence=_ev(a, b))
     Ledger(tmp_path / "f.jsonl").close()
     sign_report(fed, tmp_path / "f.jsonl.key")
-    with pytest.raises(Exception, match="same report"):  # a member again, inside a federated input
+    with pytest.raises(InputError, match="same report"):  # a member again, inside a federated input
         merge_reports([fed, a[0]], evidence=[MemberEvidence(pubkey=load_public_key(tmp_path / "f.jsonl.pub")),
                                              MemberEvidence(pubkey=a[2])])
 
