@@ -1,41 +1,58 @@
-"""``tao report``: build, validate and merge energy reports.
+"""``tao report``: build, validate, render and merge energy reports.
 
 ``tao report build --ledger L [--format json|md|html] [--out F] [--carbon-intensity G]
-[--run-id R | --policy P] [--job J] [--cluster-name N] [--pubkey KEY]``: verify the ledger and write the
-report of one run (default: JSON to stdout). Exit 2 on bad input or a ledger that fails
+[--run-id R | --policy P] [--job J] [--cluster-name N] [--pubkey KEY] [--sign-key KEY]
+[--include-unsigned]``: verify the ledger and write the report of one run from its signed
+records (default: JSON to stdout). ``--include-unsigned`` also uses the records after the
+last checkpoint; the report then says so. Exit 2 on bad input or a ledger that fails
 verification (nothing written).
 
 ``tao report validate R.json [--pubkey KEY] [--ledger L]``: exit 0 when the report matches
-the shipped JSON Schema, its integrity digest and its signature if signed (by KEY when
-given; an unsigned report with --pubkey fails unless --ledger is given); 1 when it does not (each problem names its
-field); 2 when the file cannot be read. With ``--ledger``: also checks that the ledger
-verifies, holds the report's head hash at its head sequence number, and that rebuilding the
-report from the ledger gives the same figures.
+the shipped JSON Schema, its integrity digest, its internal sums and its signature if
+signed (by KEY when given; an unsigned report with --pubkey fails unless --ledger is
+given); 1 when it does not (each problem names its field); 2 when a file cannot be read.
+With ``--ledger`` (a run report): the report is rebuilt from the ledger (verified against
+KEY when given) with the parameters it records and must be the same in every field, its
+provenance claims included. A federated report: ``--input R1.json ...`` (the reports it
+was merged from) with ``--pubkey`` and/or ``--ledger`` for each, as for merge: it is merged
+again and must be the same.
 
-``tao report render R.json --format md|html --out F``: render a report (run or federated)
-that validates; exit 2 when it does not.
+``tao report render R.json --format md|html|json --out F``: render a report that validates.
 
-``tao report merge R1.json R2.json ... --out M.json [--name LABEL]...``: validate every
-input, then write the federated report. Exit 2 when an input is invalid or was changed
-(nothing written).
+``tao report merge R1.json R2.json ... --out M.json [--name LABEL]... [--pubkey KEY]...
+[--ledger L|-]...``: verify every input (its signature by KEY, or a rebuild from its
+ledger L), refuse duplicates, then write the federated report. ``--pubkey`` once applies
+to every input, or give one per input; ``--ledger`` one per input (``-`` for none).
+Exit 2 when an input is invalid, unverified, changed or a duplicate (nothing written).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
-from tao_core.errors import InputError
-from tao_core.governance.merge import merge_reports
+from tao_core.errors import InputError, ParameterError
+from tao_core.files import install_signal_cleanup
 from tao_core.governance.keys import load_public_key
-from tao_core.governance.output import report_json_bytes, write_report
+from tao_core.governance.ledger import default_key_path, default_pub_path
+from tao_core.governance.merge import MemberEvidence, merge_reports
+from tao_core.governance.output import check_report_targets, report_json_bytes, write_report
+from tao_core.governance.recheck import check_against_ledger, check_federated
 from tao_core.governance.report import build_report
 from tao_core.governance.validate import load_report, sign_report, validate_report
 
+#: library parameter names as the command line spells them
+FLAGS = {
+    "run_id": "--run-id", "policy": "--policy", "job": "--job", "carbon_intensity_g_per_kwh": "--carbon-intensity",
+    "cluster_name": "--cluster-name", "include_unsigned": "--include-unsigned", "ledger": "--ledger",
+    "names": "--name", "evidence": "--pubkey/--ledger", "fmt": "--format", "path": "--out", "reports": "REPORT",
+    "sign_key": "--sign-key", "pubkey": "--pubkey",
+}
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("report", help="build, validate or merge energy reports",
-                              description="Energy reports from a ledger: build, validate, merge.")
+    p = subparsers.add_parser("report", help="build, validate, render or merge energy reports",
+                              description="Energy reports from a ledger: build, validate, render, merge.")
     sub = p.add_subparsers(dest="report_command", metavar="ACTION")
     sub.required = True
     b = sub.add_parser("build", help="build the energy report of a run from its ledger")
@@ -50,143 +67,172 @@ def register(subparsers: Any) -> None:
     b.add_argument("--cluster-name", help="label of this cluster in federated reports")
     b.add_argument("--pubkey", help="the signer's public key; the report then says the signer is authenticated")
     b.add_argument("--sign-key", help="sign the report with this Ed25519 private key (e.g. LEDGER.key)")
+    b.add_argument("--include-unsigned", action="store_true",
+                   help="also use records no checkpoint signature covers yet (the report says so)")
     b.set_defaults(func=run)
-    v = sub.add_parser("validate", help="check a report against the schema and its integrity digest")
+    v = sub.add_parser("validate", help="check a report: schema, digest, sums; with --ledger or --input its claims")
     v.add_argument("report", help="report JSON file")
-    v.add_argument("--ledger", help="also check the report against this ledger")
-    v.add_argument("--pubkey", help="the signer's public key: the report's signature must be by this key "
-                   "(and, with --ledger, the ledger's checkpoints)")
+    v.add_argument("--ledger", action="append", help="run report: its ledger (rebuilt and compared); federated "
+                   "report with --input: one ledger per input, '-' for none")
+    v.add_argument("--pubkey", action="append", help="the signer's public key: of the report (and, with --ledger, "
+                   "of the ledger); with --input one for every input or one per input")
+    v.add_argument("--input", action="append", help="federated report: a report it was merged from (repeat)")
     v.set_defaults(func=run)
     r = sub.add_parser("render", help="write a report JSON (run or federated) as Markdown or HTML")
     r.add_argument("report", help="report JSON file")
     r.add_argument("--format", required=True, choices=("md", "html", "json"), help="output format")
     r.add_argument("--out", required=True, help="output file")
     r.set_defaults(func=run)
-    m = sub.add_parser("merge", help="combine reports of several clusters into one federated report")
+    m = sub.add_parser("merge", help="combine verified reports of several clusters into one federated report")
     m.add_argument("reports", nargs="+", help="report JSON files")
     m.add_argument("--out", required=True, help="merged report JSON file")
     m.add_argument("--name", action="append", help="cluster label, once per report in order (default: from each report)")
+    m.add_argument("--pubkey", action="append", help="public key the inputs' report signatures must verify under: "
+                   "once for all, or once per report in order")
+    m.add_argument("--ledger", action="append", help="the ledger each input was built from, once per report in "
+                   "order ('-' for none): the input is rebuilt from it and must be the same")
     m.add_argument("--sign-key", help="sign the merged report with this Ed25519 private key")
     m.set_defaults(func=run)
     p.set_defaults(func=run)
 
 
+def _flagged(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``, wording a library ParameterError with the command's flags."""
+    try:
+        return fn()
+    except ParameterError as exc:
+        raise InputError(exc.worded(FLAGS)) from None
+
+
+def _ledger_inputs(ledger: str) -> list[tuple[str, str]]:
+    return [("--ledger", ledger), ("the ledger's key", str(default_key_path(ledger))),
+            ("the ledger's public key", str(default_pub_path(ledger)))]
+
+
 def _build(args: argparse.Namespace) -> int:
     if args.format != "json" and not args.out:
         raise InputError(f"--format {args.format}: needs --out FILE")
-    report = build_report(
-        args.ledger, pubkey=args.pubkey, run_id=args.run_id, policy=args.policy, job=args.job,
+    pubkey = load_public_key(args.pubkey, "--pubkey") if args.pubkey else None
+    inputs = _ledger_inputs(args.ledger) + [("--pubkey", args.pubkey), ("--sign-key", args.sign_key)]
+    if args.out:
+        check_report_targets(args.out, args.format, field="--out", inputs=inputs)
+    notes: list[str] = []
+    report = _flagged(lambda: build_report(
+        args.ledger, pubkey=pubkey, run_id=args.run_id, policy=args.policy, job=args.job,
         carbon_intensity_g_per_kwh=args.carbon_intensity, cluster_name=args.cluster_name,
-    )
+        include_unsigned=args.include_unsigned, notes=notes))
     if args.sign_key:
-        sign_report(report, args.sign_key)
+        sign_report(report, args.sign_key, "--sign-key")
+    for n in notes:
+        print(f"note: {n.replace('include_unsigned', '--include-unsigned')}", file=sys.stderr)
     if not args.out:
         sys.stdout.write(report_json_bytes(report).decode("utf-8"))
         return 0
-    files = write_report(report, args.out, args.format)
+    files = _flagged(lambda: write_report(report, args.out, args.format, field="--out", inputs=inputs))
     led = report["ledger"]
     print(f"wrote {', '.join(str(f) for f in files)} (ledger head {led['head_hash']} at seq {led['head_seq']}"
-          + (", ledger tail torn" if led["status"] == "torn" else "")
+          + (f", {led['unsigned_records_used']} unsigned record(s) used" if led["unsigned_records_used"] else "")
           + (f", signed by key {report['integrity']['signature']['key_id']}" if args.sign_key else "") + ")")
     return 0
 
 
-_VOLATILE = ("generated_at", "generator", "integrity")
+def _evidence(pubkeys: Optional[Sequence[str]], ledgers: Optional[Sequence[str]], n: int) -> list[MemberEvidence]:
+    """One MemberEvidence per input from repeated --pubkey (1 or n) and --ledger (n, '-' for none)."""
+    keys = [load_public_key(k, "--pubkey") for k in pubkeys or []]
+    if len(keys) not in (0, 1, n):
+        raise InputError(f"--pubkey: {len(keys)} key(s) for {n} report(s); give one for all or one per report")
+    if ledgers is not None and len(ledgers) != n:
+        raise InputError(f"--ledger: {len(ledgers)} ledger(s) for {n} report(s); give one per report ('-' for none)")
+    keys = keys * n if len(keys) == 1 else (keys or [None] * n)
+    leds = [None if (x is None or x == "-") else x for x in (ledgers or [None] * n)]
+    return [MemberEvidence(pubkey=k, ledger=led) for k, led in zip(keys, leds)]
 
 
-def _comparable(report: dict) -> dict:
-    r = {k: v for k, v in report.items() if k not in _VOLATILE}
-    if isinstance(r.get("ledger"), dict):
-        r["ledger"] = {k: v for k, v in r["ledger"].items() if k not in ("file", "signer_authenticated", "status")}
-    return r
+def _problems_exit(source: str, problems: Sequence[str]) -> int:
+    for p in problems:
+        print(f"{source}: {p}", file=sys.stderr)
+    print(f"INVALID: {len(problems)} problem(s)", file=sys.stderr)
+    return 1
 
 
-def _diff(a: Any, b: Any, path: str = "") -> str:
-    """Path of the first difference between two JSON values ('' when equal)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if k not in a or k not in b:
-                return f"{path}/{k}"
-            d = _diff(a[k], b[k], f"{path}/{k}")
-            if d:
-                return d
-        return ""
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return f"{path} (length {len(a)} vs {len(b)})"
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _diff(x, y, f"{path}/{i}")
-            if d:
-                return d
-        return ""
-    return "" if a == b else (path or "/")
+def _validate_run(args: argparse.Namespace, report: dict) -> tuple[list[str], str]:
+    keys = args.pubkey or []
+    if len(keys) > 1 or len(args.ledger or []) > 1:
+        raise InputError("--pubkey/--ledger: a run report takes one of each; repeat them only with --input")
+    pubkey = load_public_key(keys[0], "--pubkey") if keys else None
+    ledger = (args.ledger or [None])[0]
+    signed = isinstance(report.get("integrity"), dict) and bool(report["integrity"].get("signature"))
+    # --pubkey checks the report's signature; an unsigned report passes it only through --ledger
+    problems = validate_report(report, pubkey if signed or not ledger else None)
+    if problems or not ledger:
+        return problems, "provenance claims (ledger section, figures) not checked: pass --ledger (and --pubkey)"
+    problems = _flagged(lambda: check_against_ledger(report, ledger, pubkey))
+    auth = "signer authenticated by --pubkey" if pubkey is not None else "signer not authenticated (no --pubkey)"
+    return problems, (f"rebuilt from {ledger} up to seq {report['ledger']['head_seq']}: the same report in every "
+                      f"field, its provenance claims included ({auth})")
+
+
+def _validate_federated(args: argparse.Namespace, report: dict) -> tuple[list[str], str]:
+    if not args.input:
+        if args.ledger:
+            raise InputError("--ledger: a federated report has no ledger; give its inputs with --input")
+        keys = args.pubkey or []
+        if len(keys) > 1:
+            raise InputError("--pubkey: repeat it only with --input")
+        problems = validate_report(report, load_public_key(keys[0], "--pubkey") if keys else None)
+        return problems, "federation claims (members, how each was verified, sums) not checked: pass --input"
+    problems = validate_report(report)
+    if problems:
+        return problems, ""
+    inputs = [load_report(p, "--input") for p in args.input]
+    evidence = _evidence(args.pubkey, args.ledger, len(inputs))
+    problems = _flagged(lambda: check_federated(report, inputs, evidence, sources=args.input))
+    return problems, f"merged again from its {len(inputs)} input(s), each verified: the same report in every field"
 
 
 def _validate(args: argparse.Namespace) -> int:
-    report = load_report(args.report)
-    pubkey = load_public_key(args.pubkey) if args.pubkey else None
-    signed = (isinstance(report, dict) and isinstance(report.get("integrity"), dict)
-              and bool(report["integrity"].get("signature")))
-    # --pubkey checks the report's signature; an unsigned report passes it only through --ledger
-    problems = validate_report(report, pubkey if signed or not args.ledger else None)
+    report = load_report(args.report, "report")
+    fed = report.get("report_type") == "federated"
+    problems, checked = (_validate_federated if fed else _validate_run)(args, report)
     if problems:
-        for p in problems:
-            print(f"{args.report}: {p}", file=sys.stderr)
-        print(f"INVALID: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
-    msg = f"VALID: {args.report} matches the schema and its integrity digest {report['integrity']['content_sha256']}"
+        return _problems_exit(args.report, problems)
+    msg = (f"VALID: {args.report} matches the schema, its integrity digest {report['integrity']['content_sha256']} "
+           "and its internal sums")
     sig = report["integrity"].get("signature")
     if sig:
-        msg += f"; signed by key {sig['key_id']}" + (" (the given --pubkey)" if pubkey is not None else " (embedded key: pass --pubkey to authenticate)")
-    if args.ledger:
-        if report["report_type"] != "run" or not report["ledger"].get("head_seq"):
-            raise InputError("--ledger: only a run report built from a ledger can be checked against one")
-        s = report["subject"]
-        emissions = report.get("emissions") or {}
-        try:
-            rebuilt = build_report(
-                args.ledger, pubkey=args.pubkey, run_id=s.get("run_id"), job=s.get("job"),
-                carbon_intensity_g_per_kwh=emissions.get("carbon_intensity_g_per_kwh"),
-                cluster_name=s.get("cluster_name"), upto_seq=report["ledger"]["head_seq"],
-            )
-        except InputError as exc:
-            print(f"{args.report}: cannot be rebuilt from {args.ledger}: {exc}", file=sys.stderr)
-            return 1
-        if rebuilt["ledger"]["head_hash"] != report["ledger"]["head_hash"]:
-            print(f"{args.report}: ledger head hash {report['ledger']['head_hash']} is not the hash of record "
-                  f"{report['ledger']['head_seq']} of {args.ledger} ({rebuilt['ledger']['head_hash']})", file=sys.stderr)
-            return 1
-        where = _diff(_comparable(report), _comparable(rebuilt))
-        if where:
-            print(f"{args.report}: differs from the report rebuilt from {args.ledger} at {where}", file=sys.stderr)
-            return 1
-        auth = "signer authenticated by --pubkey" if rebuilt["ledger"]["signer_authenticated"] else "signer not authenticated (no --pubkey)"
-        msg += f"; rebuilt from {args.ledger} up to seq {report['ledger']['head_seq']} with the same figures ({auth})"
-    print(msg)
+        msg += f"; signed by key {sig['key_id']}" + (" (the given --pubkey)" if args.pubkey and not args.input
+                                                     else " (embedded key: pass --pubkey to authenticate)")
+    print(f"{msg}; {checked}")
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
-    reports = [load_report(p) for p in args.reports]
-    merged = merge_reports(reports, names=args.name, sources=args.reports)
+    reports = [load_report(p, "REPORT") for p in args.reports]
+    evidence = _evidence(args.pubkey, args.ledger, len(reports))
+    inputs = ([(f"REPORT {p}", p) for p in args.reports] + [("--ledger", x) for x in args.ledger or [] if x != "-"]
+              + [("--pubkey", k) for k in args.pubkey or []] + [("--sign-key", args.sign_key)])
+    check_report_targets(args.out, "json", field="--out", inputs=inputs)
+    merged = _flagged(lambda: merge_reports(reports, evidence=evidence, names=args.name, sources=args.reports))
     if args.sign_key:
-        sign_report(merged, args.sign_key)
-    write_report(merged, args.out, "json")
+        sign_report(merged, args.sign_key, "--sign-key")
+    _flagged(lambda: write_report(merged, args.out, "json", field="--out", inputs=inputs))
     print(f"wrote {args.out}: {len(merged['federation']['members'])} member(s), IT "
           f"{merged['energy']['it_energy_j']:.1f} J, facility {merged['energy']['facility_energy_j']:.1f} J")
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
-    report = load_report(args.report)
+    report = load_report(args.report, "report")
     problems = validate_report(report)
     if problems:
         raise InputError(f"{args.report}: not a valid untampered report ({problems[0]}); "
                          "check it with `tao report validate`")
-    files = write_report(report, args.out, args.format)
+    files = _flagged(lambda: write_report(report, args.out, args.format, field="--out",
+                                          inputs=[("the report", args.report)]))
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    install_signal_cleanup()
     return {"build": _build, "validate": _validate, "merge": _merge, "render": _render}[args.report_command](args)

@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 from tao_core.errors import InputError
 
@@ -24,9 +24,8 @@ MAX_JSON_DEPTH = 64
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-def read_input_bytes(path: PathLike, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them."""
-    p = Path(path)
+def _open_regular(p: Path, field: str) -> tuple[int, os.stat_result]:
+    """An fd open for reading on the regular file ``p`` and its stat, or an InputError."""
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -35,12 +34,29 @@ def read_input_bytes(path: PathLike, field: str, *, max_bytes: int = DEFAULT_MAX
         raise InputError(f"{field} {p}: is a folder; give the path of a file") from None
     except OSError as exc:
         raise InputError(f"{field} {p}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise InputError(f"{field} {p}: is a folder; give the path of a file")
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputError(f"{field} {p}: is not a regular file (a device, FIFO or socket); give the path of a file")
+    return fd, st
+
+
+def open_input_file(path: PathLike, field: str) -> BinaryIO:
+    """The regular file at ``path`` open for reading in binary mode, for readers that
+    stream it with their own limits (a ledger is read line by line)."""
+    fd, _ = _open_regular(Path(path), field)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_input_bytes(path: PathLike, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them."""
+    p = Path(path)
+    fd, st = _open_regular(p, field)
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise InputError(f"{field} {p}: is a folder; give the path of a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{field} {p}: is not a regular file (a device, FIFO or socket); give the path of a file")
         if st.st_size > max_bytes:
             raise InputError(f"{field} {p}: {st.st_size} bytes, more than the {max_bytes} accepted; "
                              "give a smaller file")

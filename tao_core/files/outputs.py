@@ -144,19 +144,39 @@ class PendingOutput:
             raise InputError(f"{self.field} {self.target}: write failed ({exc.strerror}); "
                              "free space or choose another folder") from None
 
-    def commit(self) -> Path:
-        """fsync and rename the temporary file over the target; returns the target."""
+    def fileno(self) -> int:
+        """The temporary file's descriptor (open for reading and writing)."""
+        if self._fd is None:
+            raise ValueError("output already committed or discarded")
+        return self._fd
+
+    def commit(self, *, replace: bool = True, keep_open: bool = False) -> Path:
+        """fsync and move the temporary file to the target; returns the target.
+
+        ``replace=False``: only when nothing is at the target (``os.link``, which never
+        replaces anything; an InputError when something is there). ``keep_open``: leave
+        the file open for a writer that goes on with it; take the descriptor with
+        :meth:`detach`."""
         if self._fd is None:
             raise ValueError("output already committed or discarded")
         try:
             os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
-            check_output_path(self.target, self.field)  # nothing else was put there meanwhile
-            os.replace(self.path, self.target)
+            if not keep_open:
+                os.close(self._fd)
+                self._fd = None
+            if replace:
+                check_output_path(self.target, self.field)  # nothing else was put there meanwhile
+                os.replace(self.path, self.target)
+            else:
+                os.link(self.path, self.target)
+                os.unlink(self.path)
         except InputError:
             self.discard()
             raise
+        except FileExistsError:
+            self.discard()
+            raise InputError(f"{self.field} {self.target}: already exists (created meanwhile); "
+                             "it is never replaced: give a new path") from None
         except OSError as exc:
             self.discard()
             raise InputError(f"{self.field} {self.target}: cannot be written ({exc.strerror}); "
@@ -165,6 +185,13 @@ class PendingOutput:
             _pending.discard(str(self.path))
         self.done = True
         return self.target
+
+    def detach(self) -> int:
+        """The descriptor of a file committed with ``keep_open=True``; the caller closes it."""
+        if not self.done or self._fd is None:
+            raise ValueError("detach() needs commit(keep_open=True) first")
+        fd, self._fd = self._fd, None
+        return fd
 
     def discard(self) -> None:
         """Remove the temporary file (nothing is left behind)."""
@@ -193,12 +220,13 @@ class PendingOutput:
 
 
 def write_output(path: PathLike, data: Union[bytes, str], field: str, *, mode: Optional[int] = None,
-                 others: Iterable[Tuple[str, Optional[PathLike]]] = ()) -> Path:
-    """Write ``data`` to ``path`` whole or not at all; returns the path."""
+                 others: Iterable[Tuple[str, Optional[PathLike]]] = (), replace: bool = True) -> Path:
+    """Write ``data`` to ``path`` whole or not at all; returns the path. ``replace=False``:
+    never over an existing file (an InputError when one is there)."""
     out = PendingOutput(path, field, mode=mode, others=others)
     try:
         out.write(data)
-        return out.commit()
+        return out.commit(replace=replace)
     except BaseException:
         out.discard()
         raise

@@ -26,6 +26,40 @@ from tao_core.errors import InputError
 CANONICAL_FORM = "tao-canonical-json/1"
 
 
+def _float(value: float) -> Any:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def _dict(value: dict, where: str) -> dict:
+    out = {}
+    for k, v in value.items():
+        if isinstance(k, enum.Enum):
+            k = k.value
+        if not isinstance(k, str):
+            raise InputError(f"{where}: key {k!r} is not a string; JSON object keys must be strings")
+        out[k] = to_jsonable(v, f"{where}.{k}")
+    return out
+
+
+def _other(value: Any, where: str) -> Any:
+    """Dataclasses, paths and numpy values (anything else is refused)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value), where)
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return to_jsonable(tolist(), where)
+    raise InputError(
+        f"{where}: value of type {type(value).__name__} is not JSON-serialisable; "
+        "pass numbers, strings, lists or dicts"
+    )
+
+
 def to_jsonable(value: Any, where: str = "payload") -> Any:
     """A copy of ``value`` made of dict, list, str, int, float, bool and None only.
 
@@ -41,35 +75,26 @@ def to_jsonable(value: Any, where: str = "payload") -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return float(value)
+        return _float(value)
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if isinstance(k, enum.Enum):
-                k = k.value
-            if not isinstance(k, str):
-                raise InputError(f"{where}: key {k!r} is not a string; JSON object keys must be strings")
-            out[k] = to_jsonable(v, f"{where}.{k}")
-        return out
+        return _dict(value, where)
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, (set, frozenset)):
         return sorted(to_jsonable(v, where) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value), where)
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return to_jsonable(tolist(), where)
-    raise InputError(
-        f"{where}: value of type {type(value).__name__} is not JSON-serialisable; "
-        "pass numbers, strings, lists or dicts"
-    )
+    return _other(value, where)
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth of a JSON value: 0 for a scalar, 1 for a flat list or object."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def canonical_bytes(value: Any) -> bytes:

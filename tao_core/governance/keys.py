@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tao_core.errors import InputError
+from tao_core.files import read_input_bytes, write_output
 from tao_core.governance.canonical import sha256_hex
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -40,56 +41,64 @@ def public_key_from_hex(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def write_public_key(key: Ed25519PublicKey, path: PathLike) -> None:
-    """Write ``key`` as PEM to ``path`` (through a temporary file and rename)."""
+#: the largest key file read (bytes)
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    """``key`` as SubjectPublicKeyInfo PEM."""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def write_public_key(key: Ed25519PublicKey, path: PathLike, field: str = "pub_path") -> None:
+    """Write ``key`` as PEM to ``path``, whole or not at all (``tao_core.files``)."""
+    write_output(path, public_key_pem(key), field)
+
+
+def _load_private_key(path: pathlib.Path, field: str) -> Ed25519PrivateKey:
+    data = read_input_bytes(path, field, max_bytes=MAX_KEY_FILE_BYTES)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"{field} {path}: not an unencrypted PEM private key ({exc}); "
+            "give an Ed25519 key file, or a path that does not exist yet to create one"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"{field} {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
+    return key
+
+
+def load_private_key(path: PathLike, field: str = "key_path") -> Ed25519PrivateKey:
+    """The Ed25519 private key in the file at ``path`` (``InputError`` naming ``field``)."""
+    return _load_private_key(pathlib.Path(path), field)
+
+
+def load_or_create_private_key(path: PathLike, field: str = "key_path") -> tuple[Ed25519PrivateKey, bool]:
+    """Load the Ed25519 private key at ``path``, or create one there (mode 0600, written
+    whole and never over an existing file). Returns ``(key, created)``. Raises
+    ``InputError`` when the file exists but is not an unencrypted Ed25519 private key."""
     path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(
-        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    os.replace(tmp, path)
-
-
-def load_or_create_private_key(path: PathLike) -> tuple[Ed25519PrivateKey, bool]:
-    """Load the Ed25519 private key at ``path``, or create one there (mode 0600).
-
-    Returns ``(key, created)``. Raises ``InputError`` when the file exists but is not an
-    unencrypted Ed25519 private key.
-    """
-    path = pathlib.Path(path)
-    if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise InputError(
-                f"key file {path}: not an unencrypted PEM private key ({exc}); "
-                "point key_path at an Ed25519 key or at a path that does not exist yet"
-            ) from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise InputError(f"key file {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
-        return key, False
+    if os.path.lexists(path):
+        return _load_private_key(path, field), False
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_output(path, pem, field, mode=0o600, replace=False)
+    except InputError:
+        if os.path.lexists(path):  # another writer created it meanwhile: use that one
+            return _load_private_key(path, field), False
+        raise
     return key, True
 
 
-def load_public_key(path: PathLike) -> Ed25519PublicKey:
+def load_public_key(path: PathLike, field: str = "pubkey") -> Ed25519PublicKey:
     """Public key from a PEM public key file, a PEM private key file or a file holding
-    64 hex digits. Raises ``InputError`` naming the file when it is none of these."""
+    64 hex digits. Raises ``InputError`` naming ``field`` and the file when it is none of these."""
     path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"--pubkey {path}: cannot read ({exc.strerror})") from None
-    text = data.strip()
+    text = read_input_bytes(path, field, max_bytes=MAX_KEY_FILE_BYTES).strip()
     try:
         if text.startswith(b"-----BEGIN PUBLIC KEY"):
             key = serialization.load_pem_public_key(text)
@@ -99,11 +108,11 @@ def load_public_key(path: PathLike) -> Ed25519PublicKey:
             key = public_key_from_hex(text.decode("ascii"))
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InputError(
-            f"--pubkey {path}: not an Ed25519 public key ({exc}); pass the LEDGER.pub PEM file "
+            f"{field} {path}: not an Ed25519 public key ({exc}); give the LEDGER.pub PEM file "
             "the writer produced"
         ) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise InputError(f"--pubkey {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
+        raise InputError(f"{field} {path}: holds a {type(key).__name__}; an Ed25519 key is needed")
     return key
 
 

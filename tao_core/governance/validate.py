@@ -37,19 +37,18 @@ def seal(report: dict) -> dict:
     return report
 
 
-REPORT_SIGNATURE_CONTEXT = b"tao-energy-report/1\n"
+REPORT_SIGNATURE_CONTEXT = b"tao-energy-report/1\n"  # unchanged across report formats
 
 
-def sign_report(report: dict, key_path: PathLike) -> dict:
+def sign_report(report: dict, key_path: PathLike, field: str = "sign_key") -> dict:
     """Seal ``report`` and sign its content digest with the Ed25519 private key at
     ``key_path`` (e.g. the ledger's ``LEDGER.key``); sets ``integrity.signature`` with the
     key id and public key. The signature covers ``b"tao-energy-report/1\\n"`` + the hex
-    digest. Raises ``InputError`` when the key file is missing or not an Ed25519 key."""
-    from tao_core.governance.keys import key_id as _key_id, load_or_create_private_key, raw_public
+    digest. Raises ``InputError`` naming ``field`` when the key file is missing or not an
+    Ed25519 key."""
+    from tao_core.governance.keys import key_id as _key_id, load_private_key, raw_public
 
-    if not pathlib.Path(key_path).exists():
-        raise InputError(f"--sign-key {key_path}: no such file; pass the private key that signed the ledger")
-    key, _ = load_or_create_private_key(key_path)
+    key = load_private_key(key_path, field)
     seal(report)
     digest = report["integrity"]["content_sha256"]
     pub = key.public_key()
@@ -69,7 +68,7 @@ def _check_report_signature(report: Mapping[str, Any], pubkey: Any) -> Optional[
 
     sig = report["integrity"].get("signature")
     if sig is None:
-        return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check --pubkey against"
+        return None if pubkey is None else "integrity/signature: the report is not signed; nothing to check the given public key against"
     embedded, why = embedded_key(sig["public_key"], sig["key_id"], pubkey, "integrity/signature")
     if why is not None:
         return why
@@ -94,10 +93,8 @@ def load_schema() -> dict:
     return _SCHEMA
 
 
-def validate_report(report: Any, pubkey: Any = None) -> list[str]:
-    """Problems with ``report`` (empty when valid): JSON Schema errors (each naming its
-    field path), an integrity mismatch, a bad signature. ``pubkey`` (an Ed25519 public key
-    object): also require a signature by this key."""
+def schema_problems(report: Any) -> list[str]:
+    """JSON Schema errors of ``report``, each naming its field path."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema())
@@ -105,33 +102,40 @@ def validate_report(report: Any, pubkey: Any = None) -> list[str]:
     for err in sorted(validator.iter_errors(report), key=lambda e: list(map(str, e.absolute_path))):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         errors.append(f"{where}: {err.message}")
+    return errors
+
+
+def validate_report(report: Any, pubkey: Any = None) -> list[str]:
+    """Problems with ``report`` (empty when valid): JSON Schema errors (each naming its
+    field path), an integrity mismatch, a bad signature, internal sums that do not hold
+    (``consistency.py``). ``pubkey`` (an Ed25519 public key object): also require a
+    signature by this key. What it cannot check without the ledger or the members: that
+    the figures and provenance claims are those of a real run (``recheck.py``)."""
+    from tao_core.governance.consistency import sum_problems
+
+    errors = schema_problems(report)
     if errors:
         return errors
     want = report["integrity"]["content_sha256"]
     try:
         got = content_sha256(report)
-    except ValueError as exc:
-        return [f"integrity: report cannot be canonicalised ({exc})"]
+    except (ValueError, UnicodeEncodeError) as exc:
+        return [f"integrity: the report cannot be canonicalised ({exc})"]
     if got != want:
-        errors.append(
-            f"integrity/content_sha256: {want} does not match the content ({got}); the report was changed after it was built"
-        )
-        return errors
+        return [f"integrity/content_sha256: {want} does not match the content ({got}); "
+                "the report was changed after it was built"]
     problem = _check_report_signature(report, pubkey)
     if problem:
         errors.append(problem)
-    return errors
+    return errors + sum_problems(report)
 
 
-def load_report(path: PathLike) -> dict:
-    """Read a report JSON file (``InputError`` when unreadable or not JSON)."""
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{path}: not JSON ({exc}); pass a report written by `tao report build --format json`") from None
+def load_report(path: PathLike, field: str = "report") -> dict:
+    """Read a report JSON file (``InputError`` naming ``field`` when unreadable or not JSON)."""
+    from tao_core.files import load_json_file
+
+    doc = load_json_file(path, field)
+    if not isinstance(doc, dict):
+        raise InputError(f"{field} {path}: holds a JSON {type(doc).__name__}, not a report object; "
+                         "give a report written by `tao report build --format json`")
+    return doc

@@ -1,6 +1,7 @@
 """Outputs of a simulation: the table, the JSON document, the power plot and the ledger
-records. Files are written to a temporary name beside the target and renamed, so a failed
-run leaves no partial file."""
+records (written through ``tao_core.accounting.records``, the one record shape of the
+simulator and the adapters). Files are written to a temporary name beside the target and
+renamed, so a failed run leaves no partial file."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from tao_core.accounting.figures import EnergyParts
+from tao_core.accounting.records import NodeInfo, NodeRecord, RunConfig, RunSummary, WorkRecord, run_records
 from tao_core.sim.engine import SimResult
 from tao_core.sim.model import ClusterSpec, Workload
 
@@ -107,51 +110,71 @@ def write_plot(results: dict[str, SimResult], path: Path, title: str = "", budge
     return tmp
 
 
-def ledger_records(name: str, setup_config: dict[str, Any], res: SimResult, cluster: ClusterSpec,
-                   workload: Workload, summary: dict[str, Any], run_id: Optional[str] = None) -> Iterable[tuple[str, dict]]:
-    """(kind, payload) of the config, energy and summary records of one policy's run
-    (decision records are appended as the run produces them)."""
-    run_id = run_id or f"sim-{name}-{uuid.uuid4().hex[:12]}"
-    method = "simulated: declared power curve per node, integrated exactly between events"
-    yield "config", {
-        "run_id": run_id, "engine": "sim", "policy": name, "controller": setup_config,
-        "cluster": {"pue": cluster.pue, "power_budget_w": res.budget_w,
-                    "nodes": [{"node_id": n.node_id, "node_type": n.node_type,
-                               "cpus": cluster.node_types[n.node_type].cpus,
-                               "gpus": cluster.node_types[n.node_type].gpus} for n in cluster.nodes]},
-        "telemetry": [{"domain": "node", "source": "modeled", "method": method}],
-    }
+SIM_METHOD = "simulated: declared power curve per node, integrated exactly between events"
+TASK_METHOD = ("simulated: each node's dynamic energy split by the CPUs and GPUs each task holds, plus its idle draw "
+               "split by the share of its CPUs each task holds")
+
+
+def attributed_energy(res: SimResult, cluster: ClusterSpec, workload: Workload) -> tuple[list[float], dict[str, EnergyParts]]:
+    """Task work per task (J; 0 for a task that never ran) and the energy parts of each
+    node, by node id, as ``tao_core.accounting.figures`` defines them: a task's work is the
+    dynamic energy the simulator attributes to it plus its node's idle draw for the share
+    of the node's CPUs it holds (the static split of ``tao_core.attribution``); a node's
+    idle energy is what no task was charged with."""
+    task_j = [0.0] * len(workload.tasks)
+    per_node: dict[str, float] = {}
+    for i, t in enumerate(workload.tasks):
+        s, e, n = res.start_s[i], res.end_s_task[i], res.node_of_task[i]
+        if not (s == s and e == e) or n < 0:
+            continue
+        node = cluster.nodes[n]
+        nt = cluster.node_types[node.node_type]
+        static = nt.idle_w * (e - s) * min(1.0, t.cpus / nt.cpus)
+        task_j[i] = res.energy_task_j[i] + static
+        per_node[node.node_id] = per_node.get(node.node_id, 0.0) + task_j[i]
+    parts = {}
     for ne in res.nodes:
-        yield "energy", {
-            "scope": "node", "id": ne.node_id, "node_id": ne.node_id, "group": None, "job": None,
-            "energy_j": ne.it_j, "components": {"other": ne.it_j}, "source": "modeled", "method": method,
-            "uncertainty": None, "start_s": 0.0, "end_s": res.end_s,
-            "detail": {"dynamic_j": ne.dynamic_j, "idle_j": ne.idle_j, "boot_j": ne.boot_j, "off_j": ne.off_j},
-        }
+        tasks = per_node.get(ne.node_id, 0.0)
+        idle = ne.it_j - tasks - ne.boot_j - ne.off_j
+        if idle < -1e-6 * max(1.0, ne.it_j):
+            raise ValueError(f"node {ne.node_id}: tasks charged {tasks} J, more than its {ne.it_j - ne.boot_j - ne.off_j} J on")
+        parts[ne.node_id] = EnergyParts(tasks, max(idle, 0.0), ne.boot_j, ne.off_j)
+    return task_j, parts
+
+
+def _groups(res: SimResult, workload: Workload, task_j: list[float]) -> list[WorkRecord]:
     groups: dict[str, list[float]] = {}
     for i, t in enumerate(workload.tasks):
-        e = res.energy_task_j[i]
-        s = res.start_s[i]
+        s, e = res.start_s[i], res.end_s_task[i]
         if s == s:
             g = groups.setdefault(t.group, [0.0, math.inf, 0.0])
-            g[0] += e
+            g[0] += task_j[i]
             g[1] = min(g[1], s)
-            g[2] = max(g[2], res.end_s_task[i] if res.end_s_task[i] == res.end_s_task[i] else s)
-    for g, (e, s0, s1) in sorted(groups.items()):
-        yield "energy", {
-            "scope": "group", "id": g, "node_id": None, "group": g, "job": None, "energy_j": e,
-            "components": {"other": e}, "source": "modeled",
-            "method": "simulated: dynamic energy of each node split by the CPUs and GPUs each task holds",
-            "uncertainty": None, "start_s": s0, "end_s": s1,
-        }
-    yield "summary", {
-        "run_id": run_id, "policy": name,
-        "it_energy_j": summary["it_energy_j"], "facility_energy_j": summary["energy_j"], "pue": cluster.pue,
-        "dynamic_energy_j": summary["dynamic_energy_j"], "idle_energy_j": summary["idle_energy_j"],
-        "boot_energy_j": summary["boot_energy_j"], "off_energy_j": summary["off_energy_j"],
-        "overhead_share": summary["overhead_share"], "peak_power_w": summary["peak_power_w"],
-        "power_budget_w": res.budget_w, "budget_violation_s": summary["budget_violation_s"],
-        "makespan_s": summary["makespan_s"], "tasks_completed": summary["tasks_completed"],
-        **{k: summary[k] for k in ("emissions_kg_co2e", "carbon_source", "deadlines_total", "deadlines_missed")
-           if k in summary},
-    }
+            g[2] = max(g[2], e if e == e else s)
+    return [WorkRecord(scope="group", id=g, group=g, energy_j=e, source="modeled", method=TASK_METHOD,
+                       start_s=s0, end_s=s1) for g, (e, s0, s1) in sorted(groups.items())]
+
+
+def ledger_records(name: str, setup_config: dict[str, Any], res: SimResult, cluster: ClusterSpec,
+                   workload: Workload, summary: dict[str, Any], run_id: Optional[str] = None) -> Iterable[tuple[str, dict]]:
+    """(kind, payload) of the config, energy and summary records of one policy's run, in
+    the shape of ``tao_core.accounting.records`` (decision records are appended as the run
+    produces them). ``summary``: ``metrics.summarize`` of the run."""
+    run_id = run_id or f"sim-{name}-{uuid.uuid4().hex[:12]}"
+    config = RunConfig(
+        run_id=run_id, engine="sim", policy=name, pue=cluster.pue, controller=setup_config,
+        power_budget_w=res.budget_w,
+        nodes=tuple(NodeInfo(n.node_id, n.node_type, float(cluster.node_types[n.node_type].cpus),
+                             float(cluster.node_types[n.node_type].gpus)) for n in cluster.nodes),
+        telemetry=({"domain": "node", "source": "modeled", "method": SIM_METHOD},),
+    )
+    task_j, parts = attributed_energy(res, cluster, workload)
+    nodes = [NodeRecord(node_id=ne.node_id, parts=parts[ne.node_id], source="modeled", method=SIM_METHOD,
+                        start_s=0.0, end_s=res.end_s) for ne in res.nodes]
+    run_summary = RunSummary(
+        run_id=run_id, policy=name, makespan_s=summary["makespan_s"], tasks_completed=summary["tasks_completed"],
+        peak_power_w=summary["peak_power_w"], power_budget_w=res.budget_w,
+        budget_violation_s=summary["budget_violation_s"], emissions_kg_co2e=summary.get("emissions_kg_co2e"),
+        carbon_source=summary.get("carbon_source"), deadlines_total=summary.get("deadlines_total"),
+        deadlines_missed=summary.get("deadlines_missed"))
+    return run_records(config, nodes, _groups(res, workload, task_j), run_summary)
