@@ -47,7 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TRACE_DIR = ROOT.parent / "shared" / "data" / "traces" / "alibaba-gpu-v2023"
 #: controller options used in every scenario (see the README: a decide() wake request is
 #: not always followed by a boot in this controller version, so waking from decide is off)
-TAO_OPTIONS: dict[str, Any] = {"wake_in_decide": False}
+TAO_OPTIONS: dict[str, Any] = {}
 
 
 def specpower_cluster() -> ClusterSpec:
