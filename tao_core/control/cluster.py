@@ -245,11 +245,10 @@ class ClusterView:
         gs = gidle + nt.used_g.item(i) * gd
         inv10 = nt.inv10.item(i)
         used_c = nt.used_c.item(i)
-        curves = self.curves
-        p_on = curves.watts(k, used_c * inv10) + gs
+        p_on = self.curves.watts(k, used_c * inv10) + gs
         if st == ON or st == DRAINING:
             p = p_on
-            ps = curves.watts(k, 0.0) + gidle
+            ps = self.curves.w_list[11 * k] + gidle  # the curve at 0 %
         elif st == BOOTING:
             p = ps = self._boot_w[k]
         else:

@@ -531,7 +531,7 @@ class Controller:
         self.counters["place"] += 1
         if warning is not None:
             self.counters["warn"] += 1
-        if self._events_on:
+        if self.event_sink is not None and self.config.emit_events:
             self._emit_place(task, now_s, node_id, cost, energy, dur, dp_w, alts, warning)
         return _place_decision(tid, node_id, cost, energy, dur, alts, warning)
 

@@ -51,7 +51,7 @@ from typing import Optional
 import numpy as np
 
 from tao_core.control.state import DRAINING, OFF, NodeTable
-from tao_core.power.curve import CurveTable
+from tao_core.power.curve import CurveTable, segment
 
 
 def barrier(power_w: np.ndarray | float, budget_w: Optional[float]) -> np.ndarray | float:
@@ -136,11 +136,15 @@ class Scorer:
         if not self._cache or self._cache_n != self.nt.n:
             return
         takes = state != DRAINING and (self.allow_wake or state != OFF)
-        watts = self.curves.watts
+        w = self.curves.w_list
+        sl = self.curves.slope_list
+        base = 11 * k
         inf = np.inf
         for (cpus, gpus), (dyn, dp) in self._cache.items():
             if takes and free_c >= cpus - 1e-9 and free_g >= gpus - 1e-9:
-                pa = watts(k, (used_c + cpus) * inv10) + gpu_static
+                j, f = segment((used_c + cpus) * inv10)
+                j += base
+                pa = w[j] + sl[j] * f + gpu_static
                 if gpus:
                     pa += gpus * gpu_dyn
                 dyn[i] = pa - p_on

@@ -129,10 +129,10 @@ class CurveTable:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self.flat_w = self.points.ravel().copy()
-        self.flat_slope = _slopes(self.points).ravel()
-        self._w = self.flat_w.tolist()
-        self._s = self.flat_slope.tolist()
+        self.flat_w = self.points.ravel().copy()      #: row k's points at [11 k, 11 k + 11)
+        self.flat_slope = _slopes(self.points).ravel()  #: watts across each segment, same layout
+        self.w_list = self.flat_w.tolist()            #: ``flat_w`` as floats, for scalar lookups
+        self.slope_list = self.flat_slope.tolist()    #: ``flat_slope`` as floats
         self.idle_w = self.points[:, 0].copy()  #: watts at 0 % per row
         self.peak_w = self.points[:, -1].copy()  #: watts at 100 % per row
 
@@ -140,7 +140,7 @@ class CurveTable:
         """Curve ``k`` at utilization ``x10`` in tenths (utilization x 10), W."""
         j, f = segment(x10)
         j += 11 * k
-        return self._w[j] + self._s[j] * f
+        return self.w_list[j] + self.slope_list[j] * f
 
     def watts_rows(self, k: np.ndarray, x10: np.ndarray) -> np.ndarray:
         """Curve ``k[i]`` at ``x10[i]`` (tenths) for every ``i``, W."""
