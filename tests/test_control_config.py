@@ -56,7 +56,15 @@ def test_simulate_with_infinite_budget_places_gpu_tasks_on_gpu_nodes():
         assert res.node_of_task[i] >= 0
         if t.gpus > 0:
             assert res.node_of_task[i] in gpu_nodes
-    assert res.budget_violation_s == 0.0
+    assert res.budget_violation_s == 0.0 and res.budget_w is None
+    # the run's document says "no budget", in JSON without Infinity
+    from tao_core.sim.runner import run_all
+    import json
+
+    doc = run_all(cl, wl, ["tao"], budget_w=INF)
+    doc.pop("results")
+    assert doc["power_budget_w"] is None and doc["policies"]["tao"]["budget_w"] is None
+    json.dumps(doc, allow_nan=False)
 
 
 @pytest.mark.parametrize("field,value", [

@@ -85,6 +85,12 @@ class ClusterView:
         self._off_w = [float(t.off_w) for t in ts]
         self._gpu_dyn = [float(t.gpu_busy_w - t.gpu_idle_w) for t in ts]
         self._gpu_idle_total = [float(t.gpus * t.gpu_idle_w) for t in ts]
+        self._model_tables()
+
+    def _model_tables(self) -> None:
+        """Per-type watts of the calibrated models (after a type is added or a curve refit)."""
+        self.type_peak_w = np.array([m.peak_w for m in self.models], dtype=float)
+        self.type_idle_w = np.array([m.idle_w for m in self.models], dtype=float)
 
     def type_of(self, name: str) -> int:
         """Row of the node type called ``name``; InputError when none is."""
@@ -288,6 +294,7 @@ class ClusterView:
     def set_curve(self, k: int, points_w: Sequence[float]) -> None:
         """Use ``points_w`` as node type ``k``'s CPU curve (a refit) on every node of it."""
         self.curves.set(k, points_w)
+        self._model_tables()
         rows = np.flatnonzero(self.nodes.ti == k)
         self.nodes.idle_w[rows] = self.models[k].idle_w
         self.refresh_rows(rows)
@@ -330,7 +337,7 @@ class ClusterView:
 
     def peak_w(self) -> np.ndarray:
         """Per node, modeled watts with every CPU and GPU busy (calibrated curve)."""
-        return np.array([m.peak_w for m in self.models])[self.nodes.ti]
+        return self.type_peak_w[self.nodes.ti]
 
     def idle_w(self) -> np.ndarray:
         """Per node, modeled watts on and idle (calibrated curve)."""
@@ -366,9 +373,7 @@ class ClusterView:
         ``min_idle_timeout_s``."""
         if idle_timeout_s is not None:
             return np.full(len(self.types), float(idle_timeout_s))
-        out = []
-        for m in self.models:
-            saved_w = m.idle_w - m.declared.off_w
-            be = m.boot_energy_j / saved_w if saved_w > 0 else math.inf
-            out.append(max(be, min_idle_timeout_s))
-        return np.array(out)
+        saved_w = self.type_idle_w - self.type_off_w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            be = np.where(saved_w > 0, self.type_boot_j / np.where(saved_w > 0, saved_w, 1.0), math.inf)
+        return np.maximum(be, min_idle_timeout_s)

@@ -105,15 +105,19 @@ class _Planner:
         self.reasons: list[str] = []
         self.chosen: set[int] = set()
         self.shed: set[int] = set()
-        self._boot_costs()
+        self.off_all = np.flatnonzero(self.st == OFF)
+        self._costs_done = False
 
     def _boot_costs(self) -> None:
         """Per OFF node: ``node_w`` = peak W x T/T_ref + boot J / boot_amortize_s, and the
-        boot score = efficiency + amortised boot J per unit of work (inf elsewhere)."""
+        boot score = efficiency + amortised boot J per unit of work (inf elsewhere); computed
+        once, when a boot is first considered."""
+        if self._costs_done:
+            return
+        self._costs_done = True
         nt = self.nt
         n = self.n
-        off = np.flatnonzero(self.st == OFF)
-        self.off_all = off
+        off = self.off_all
         self.boot_score = np.full(n, math.inf)
         self.node_w = np.full(n, math.inf)
         if not off.size:
@@ -154,6 +158,7 @@ class _Planner:
         boot a node that fits each one that fits nowhere."""
         if not self.pending or not self.off_all.size:
             return
+        self._boot_costs()
         nt = self.nt
         n_before = len(self.power_on)
         room = (self.st == ON) | (self.st == BOOTING)
@@ -210,6 +215,7 @@ class _Planner:
             off_idx = off_idx[~np.isin(off_idx, list(self.chosen))]
         if not off_idx.size:
             return
+        self._boot_costs()
         n_before = len(self.power_on)
         for i in self._boot_order(off_idx, g_short).tolist():
             c_short, g_short = self._short()
@@ -303,9 +309,10 @@ class _Planner:
         kind is on and the rest can hold its work."""
         nt = self.nt
         st = self.st
-        busy = np.flatnonzero((st == ON) & (nt.n_tasks > 0))
-        if busy.size <= 1:
-            return
+        busy = (st == ON) & (nt.n_tasks > 0)
+        if np.count_nonzero(busy) <= 1 or not (busy & (nt.used_c <= 0.5 * nt.cpus)).any():
+            return  # a drain needs another busy node and a lightly used candidate
+        busy = np.flatnonzero(busy)
         is_g = nt.gpus > 0
         eff_dom = np.where(is_g, self.view.gpu_efficiency(), self.eff)
         # rank within a class: GPU nodes by W/GPU, CPU-only nodes by W/CPU, each against the

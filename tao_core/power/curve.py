@@ -92,7 +92,7 @@ class PowerCurve:
     def power_w(self, utilization: ArrayLike) -> np.ndarray | float:
         """Wall power in watts at ``utilization`` (fraction 0..1, clipped)."""
         p = self.points_w
-        if np.ndim(utilization) == 0:
+        if isinstance(utilization, (float, int)) or np.ndim(utilization) == 0:
             j, f = segment(float(utilization) * 10.0)
             return p[j] + (p[j + 1] - p[j]) * f
         j, f = segments(np.asarray(utilization, dtype=float) * 10.0)

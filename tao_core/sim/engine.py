@@ -206,6 +206,7 @@ class Simulator:
     ``duration_hints``: pass each task's run time to the policy as ``duration_hint_s``
     (default False: policies learn run times from finished tasks of the same group).
     ``progress``: show a tqdm bar on stderr (only when stderr is a terminal).
+    ``budget_w``: IT watts (None: the cluster's own; ``inf``: none, even if the cluster has one).
     """
 
     def __init__(self, cluster: ClusterSpec, tasks: Sequence[SimTask], policy: Any, *,
@@ -218,7 +219,8 @@ class Simulator:
         self.tasks = tasks
         self.policy = policy
         self.policy_name = policy_name or type(policy).__name__
-        self.budget_w = budget_w if budget_w is not None else cluster.power_budget_w
+        b = budget_w if budget_w is not None else cluster.power_budget_w
+        self.budget_w = None if b == math.inf else b  # an infinite budget is no budget
         self.initial_state = initial_state
         self.duration_hints = duration_hints
         self.strict = strict

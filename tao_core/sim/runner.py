@@ -102,7 +102,8 @@ def run_all(cluster: ClusterSpec, workload: Workload, policies: Sequence[str] = 
     (``results`` holds the SimResult objects, not serialised)."""
     bound = lower_bound_j(cluster, workload)
     budget = budget_w if budget_w is not None else cluster.power_budget_w
-    out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": budget, "pue": cluster.pue,
+    out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": None if budget == math.inf else budget,
+                           "pue": cluster.pue,
                            "carbon_source": carbon.source if carbon is not None else None,
                            "nodes": len(cluster.nodes), "tasks": len(workload), "policies": {}, "results": {}}
     for name in policies:
