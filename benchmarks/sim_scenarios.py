@@ -43,9 +43,6 @@ from tao_core.sim.runner import POLICY_NAMES, run_all  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TRACE_DIR = ROOT.parent / "shared" / "data" / "traces" / "alibaba-gpu-v2023"
-#: controller options used in every scenario (see the README: a decide() wake request is
-#: not always followed by a boot in this controller version, so waking from decide is off)
-TAO_OPTIONS: dict[str, Any] = {"wake_in_decide": False}
 
 
 def specpower_cluster() -> ClusterSpec:
@@ -93,7 +90,7 @@ def bursty_workload(seed: int = 1, hours: float = 8.0) -> Workload:
 
 def _run(cluster, workload, policies, **kw) -> dict[str, Any]:
     t0 = time.perf_counter()
-    doc = run_all(cluster, workload, policies, controller_options=TAO_OPTIONS, strict=False, progress=True, **kw)
+    doc = run_all(cluster, workload, policies, strict=False, progress=True, **kw)
     doc["wall_s"] = time.perf_counter() - t0
     return doc
 

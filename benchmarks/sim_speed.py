@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sim_scenarios import TAO_OPTIONS, specpower_cluster  # noqa: E402
+from sim_scenarios import specpower_cluster  # noqa: E402
 from tao_core.sim import output  # noqa: E402
 from tao_core.sim.metrics import lower_bound_j, summarize  # noqa: E402
 from tao_core.sim.model import ClusterSpec, SimTask, Workload, make_nodes  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
            "note": "wall clock on a shared machine; other work ran beside it", "policies": {}}
     bound = lower_bound_j(cl, wl)
     for name in args.policy or ["tao"]:
-        setup = build_policy(name, cl, controller_options=TAO_OPTIONS)
+        setup = build_policy(name, cl)
         t = time.perf_counter()
         res = run_policy(setup, cl, wl, strict=False, record_timeline=False)
         wall = time.perf_counter() - t

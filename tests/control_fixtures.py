@@ -26,9 +26,8 @@ def node_power_w(ctl: Controller, node_id: str) -> float:
 
 
 def cluster_power_w(ctl: Controller) -> float:
-    return sum(node_power_w(ctl, nid) for nid in ctl.nodes.ids)
+    return sum(node_power_w(ctl, nid) for nid in ctl.cluster.node_ids)
 
 
 def _type_name(ctl: Controller, node_id: str) -> str:
-    i = ctl.nodes.index[node_id]
-    return ctl.types[int(ctl.nodes.ti[i])].name
+    return ctl.cluster.node_type(node_id).name

@@ -218,7 +218,7 @@ def test_state_stays_consistent_under_any_sequence(ops):
     nid = 0
     for k, op in enumerate(ops):
         now += 1.0
-        ids = list(ctl.nodes.ids)
+        ids = list(ctl.cluster.node_ids)
         if op[0] == "add":
             ctl.add_node(f"n{nid}", op[1], state=op[2], now_s=now)
             nid += 1
@@ -240,7 +240,7 @@ def test_state_stays_consistent_under_any_sequence(ops):
             ctl.observe_node(ids[op[1] % len(ids)], now_s=now, temperature_k=op[2])
         # modeled power matches an independent sum; capacity is never oversubscribed
         assert ctl.modeled_power_w() == pytest.approx(cluster_power_w(ctl), rel=1e-9, abs=1e-6)
-        nt = ctl.nodes
+        nt = ctl.cluster.nodes
         assert (nt.used_c <= nt.cpus + 1e-9).all() and (nt.used_g <= nt.gpus + 1e-9).all()
         assert sum(ctl.reserved(n)[2] for n in nt.ids) == ctl.running
         # every cached per-shape row equals a fresh computation
@@ -278,8 +278,8 @@ def test_add_node_type_after_construction_keeps_state():
 def cluster_power_w_types(ctl, types):
     by = {t.name: t for t in types}
     total = 0.0
-    for n in ctl.nodes.ids:
-        t = by[ctl.types[int(ctl.nodes.ti[ctl.nodes.index[n]])].name]
+    for n in ctl.cluster.node_ids:
+        t = by[ctl.cluster.node_type(n).name]
         c, g, _ = ctl.reserved(n)
         total += t.power_w(c / t.cpus, g / t.gpus if t.gpus else 0.0)
     return total

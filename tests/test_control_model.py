@@ -109,10 +109,10 @@ def test_refit_updates_every_node_like_the_scalar_path():
     big = TYPES[0]
     for k in range(10):
         ctl.observe_node("b0", now_s=float(k), power_w=0.9 * big.power_curve.power_w(k / 10), utilization=k / 10)
-    nt = ctl.nodes
+    nt = ctl.cluster.nodes
     vec = (nt.p_node.copy(), nt.p_static.copy(), nt.p_on.copy(), ctl.modeled_power_w())
     for i in range(nt.n):
-        ctl._refresh_node(i)
+        ctl.cluster.refresh_node(i)
     assert np.allclose(vec[0], nt.p_node) and np.allclose(vec[1], nt.p_static) and np.allclose(vec[2], nt.p_on)
     assert vec[3] == pytest.approx(float(nt.p_node.sum()))
     assert ctl.fitted_models()["big"].fitted_w[0] == pytest.approx(0.9 * big.power_curve.idle_w, rel=0.05)

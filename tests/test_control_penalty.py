@@ -51,11 +51,12 @@ def test_barrier_never_admits_over_budget(types, tasks, budget_frac, mu):
             assert after < budget or after == pytest.approx(idle)
 
 
-def _marginal_energy(ctl: Controller, node_id: str, task: TaskRequest, now_s: float, keep_on: bool) -> float:
+def _marginal_energy(ctl: Controller, node_id: str, task: TaskRequest, now_s: float, keep_on: bool,
+                     ends: dict[str, list[float]], node_type: dict[str, str]) -> float:
     """Independent computation of E for a node that is on: model watts after minus before,
-    times run time, plus idle watts over the extra time the node is kept on."""
-    i = ctl.nodes.index[node_id]
-    t = ctl.types[int(ctl.nodes.ti[i])]
+    times run time, plus idle watts over the extra time the node is kept on beyond the
+    predicted ends (``ends``, by node) of the work placed there."""
+    t = BY_NAME[node_type[node_id]]
     c, g, n = ctl.reserved(node_id)
     if c + task.cpus > t.cpus + 1e-9 or g + task.gpus > t.gpus + 1e-9:
         return math.inf
@@ -64,8 +65,7 @@ def _marginal_energy(ctl: Controller, node_id: str, task: TaskRequest, now_s: fl
     after = t.power_w((c + task.cpus) / t.cpus, (g + task.gpus) / t.gpus if t.gpus else 0.0)
     e = (after - before) * dur
     if keep_on:
-        ends = [ctl._tasks[x].end_s for x in ctl._node_tasks[node_id]]
-        busy_until = max(ends) if ends else -math.inf
+        busy_until = max(ends.get(node_id, ()), default=-math.inf)
         e += t.idle_w * max(0.0, now_s + dur - max(busy_until, now_s))
     return e
 
@@ -74,14 +74,19 @@ def _marginal_energy(ctl: Controller, node_id: str, task: TaskRequest, now_s: fl
 @given(types=cluster_st, prefill=tasks_st, task=tasks_st, keep_on=st.booleans())
 def test_lambda_zero_no_budget_picks_lowest_energy(types, prefill, task, keep_on):
     ctl = Controller(TYPES, ControllerConfig(lambda_j_per_s=0.0, scale_down=keep_on, alternatives=0))
+    node_type = {}
     for i, t in enumerate(types):
         ctl.add_node(f"n{i}", t)
+        node_type[f"n{i}"] = t
+    ends: dict[str, list[float]] = {}
     for j, (c, g, d) in enumerate(prefill):
-        ctl.decide(TaskRequest(f"p{j}", f"grp{j % 3}", cpus=c, gpus=g, duration_hint_s=d), now_s=0.0)
+        dec = ctl.decide(TaskRequest(f"p{j}", f"grp{j % 3}", cpus=c, gpus=g, duration_hint_s=d), now_s=0.0)
+        if dec.action == Action.PLACE:  # placed at 0 s, never started: predicted to end at d / speed
+            ends.setdefault(dec.node_id, []).append(d / BY_NAME[node_type[dec.node_id]].speed)
     c, g, d = task[0]
     now = 1.0
     req = TaskRequest("x", "new-group", cpus=c, gpus=g, duration_hint_s=d)
-    energies = {nid: _marginal_energy(ctl, nid, req, now, keep_on) for nid in ctl.nodes.ids}
+    energies = {nid: _marginal_energy(ctl, nid, req, now, keep_on, ends, node_type) for nid in node_type}
     best = min(energies.values())
     dec = ctl.decide(req, now_s=now)
     if best == math.inf:

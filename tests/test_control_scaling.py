@@ -40,13 +40,13 @@ def test_scaling_never_powers_down_a_node_with_work(ops, idle_timeout, consolida
         elif op[0] == "finish" and placed:
             ctl.task_finished(placed.pop(op[1] % len(placed)), now_s=now)
         elif op[0] == "ready":
-            booting = [n for n in ctl.nodes.ids if ctl.node_state(n) == NodeState.BOOTING]
+            booting = [n for n in ctl.cluster.node_ids if ctl.node_state(n) == NodeState.BOOTING]
             if booting:
                 ctl.set_node_state(booting[op[1] % len(booting)], NodeState.ON, now_s=now)
         elif op[0] == "plan":
             now += op[2]
             pending = [TaskRequest(f"p{j}", "g", cpus=2.0) for j in range(op[1])]
-            work = {n: ctl.reserved(n)[2] for n in ctl.nodes.ids}
+            work = {n: ctl.reserved(n)[2] for n in ctl.cluster.node_ids}
             plan = ctl.plan_scaling(now_s=now, pending=pending)
             for n in plan.power_off:
                 assert work[n] == 0, (n, work[n])
@@ -56,7 +56,7 @@ def test_scaling_never_powers_down_a_node_with_work(ops, idle_timeout, consolida
             for n in plan.drain:
                 assert ctl.node_state(n) == NodeState.DRAINING
     # every task still holding a reservation is on a node that is on or draining
-    for n in ctl.nodes.ids:
+    for n in ctl.cluster.node_ids:
         if ctl.reserved(n)[2]:
             assert ctl.node_state(n) in (NodeState.ON, NodeState.DRAINING)
 
@@ -77,10 +77,10 @@ def test_idle_nodes_go_after_timeout_least_efficient_first():
     assert ctl.plan_scaling(now_s=5.0).power_off == ()  # not idle long enough
     plan = ctl.plan_scaling(now_s=11.0)
     assert len(plan.power_off) == 5
-    busy = [n for n in ctl.nodes.ids if ctl.reserved(n)[2]]
+    busy = [n for n in ctl.cluster.node_ids if ctl.reserved(n)[2]]
     assert busy and busy[0] not in plan.power_off
     eff = {t.name: t.peak_w / (t.cpus * t.speed) for t in TYPES}
-    names = {n: ctl.types[int(ctl.nodes.ti[ctl.nodes.index[n]])].name for n in ctl.nodes.ids}
+    names = {n: ctl.cluster.node_type(n).name for n in ctl.cluster.node_ids}
     order = [eff[names[n]] for n in plan.power_off]
     assert order == sorted(order, reverse=True)
 

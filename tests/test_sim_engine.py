@@ -53,7 +53,7 @@ def _timeline_energy(res) -> float:
 def test_invariants_every_policy(policy):
     cl = mixed_cluster()
     wl = random_workload(3)
-    setup = build_policy(policy, cl, seed=5, controller_options={"wake_in_decide": False} if policy == "tao" else None)
+    setup = build_policy(policy, cl, seed=5)
     res = run_policy(setup, cl, wl)
     m = summarize(res, cl, wl, lower_bound_j(cl, wl))
     # every task ran exactly once, for its run time at its node's speed
@@ -129,3 +129,73 @@ def test_lower_bound_picks_best_breakpoint_and_type():
     wl = Workload([SimTask("a", 0, 100.0, 1.0, 0.5)])
     # eff: min over u of P(u)/(u x 2 x 2): u=0.6 -> 22/2.4 = 9.1667 W per CPU-s; GPU: 100 W per GPU-s
     assert lower_bound_j(cl, wl) == pytest.approx(100 * 22 / 2.4 + 50 * 100.0)
+
+
+def _node_timelines(res, cl: ClusterSpec, wl: Workload) -> tuple[dict, list]:
+    """Per node, cumulative readings at every start and end of its tasks, with the node's
+    declared power at the load of the tasks running in between (computed here, from the
+    NodeType, not by the simulator), and the tasks as attribution spans."""
+    from tao_core.attribution import TaskSpan
+    from tao_core.telemetry.base import DomainReading, Reading, SourceKind
+
+    by_node = defaultdict(list)
+    spans = []
+    for i, task in enumerate(wl.tasks):
+        k = res.node_of_task[i]
+        nid = cl.nodes[k].node_id
+        by_node[nid].append((res.start_s[i], res.end_s_task[i], task.cpus, task.gpus))
+        spans.append(TaskSpan(task.task_id, nid, res.start_s[i], res.end_s_task[i], cpus=task.cpus))
+    timelines = {}
+    for nid, runs in by_node.items():
+        nt = cl.node_types[next(n.node_type for n in cl.nodes if n.node_id == nid)]
+        times = sorted({t for a, b, _, _ in runs for t in (a, b)})
+        e = 0.0
+        rows = [Reading(times[0], {"node": DomainReading("node", 0.0, SourceKind.MODELED, "test")})]
+        for t0, t1 in zip(times, times[1:]):
+            c = sum(r[2] for r in runs if r[0] <= t0 and r[1] >= t1)
+            g = sum(r[3] for r in runs if r[0] <= t0 and r[1] >= t1)
+            e += nt.power_w(c / nt.cpus, g / nt.gpus if nt.gpus else 0.0) * (t1 - t0)
+            rows.append(Reading(t1, {"node": DomainReading("node", e, SourceKind.MODELED, "test")}))
+        timelines[nid] = rows
+    return timelines, spans
+
+
+@pytest.mark.parametrize("policy", ["tao", "pack"])
+def test_task_finished_gets_the_attributed_energy_tao_core_attribution_computes(policy):
+    from tao_core.attribution import attribute
+
+    cl = mixed_cluster()
+    wl = random_workload(7, n=80)
+    setup = build_policy(policy, cl, seed=1)
+    fed = {}
+    finished = setup.policy.task_finished
+
+    def spy(task_id, *, now_s, energy_j=None, duration_s=None):
+        fed[task_id] = energy_j
+        finished(task_id, now_s=now_s, energy_j=energy_j, duration_s=duration_s)
+
+    setup.policy.task_finished = spy
+    res = run_policy(setup, cl, wl)
+    timelines, spans = _node_timelines(res, cl, wl)
+    att = attribute(timelines, spans, idle_w={n.node_id: cl.node_types[n.node_type].idle_w for n in cl.nodes},
+                    node_cpus={n.node_id: cl.node_types[n.node_type].cpus for n in cl.nodes})
+    want = dict(zip(att.tasks["task_id"], att.tasks["energy_j"]))
+    for i, task in enumerate(wl.tasks):
+        assert res.attributed_task_j[i] == pytest.approx(want[task.task_id], rel=1e-9, abs=1e-6)
+        assert fed[task.task_id] == res.attributed_task_j[i]
+    # dynamic by CPU share plus a CPU share of the idle watts: more than the dynamic share alone
+    assert sum(res.attributed_task_j) > sum(res.energy_task_j)
+
+
+def test_simulator_runs_the_adapters_controller_configuration():
+    from tao_core.control import ControllerConfig
+
+    cl = mixed_cluster()
+    cl.power_budget_w = 2500.0
+    setup = build_policy("tao", cl, seed=0)
+    shipped = vars(ControllerConfig())
+    run_specific = {"power_budget_w", "budget_scope", "pue", "emit_events", "alternatives"}
+    assert {k: v for k, v in setup.config.items() if k not in run_specific} == \
+        {k: v for k, v in shipped.items() if k not in run_specific}
+    assert setup.config["wake_in_decide"] is True
+    assert setup.config["power_budget_w"] == 2500.0 and setup.config["pue"] == cl.pue

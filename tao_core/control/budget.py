@@ -27,6 +27,7 @@ from typing import Optional
 
 _PRIOR_TIE = 1e-5  # weight of (b - a)^2, relative to the data's scale
 _PRIOR_ONE = 1e-6  # weight of (a - 1)^2 + (b - 1)^2
+_MAX_REL_ERROR = 1e6  # measured power this many budgets over (or under) the setpoint counts as this
 
 
 class PowerLoop:
@@ -91,9 +92,9 @@ class PowerLoop:
             r1 = S[3] + one
             r2 = S[4] + one
             det = a11 * a22 - a12 * a12
-            if det > 0:
-                a = (r1 * a22 - a12 * r2) / det
-                b = (a11 * r2 - a12 * r1) / det
+            a = (r1 * a22 - a12 * r2) / det if det > 0 else math.nan
+            b = (a11 * r2 - a12 * r1) / det if det > 0 else math.nan
+            if math.isfinite(a) and math.isfinite(b):  # sums that overflowed leave the fit as it was
                 self.static_scale = min(max(a, 0.1), 10.0)
                 self.dynamic_scale = min(max(b, 0.1), 10.0)
             self.ratio = m / (s + d)
@@ -101,7 +102,8 @@ class PowerLoop:
         if self.budget_w is None:
             return 0.0
         setpoint = self.budget_w * (1.0 - self.target_headroom)
-        e = (m - setpoint) / self.budget_w
+        # relative error, bounded so that a tiny budget or a huge reading cannot overflow it
+        e = min(max((m - setpoint) / self.budget_w, -_MAX_REL_ERROR), _MAX_REL_ERROR)
         if self.ki > 0:
             self.integral += e * dt
             self.integral = min(max(self.integral, 0.0), self.margin_max / self.ki)

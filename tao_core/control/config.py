@@ -5,8 +5,9 @@ cluster with no budget: pure energy minimisation with a small weight on delay.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from tao_core.errors import InputError
 
@@ -23,7 +24,8 @@ class ControllerConfig:
 
     Budgets:
 
-    - ``power_budget_w``: cluster power budget in watts (None = no budget).
+    - ``power_budget_w``: cluster power budget in watts (None = no budget; ``inf`` is taken
+      as None).
     - ``budget_scope``: ``"it"`` (budget is IT watts) or ``"facility"`` (budget is
       facility watts = IT watts x ``pue``).
     - ``pue``: power usage effectiveness (>= 1.0).
@@ -142,66 +144,20 @@ class ControllerConfig:
     alternatives: int = 3
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> InputError:
-            return InputError(f"ControllerConfig.{name}: {why}")
-
-        if not self.lambda_j_per_s >= 0:
-            raise bad("lambda_j_per_s", "must be a number of joules per second >= 0")
-        if not self.mu >= 0:
-            raise bad("mu", "must be a number of joules >= 0")
-        if not self.t_ref_k > 0:
-            raise bad("t_ref_k", "must be a positive temperature in kelvin (298.15 is 25 degC)")
-        if self.power_budget_w is not None and not self.power_budget_w > 0:
-            raise bad("power_budget_w", "must be a positive number of watts, or None for no budget")
-        if self.budget_scope not in ("it", "facility"):
-            raise bad("budget_scope", 'must be "it" or "facility"')
-        if not self.pue >= 1.0:
-            raise bad("pue", "must be >= 1.0 (facility watts over IT watts)")
-        for k, v in dict(self.node_caps_w).items():
-            if not v > 0:
-                raise bad("node_caps_w", f"cap of node {k!r} must be a positive number of watts")
-        for k, v in dict(self.job_budgets_j).items():
-            if not v >= 0:
-                raise bad("job_budgets_j", f"budget of job {k!r} must be a number of joules >= 0")
-        if self.job_budget_mode not in ("warn", "deny"):
-            raise bad("job_budget_mode", 'must be "warn" or "deny"')
-        if self.pi_kp < 0 or self.pi_ki < 0:
-            raise bad("pi_kp/pi_ki", "gains must be >= 0")
-        if not 0 <= self.target_headroom < 1:
-            raise bad("target_headroom", "must be a fraction in [0, 1)")
-        if not 0 <= self.margin_max < 1:
-            raise bad("margin_max", "must be a fraction in [0, 1)")
-        if not self.default_duration_s > 0:
-            raise bad("default_duration_s", "must be a positive number of seconds")
-        if not 0 < self.prediction_alpha <= 1:
-            raise bad("prediction_alpha", "must be in (0, 1]")
-        if self.max_groups < 1:
-            raise bad("max_groups", "must be >= 1")
-        if self.idle_timeout_s is not None and self.idle_timeout_s < 0:
-            raise bad("idle_timeout_s", "must be seconds >= 0, or None for the break-even time")
-        if self.min_on_s < 0 or self.min_idle_timeout_s < 0 or self.spare_cpus < 0:
-            raise bad("min_on_s/min_idle_timeout_s/spare_cpus", "must be >= 0")
-        if self.alternatives < 0:
-            raise bad("alternatives", "must be >= 0")
-        if self.scale_down_band < 0:
-            raise bad("scale_down_band", "must be a fraction >= 0 (0.25 keeps 25 % above demand)")
-        if not self.boot_amortize_s > 0:
-            raise bad("boot_amortize_s", "must be a positive number of seconds")
-        if self.calibration_every < 1 or self.calibration_min_interval_s < 0 or self.calibration_prior < 0:
-            raise bad("calibration_every/calibration_min_interval_s/calibration_prior",
-                      "need calibration_every >= 1, the others >= 0")
-        if not self.ratio_halflife_s > 0 or self.arrival_halflife_s < 0:
-            raise bad("ratio_halflife_s/arrival_halflife_s", "half-lives are seconds: ratio > 0, arrival >= 0")
-        if not 0 <= self.carbon_min_saving < 1:
-            raise bad("carbon_min_saving", "must be a fraction in [0, 1) (0.10 = wait only for 10 % cleaner power)")
-        if not 0 < self.carbon_max_fill <= 1:
-            raise bad("carbon_max_fill", "must be a fraction in (0, 1]")
-        if self.carbon_slack < 0:
-            raise bad("carbon_slack", "must be a fraction >= 0 of the predicted run time")
-        if self.gpu_max_slowdown < 0:
-            raise bad("gpu_max_slowdown", "must be a fraction >= 0 (0.10 allows 10 % slower work)")
-        if self.spare_horizon_s is not None and self.spare_horizon_s < 0:
-            raise bad("spare_horizon_s", "must be seconds >= 0, or None for the longest boot time")
+        if self.power_budget_w is not None and self.power_budget_w == math.inf:
+            self.power_budget_w = None  # an infinite budget is no budget (its barrier term is 0)
+        for names, ok, why in _RULES:
+            for name in names:
+                if not ok(getattr(self, name)):
+                    raise InputError(f"ControllerConfig.{name}: {why}")
+        for name, lo in (("node_caps_w", 0.0), ("job_budgets_j", None)):
+            for k, v in dict(getattr(self, name)).items():
+                if not (_num(v) and (v > 0 if lo is not None else v >= 0)):
+                    raise InputError(f"ControllerConfig.{name}: value for {k!r} must be a number "
+                                     f"{'> 0 (watts)' if lo is not None else '>= 0 (joules)'}; inf means no limit")
+        if self.target_headroom + self.margin_max >= 1.0:
+            raise InputError("ControllerConfig.target_headroom/margin_max: their sum must be < 1, or the admission "
+                             "budget reaches 0 W")
 
     @property
     def it_budget_w(self) -> Optional[float]:
@@ -211,3 +167,61 @@ class ControllerConfig:
         if self.budget_scope == "facility":
             return self.power_budget_w / self.pue
         return float(self.power_budget_w)
+
+
+def _num(v: object) -> bool:
+    """A real number (not NaN; bools are not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _finite(v: object) -> bool:
+    return _num(v) and math.isfinite(v)  # type: ignore[arg-type]
+
+
+def _whole(v: object) -> bool:
+    return _finite(v) and float(v).is_integer()  # type: ignore[arg-type]
+
+
+#: largest penalty weight (J/s for lambda, J for mu): beyond it a second of delay or the
+#: barrier outweighs any energy a cluster can use, and products overflow to inf
+_MAX_WEIGHT = 1e12
+
+#: (fields, check, message): every field named must pass the check. Infinite values are
+#: refused wherever they would make a penalty or a demand infinite or NaN; they are allowed
+#: where they mean "never" (idle timeouts, minimum on time, half-lives, boot amortisation).
+_RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (("lambda_j_per_s",), lambda v: _num(v) and 0 <= v <= _MAX_WEIGHT,
+     f"must be a number of joules per second in [0, {_MAX_WEIGHT:g}]"),
+    (("mu",), lambda v: _num(v) and 0 <= v <= _MAX_WEIGHT, f"must be a number of joules in [0, {_MAX_WEIGHT:g}]"),
+    (("t_ref_k",), lambda v: _finite(v) and v > 0, "must be a finite positive temperature in kelvin (298.15 is 25 degC)"),
+    (("power_budget_w",), lambda v: v is None or (_finite(v) and v > 0),
+     "must be a positive number of watts, or None (or inf) for no budget"),
+    (("budget_scope",), lambda v: v in ("it", "facility"), 'must be "it" or "facility"'),
+    (("pue",), lambda v: _finite(v) and v >= 1.0, "must be a finite number >= 1.0 (facility watts over IT watts)"),
+    (("job_budget_mode",), lambda v: v in ("warn", "deny"), 'must be "warn" or "deny"'),
+    (("pi_kp", "pi_ki"), lambda v: _finite(v) and v >= 0, "gains must be finite and >= 0"),
+    (("target_headroom", "margin_max"), lambda v: _num(v) and 0 <= v < 1, "must be a fraction in [0, 1)"),
+    (("ratio_halflife_s",), lambda v: _num(v) and v > 0, "must be a half-life in seconds > 0"),
+    (("arrival_halflife_s",), lambda v: _num(v) and v >= 0, "must be a half-life in seconds >= 0"),
+    (("default_duration_s",), lambda v: _finite(v) and v > 0, "must be a finite positive number of seconds"),
+    (("prediction_alpha",), lambda v: _num(v) and 0 < v <= 1, "must be in (0, 1]"),
+    (("max_groups", "calibration_every"), lambda v: _whole(v) and v >= 1, "must be a whole number >= 1"),
+    (("alternatives",), lambda v: _whole(v) and v >= 0, "must be a whole number >= 0"),
+    (("calibration_prior",), lambda v: _finite(v) and v >= 0, "must be a finite number of samples >= 0"),
+    (("calibration_min_interval_s", "min_on_s", "min_idle_timeout_s"), lambda v: _num(v) and v >= 0,
+     "must be seconds >= 0"),
+    (("idle_timeout_s",), lambda v: v is None or (_num(v) and v >= 0),
+     "must be seconds >= 0, or None for the break-even time"),
+    (("spare_cpus",), lambda v: _finite(v) and v >= 0, "must be a finite number of CPUs >= 0"),
+    (("spare_horizon_s",), lambda v: v is None or (_finite(v) and v >= 0),
+     "must be finite seconds >= 0, or None for the longest boot time"),
+    (("scale_down_band",), lambda v: _finite(v) and v >= 0,
+     "must be a finite fraction >= 0 (0.25 keeps 25 % above demand)"),
+    (("boot_amortize_s",), lambda v: _num(v) and v > 0, "must be a positive number of seconds"),
+    (("carbon_min_saving",), lambda v: _num(v) and 0 <= v < 1,
+     "must be a fraction in [0, 1) (0.10 = wait only for 10 % cleaner power)"),
+    (("carbon_max_fill",), lambda v: _num(v) and 0 < v <= 1, "must be a fraction in (0, 1]"),
+    (("carbon_slack",), lambda v: _finite(v) and v >= 0, "must be a finite fraction >= 0 of the predicted run time"),
+    (("gpu_max_slowdown",), lambda v: _finite(v) and v >= 0,
+     "must be a finite fraction >= 0 (0.10 allows 10 % slower work)"),
+)

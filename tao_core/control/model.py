@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from tao_core.control.types import NodeType
-from tao_core.power.curve import BREAKPOINTS, PowerCurve
+from tao_core.power.curve import PowerCurve, segment
 
 
 def isotonic_increasing(y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -53,6 +53,13 @@ class ModelSnapshot:
     fitted_w: tuple[float, ...]
     samples: int
     rms_error_w: Optional[float]  #: RMS residual of the fitted curve over the samples seen
+
+    @property
+    def fitted_curve(self) -> PowerCurve:
+        """The fitted curve as a :class:`PowerCurve` (non-decreasing and non-negative by
+        construction): what a node type's calibrated model can be saved as, per hardware
+        model, and declared again as ``NodeType(power_curve=...)``."""
+        return PowerCurve(self.fitted_w)
 
 
 class NodeModel:
@@ -96,28 +103,13 @@ class NodeModel:
     def boot_energy_j(self) -> float:
         return self.declared.boot_energy_j
 
-    def cpu_power_w(self, utilization: float | np.ndarray) -> float | np.ndarray:
-        """CPU-curve watts at ``utilization`` (0..1) with the curve in use."""
-        u = np.clip(np.asarray(utilization, dtype=float), 0.0, 1.0)
-        out = np.interp(u, BREAKPOINTS, self.cpu_curve_w)
-        return float(out) if out.ndim == 0 else out
-
-    def watts_per_work(self) -> float:
-        """Watts per reference CPU of work at full load (``peak / (cpus x speed)``): lower is
-        more efficient. GPU nodes count GPUs at their busy draw."""
-        d = self.declared
-        return self.peak_w / (d.cpus * d.speed)
-
     # -- calibration ----------------------------------------------------------
     def add_sample(self, utilization: float, cpu_power_w: float) -> None:
         """Add one observation: CPU utilization (0..1) and the watts of the CPU curve part
         (node wall power minus modeled GPU power)."""
         if not (np.isfinite(utilization) and np.isfinite(cpu_power_w)):
             return
-        u = min(max(float(utilization), 0.0), 1.0)
-        x = u * 10.0
-        i = min(int(x), 9)
-        f = x - i
+        i, f = segment(float(utilization) * 10.0)
         h0, h1 = 1.0 - f, f
         A = self._A
         A[i, i] += h0 * h0
@@ -172,7 +164,3 @@ class NodeModel:
             samples=self.samples,
             rms_error_w=self.rms_error_w(),
         )
-
-    def fitted_curve(self) -> PowerCurve:
-        """The curve in use as a :class:`PowerCurve`."""
-        return PowerCurve(tuple(float(x) for x in self.cpu_curve_w))

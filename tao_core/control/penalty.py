@@ -50,7 +50,8 @@ from typing import Optional
 
 import numpy as np
 
-from tao_core.control.state import NodeTable
+from tao_core.control.state import DRAINING, OFF, NodeTable
+from tao_core.power.curve import CurveTable, segment
 
 
 def barrier(power_w: np.ndarray | float, budget_w: Optional[float]) -> np.ndarray | float:
@@ -89,26 +90,14 @@ class Scorer:
     a decision does not redo the power-curve lookups; a decision is then about twenty
     vector operations and one ``argmin``."""
 
-    def __init__(self, nt: NodeTable, curves: np.ndarray, *, allow_wake: bool = True, max_shapes: int = 16) -> None:
+    def __init__(self, nt: NodeTable, curves: CurveTable, *, allow_wake: bool = True, max_shapes: int = 16) -> None:
         self.nt = nt
+        self.curves = curves  #: CPU curves in use, one row per node type (shared with the cluster view)
         self.allow_wake = allow_wake
         self.max_shapes = max_shapes
         self._cache: "OrderedDict[tuple[float, float], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
         self._cache_n = -1
         self._scratch_cap = 0
-        self.set_curves(curves)
-
-    # ------------------------------------------------------------ curves
-    def set_curves(self, curves: np.ndarray) -> None:
-        """``curves``: array (types, 11) of CPU-curve watts at 0..100 % utilization."""
-        c = np.asarray(curves, dtype=float)
-        slope = np.zeros_like(c)
-        slope[:, :-1] = np.diff(c, axis=1)
-        self.curve_flat = c.ravel().copy()
-        self.slope_flat = slope.ravel().copy()
-        self._curve_list = self.curve_flat.tolist()
-        self._slope_list = self.slope_flat.tolist()
-        self.invalidate()
 
     def invalidate(self) -> None:
         """Forget every cached shape (after nodes are added or removed, or curves refit)."""
@@ -117,19 +106,13 @@ class Scorer:
     # ------------------------------------------------------------ cache
     def _build(self, cpus: float, gpus: float) -> tuple[np.ndarray, np.ndarray]:
         nt = self.nt
-        x = (nt.used_c + cpus) * nt.inv10
-        i = x.astype(np.int64)
-        np.minimum(i, 9, out=i)
-        x -= i
-        i += nt.off11
-        pa = self.curve_flat.take(i)
-        pa += self.slope_flat.take(i) * x
+        pa = self.curves.watts_rows(nt.ti, (nt.used_c + cpus) * nt.inv10)
         pa += nt.gpu_static
         if gpus:
             pa += gpus * nt.gpu_dyn
-        feas = (nt.free_c >= cpus - 1e-9) & (nt.free_g >= gpus - 1e-9) & (nt.state != 3)
+        feas = (nt.free_c >= cpus - 1e-9) & (nt.free_g >= gpus - 1e-9) & (nt.state != DRAINING)
         if not self.allow_wake:
-            feas &= nt.state != 0
+            feas &= nt.state != OFF
         dyn = np.where(feas, pa - nt.p_on, np.inf)
         dp = np.where(feas, pa - nt.p_node, np.inf)
         return dyn, dp
@@ -148,23 +131,20 @@ class Scorer:
         return ent
 
     def row_changed(self, i: int, state: int, used_c: float, free_c: float, free_g: float, inv10: float,
-                    off11: int, gpu_static: float, gpu_dyn: float, p_on: float, p_node: float) -> None:
-        """Update row ``i`` of every cached shape after node ``i`` changed."""
+                    k: int, gpu_static: float, gpu_dyn: float, p_on: float, p_node: float) -> None:
+        """Update row ``i`` (a node of type ``k``) of every cached shape after it changed."""
         if not self._cache or self._cache_n != self.nt.n:
             return
-        takes = state != 3 and (self.allow_wake or state != 0)
-        cl = self._curve_list
-        sl = self._slope_list
+        takes = state != DRAINING and (self.allow_wake or state != OFF)
+        w = self.curves.w_list
+        sl = self.curves.slope_list
+        base = 11 * k
         inf = np.inf
         for (cpus, gpus), (dyn, dp) in self._cache.items():
             if takes and free_c >= cpus - 1e-9 and free_g >= gpus - 1e-9:
-                x = (used_c + cpus) * inv10
-                k = int(x)
-                if k > 9:
-                    k = 9
-                x -= k
-                k += off11
-                pa = cl[k] + sl[k] * x + gpu_static
+                j, f = segment((used_c + cpus) * inv10)
+                j += base
+                pa = w[j] + sl[j] * f + gpu_static
                 if gpus:
                     pa += gpus * gpu_dyn
                 dyn[i] = pa - p_on
@@ -233,29 +213,24 @@ class Scorer:
         if lambda_j_per_s:
             np.multiply(d, lambda_j_per_s, out=x)
             cost += x
-        if budget_w is not None and ratio > 0:
+        if budget_w is not None and ratio > 0 and not budget_w > 0:
+            cost.fill(np.inf)  # a budget with no watts left (it underflowed): nothing is admitted
+        elif budget_w is not None and ratio > 0:
             # -mu log(1 - (P + r dP)/B) = -mu log(r/B) - mu log((B - P)/r - dP); the first
             # term is the same for every node: it is kept apart in ``offset``. The log
-            # argument is floored; choose() makes nodes at or over the budget infeasible.
+            # argument is floored (fmax also turns a NaN into the floor); choose() makes
+            # nodes at or over the budget infeasible.
             np.subtract((budget_w - power_now_w) / ratio, dpw, out=x)
-            np.maximum(x, _TINY, out=x)
+            np.fmax(x, _TINY, out=x)
             np.log(x, out=x)
             x *= -mu
             cost += x
-            offset = -mu * math.log(ratio / budget_w)
+            offset = mu * (math.log(budget_w) - math.log(ratio))
         if any_cap:
             over_cap = (dpw + nt.p_node) * ratio > nt.cap_w
             over_cap |= nt.cap_block != 0  # measured power already at the cap
             cost[over_cap] = np.inf
         return Scores(cost, e, d, dpw, offset)
-
-    @staticmethod
-    def over_budget(dp_w: np.ndarray | float, *, power_now_w: float, ratio: float, budget_w: Optional[float]):
-        """Whether a placement adding ``dp_w`` modeled watts reaches the budget."""
-        if budget_w is None:
-            return np.zeros(np.shape(dp_w), dtype=bool) if np.ndim(dp_w) else False
-        return power_now_w + np.asarray(dp_w) * ratio >= budget_w if np.ndim(dp_w) else \
-            power_now_w + float(dp_w) * ratio >= budget_w
 
     def choose(self, sc: Scores, *, power_now_w: float, ratio: float, budget_w: Optional[float]) -> int:
         """Index of the lowest-cost node that is feasible and within the budget (its cost

@@ -99,7 +99,7 @@ class TaskPredictor:
         s)``; the arrays must not be modified by the caller. A task's own
         ``duration_hint_s`` wins over the group's learned run times."""
         g = self._groups.get(group)
-        if duration_hint_s is not None and duration_hint_s > 0:
+        if duration_hint_s is not None and 0 < duration_hint_s < math.inf:  # an unusable hint is no hint
             dur = self._cold(duration_hint_s)[0]
             if g is None or g.ratio_arr is None:
                 return dur, dur

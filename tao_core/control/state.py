@@ -36,7 +36,7 @@ _FLOAT_FIELDS = (
     "measured_w",  # last observed wall watts (nan when none)
     "util_obs",    # last observed CPU utilization (nan when none)
 )
-_INT_FIELDS = ("ti", "off11", "state", "n_tasks", "cap_block")  # cap_block: measured watts reached the cap
+_INT_FIELDS = ("ti", "state", "n_tasks", "cap_block")  # cap_block: measured watts reached the cap
 
 
 class NodeTable:

@@ -135,49 +135,58 @@ def load_alibaba_nodes(path: str | Path) -> ClusterSpec:
     return ClusterSpec(node_types=types, nodes=nodes, pue=1.0, power_budget_w=None, source=str(p))
 
 
+def _pod_row(row: dict, where: str) -> tuple:
+    """(name, created, deleted, scheduled, cpus, gpus, phase, qos) of one pod row, checked."""
+    name = (row.get("name") or "").strip()
+    if not name:
+        raise InputError(f"{where}: name: empty; every pod needs a name")
+    cpus = _f(row, "cpu_milli", where) / 1000.0
+    if cpus <= 0:
+        raise InputError(f"{where}: cpu_milli: must be > 0")
+    num_gpu = _f(row, "num_gpu", where)
+    gpu_milli = _f(row, "gpu_milli", where, allow_empty=True) or 0.0
+    if gpu_milli > 1000:
+        raise InputError(f"{where}: gpu_milli: {gpu_milli:g} is more than one GPU (1000); fix the row")
+    gpus = num_gpu * gpu_milli / 1000.0 if num_gpu > 0 else 0.0
+    created = _f(row, "creation_time", where)
+    deleted = _f(row, "deletion_time", where, allow_empty=True)
+    scheduled = _f(row, "scheduled_time", where, allow_empty=True)
+    phase = (row.get("pod_phase") or "").strip()
+    if deleted is not None and deleted < created:
+        raise InputError(f"{where}: deletion_time {deleted:g} is before creation_time {created:g}; fix the row")
+    qos = (row.get("qos") or "").strip() or "none"
+    return name, created, deleted, scheduled, cpus, gpus, phase, qos
+
+
+def _pod_task(pod: tuple, end: float, notes: dict[str, int]) -> SimTask:
+    """The task of one pod (run times as the module docstring says); counts its assumptions in ``notes``."""
+    name, created, deleted, scheduled, cpus, gpus, phase, qos = pod
+
+    def note(k: str) -> None:
+        notes[k] = notes.get(k, 0) + 1
+
+    if deleted is None:
+        deleted = end
+        note("no deletion time: run to the end of the trace")
+    start = scheduled if scheduled is not None else created
+    if scheduled is None:
+        note("never scheduled (run for deletion - creation)")
+    if phase == "Failed":
+        note("failed (run until deletion)")
+    group = f"{qos}-{'gpu' if gpus > 0 else 'cpu'}"
+    return SimTask(name, created, max(0.0, deleted - start), cpus, gpus, group, None)
+
+
 def load_alibaba_pods(path: str | Path) -> Workload:
     """The workload of an ``openb_pod_list_*.csv`` (run times as the module docstring says)."""
     p = Path(path)
     fh, reader = _reader(p, POD_COLUMNS, "pod list")
-    rows = []
     with fh:
-        for row in reader:
-            where = f"{p}: row {reader.line_num}"
-            name = (row.get("name") or "").strip()
-            if not name:
-                raise InputError(f"{where}: name: empty; every pod needs a name")
-            cpus = _f(row, "cpu_milli", where) / 1000.0
-            if cpus <= 0:
-                raise InputError(f"{where}: cpu_milli: must be > 0")
-            num_gpu = _f(row, "num_gpu", where)
-            gpu_milli = _f(row, "gpu_milli", where, allow_empty=True) or 0.0
-            if gpu_milli > 1000:
-                raise InputError(f"{where}: gpu_milli: {gpu_milli:g} is more than one GPU (1000); fix the row")
-            gpus = num_gpu * gpu_milli / 1000.0 if num_gpu > 0 else 0.0
-            created = _f(row, "creation_time", where)
-            deleted = _f(row, "deletion_time", where, allow_empty=True)
-            scheduled = _f(row, "scheduled_time", where, allow_empty=True)
-            phase = (row.get("pod_phase") or "").strip()
-            if deleted is not None and deleted < created:
-                raise InputError(f"{where}: deletion_time {deleted:g} is before creation_time {created:g}; fix the row")
-            qos = (row.get("qos") or "").strip() or "none"
-            rows.append((name, created, deleted, scheduled, cpus, gpus, phase, qos))
+        rows = [_pod_row(row, f"{p}: row {reader.line_num}") for row in reader]
     if not rows:
         raise InputError(f"{p}: no pod rows; give the trace's pod list")
     end = max(max((r[2] for r in rows if r[2] is not None), default=0.0), max(r[1] for r in rows))
-    tasks: list[SimTask] = []
     notes: dict[str, int] = {}
-    for name, created, deleted, scheduled, cpus, gpus, phase, qos in rows:
-        if deleted is None:
-            deleted = end
-            notes["no deletion time: run to the end of the trace"] = notes.get("no deletion time: run to the end of the trace", 0) + 1
-        start = scheduled if scheduled is not None else created
-        if scheduled is None:
-            notes["never scheduled (run for deletion - creation)"] = notes.get("never scheduled (run for deletion - creation)", 0) + 1
-        if phase == "Failed":
-            notes["failed (run until deletion)"] = notes.get("failed (run until deletion)", 0) + 1
-        dur = max(0.0, deleted - start)
-        group = f"{qos}-{'gpu' if gpus > 0 else 'cpu'}"
-        tasks.append(SimTask(name, created, dur, cpus, gpus, group, None))
+    tasks = [_pod_task(r, end, notes) for r in rows]
     tasks.sort(key=lambda t: t.submit_s)
     return Workload(tasks=tasks, source=str(p), notes=[f"{k}: {v} pods" for k, v in sorted(notes.items())])

@@ -325,55 +325,76 @@ class RayAutoscalePolicy(RayHybridPolicy):
         idle = (st == ON) & (self.n_run[:n] == 0) & (now_s - self.idle_since[:n] >= self.idle_timeout_s - EPS)
         idle[0] = False  # the head node stays
         off = [self.ids[i] for i in np.flatnonzero(idle).tolist()]
-        on: list[str] = []
-        if pending:
-            # residual demand after the free room of running and booting nodes (first fit)
-            live = (st == ON) | (st == BOOTING)
-            free_c = np.where(live, self.cap_c[:n] - self.used_c[:n], -1.0)
-            free_g = np.where(live, self.cap_g[:n] - self.used_g[:n], -1.0)
-            residual: list[tuple[float, float]] = []
-            for t in sorted(pending, key=lambda r: (-r.gpus, -r.cpus)):
-                ok = (free_c >= t.cpus - EPS) & (free_g >= t.gpus - EPS)
-                j = int(ok.argmax())
-                if ok[j]:
-                    free_c[j] -= t.cpus
-                    free_g[j] -= t.gpus
-                else:
-                    residual.append((t.cpus, t.gpus))
-            booting = int(np.count_nonzero(st == BOOTING))
-            running = int(np.count_nonzero(st == ON))
-            budget = max(5, math.ceil(self.upscaling_speed * running)) - booting
-            by_type: dict[str, list[int]] = {}
-            if residual and budget > 0:
-                for i in np.flatnonzero(st == OFF).tolist():
-                    by_type.setdefault(self.types[i].name, []).append(i)
-            while residual and budget > 0:
-                best, best_s = None, (-1, 0.0)
-                for name, lst in by_type.items():
-                    if not lst:
-                        continue
-                    sc = _type_score(self.types[lst[0]], residual)
-                    if sc > best_s:
-                        best, best_s = name, sc
-                if best is None or best_s[0] < 0:
-                    break
-                i = by_type[best].pop(0)
-                on.append(self.ids[i])
-                budget -= 1
-                cf, gf = float(self.cap_c[i]), float(self.cap_g[i])
-                rest = []
-                for c, g in residual:
-                    if c <= cf + EPS and g <= gf + EPS:
-                        cf -= c
-                        gf -= g
-                    else:
-                        rest.append((c, g))
-                residual = rest
+        on = self._launch(self._residual(pending)) if pending else []
         for nid in off:
             self._emit(now_s, "scale-down", nid, f"idle for {self.idle_timeout_s:g} s (idle_timeout_minutes)")
         for nid in on:
             self._emit(now_s, "scale-up", nid, "pending demand does not fit the running nodes")
         return ScalePlan(power_on=tuple(on), power_off=tuple(off), reason=self.name)
+
+    def _residual(self, pending: Sequence[TaskRequest]) -> list[tuple[float, float]]:
+        """(CPUs, GPUs) of the pending tasks that fit no running or booting node's free room
+        (first fit, biggest first)."""
+        n = self.n
+        st = self.state[:n]
+        live = (st == ON) | (st == BOOTING)
+        free_c = np.where(live, self.cap_c[:n] - self.used_c[:n], -1.0)
+        free_g = np.where(live, self.cap_g[:n] - self.used_g[:n], -1.0)
+        residual: list[tuple[float, float]] = []
+        for t in sorted(pending, key=lambda r: (-r.gpus, -r.cpus)):
+            ok = (free_c >= t.cpus - EPS) & (free_g >= t.gpus - EPS)
+            j = int(ok.argmax())
+            if ok[j]:
+                free_c[j] -= t.cpus
+                free_g[j] -= t.gpus
+            else:
+                residual.append((t.cpus, t.gpus))
+        return residual
+
+    def _launch(self, residual: list[tuple[float, float]]) -> list[str]:
+        """Nodes to launch for ``residual`` demand: the type that takes the most of it
+        each time, at most ``max(5, upscaling_speed x running)`` booting at once."""
+        st = self.state[:self.n]
+        booting = int(np.count_nonzero(st == BOOTING))
+        running = int(np.count_nonzero(st == ON))
+        budget = max(5, math.ceil(self.upscaling_speed * running)) - booting
+        on: list[str] = []
+        if not residual or budget <= 0:
+            return on
+        by_type: dict[str, list[int]] = {}
+        for i in np.flatnonzero(st == OFF).tolist():
+            by_type.setdefault(self.types[i].name, []).append(i)
+        while residual and budget > 0:
+            best = self._best_type(by_type, residual)
+            if best is None:
+                break
+            i = by_type[best].pop(0)
+            on.append(self.ids[i])
+            budget -= 1
+            residual = _left_over(residual, float(self.cap_c[i]), float(self.cap_g[i]))
+        return on
+
+    def _best_type(self, by_type: dict[str, list[int]], residual: list[tuple[float, float]]) -> Optional[str]:
+        best, best_s = None, (-1, 0.0)
+        for name, lst in by_type.items():
+            if not lst:
+                continue
+            sc = _type_score(self.types[lst[0]], residual)
+            if sc > best_s:
+                best, best_s = name, sc
+        return best if best is not None and best_s[0] >= 0 else None
+
+
+def _left_over(demands: list[tuple[float, float]], cpus: float, gpus: float) -> list[tuple[float, float]]:
+    """The demands a new node of ``cpus`` and ``gpus`` does not take (first fit)."""
+    rest = []
+    for c, g in demands:
+        if c <= cpus + EPS and g <= gpus + EPS:
+            cpus -= c
+            gpus -= g
+        else:
+            rest.append((c, g))
+    return rest
 
 
 class DaskPolicy(BasePolicy):

@@ -50,12 +50,10 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
     if name != "tao":
         raise InputError(f"--policy: unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
     from tao_core.control import Controller, ControllerConfig
-    from tao_core.control import scaling
 
     budget = budget_w if budget_w is not None else cluster.power_budget_w
-    # wake_in_decide off: in this controller version a node decide() asks to wake is not booted
-    # when total supply covers total demand, and the task would be deferred forever
-    opts: dict[str, Any] = dict(power_budget_w=budget, budget_scope="it", pue=cluster.pue, wake_in_decide=False)
+    # the adapters' configuration: only the budget (inf is none), its scope and the PUE come from the run
+    opts: dict[str, Any] = dict(power_budget_w=budget, budget_scope="it", pue=cluster.pue)
     if lambda_j_per_s is not None:
         opts["lambda_j_per_s"] = lambda_j_per_s
     if event_sink is None:
@@ -71,11 +69,13 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
     ctl.set_carbon_signal(carbon)
     # ticks: the next grid tick after any change, then when an idle timeout can expire
     # (timeouts within 5 s of one another share a tick)
-    timeouts = sorted({float(x) for x in scaling.idle_timeouts(ctl).tolist()})
+    timeouts = sorted(set(ctl.idle_timeouts_s().values()))
     horizons: list[float] = [TAO_TICK_S]
     for to in timeouts:
+        if not to + cfg.min_on_s < 1e12:  # never (an infinite timeout or minimum on time)
+            continue
         h = math.ceil(to + cfg.min_on_s) + TAO_TICK_S
-        if h < 1e12 and h - horizons[-1] > 5.0:
+        if h - horizons[-1] > 5.0:
             horizons.append(h)
     conf = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else dict(v)) for k, v in vars(cfg).items()}
     return PolicySetup("tao", ctl, TAO_TICK_S, tuple(sorted(horizons)), conf)
@@ -102,7 +102,8 @@ def run_all(cluster: ClusterSpec, workload: Workload, policies: Sequence[str] = 
     (``results`` holds the SimResult objects, not serialised)."""
     bound = lower_bound_j(cluster, workload)
     budget = budget_w if budget_w is not None else cluster.power_budget_w
-    out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": budget, "pue": cluster.pue,
+    out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": None if budget == math.inf else budget,
+                           "pue": cluster.pue,
                            "carbon_source": carbon.source if carbon is not None else None,
                            "nodes": len(cluster.nodes), "tasks": len(workload), "policies": {}, "results": {}}
     for name in policies:
