@@ -25,7 +25,7 @@ from tao_core.telemetry.base import EnergySource
 from tao_core.telemetry.composite import CompositeSource
 from tao_core.telemetry.estimator import ModeledSource, default_tdp_w
 from tao_core.telemetry.nvml import NvmlSource, NvmlUnavailable
-from tao_core.telemetry.rapl import RaplSource, RaplUnavailable, resolve_root
+from tao_core.telemetry.rapl import RaplPermissionError, RaplSource, RaplUnavailable, resolve_root
 from tao_core.telemetry.thermal import CpuThermal, diagnose_thermal
 
 __all__ = ["Candidate", "Detection", "detect"]
@@ -112,9 +112,13 @@ def detect(
         reason = f"{len(rapl.zones)} zone(s) under {root}: " + ", ".join(z.name for z in rapl.zones)
         if rapl.denied:
             reason += f"; permission denied on {', '.join(rapl.denied)}"
+        if rapl.invalid:
+            reason += "; left out: " + ", ".join(f"{n} ({why})" for n, why in rapl.invalid.items())
         rapl_c = Candidate("rapl", True, False, reason, details={"root": str(root), "domains": [z.name for z in rapl.zones]})
     except RaplUnavailable as exc:
-        rapl_c = Candidate("rapl", False, False, exc.diagnosis.reason, list(exc.diagnosis.fixes), {"root": str(root)})
+        # zones whose counters only root may read are found, not usable
+        rapl_c = Candidate("rapl", isinstance(exc, RaplPermissionError), False, exc.diagnosis.reason,
+                           list(exc.diagnosis.fixes), {"root": str(root)})
 
     # --- pyRAPL --------------------------------------------------------------------------
     pyrapl_c: Candidate
