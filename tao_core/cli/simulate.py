@@ -104,13 +104,12 @@ def load_carbon(arg: Optional[str]):
     """A carbon signal from ``--carbon`` (a number of gCO2e/kWh, or a CSV path), or None."""
     if arg is None:
         return None
-    from tao_core.carbon import ConstantCarbon, SeriesCarbon
+    from tao_core.carbon import MAX_INTENSITY, ConstantCarbon, SeriesCarbon
 
-    try:
-        value = float(arg)
-    except ValueError:
+    if _carbon_path(arg) is not None:
         return SeriesCarbon.from_csv(arg, field="--carbon")
-    return ConstantCarbon(value, where="--carbon")
+    return ConstantCarbon(number(arg, "--carbon", lo=0.0, hi=MAX_INTENSITY,
+                                 fix=f"give gCO2e/kWh from 0 to {MAX_INTENSITY:g}, or a CSV file"))
 
 
 def _carbon_path(arg: Optional[str]) -> Optional[str]:

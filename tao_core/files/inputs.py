@@ -133,7 +133,7 @@ def read_csv(path: PathLike, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES, 
     p = Path(path)
     where = f"{field} {p}"
     text = read_input_text(p, field, max_bytes=max_bytes)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
 
     def _next() -> Optional[list[str]]:
         try:

@@ -120,6 +120,10 @@ def load_alibaba_nodes(path: str | Path, *, field: str = "nodes") -> ClusterSpec
         if name not in types:
             types[name] = NodeType(name=name, cpus=cpus, power_curve=cpu_curve_for(cpus), gpus=gpus,
                                    gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W)
+            if not OFF_W < types[name].idle_w:
+                raise InputError(f"{where}: cpu_milli: a node of {cpus:g} CPUs would draw {types[name].idle_w:.3g} W idle "
+                                 f"in this model, not more than the {OFF_W:g} W it draws off; the trace's nodes have "
+                                 "8 or more CPUs: fix the row")
         nodes.append(SimNode(sn, name))
     if not nodes:
         raise InputError(f"{field} {p}: no node rows; give the trace's node list")

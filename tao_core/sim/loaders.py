@@ -129,6 +129,9 @@ def node_type_from_dict(d: Any, where: str) -> tuple[NodeType, int]:
                       gpu_power_limit_w=limit_w, speed=speed, boot_s=boot_s, boot_w=boot_w, off_w=off_w)
     except ValueError as exc:
         raise InputError(f"{w}: {exc}; fix the node type") from None
+    if not off_w < nt.idle_w:
+        raise InputError(f"{w}.off_w: {off_w:g} W is not below the idle draw, {nt.idle_w:g} W (power_curve_w[0] plus "
+                         "gpus x gpu_idle_w); a node that is off draws less than one that is on: fix either")
     return nt, count
 
 
