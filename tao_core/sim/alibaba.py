@@ -130,6 +130,25 @@ def load_alibaba_nodes(path: str | Path, *, field: str = "nodes") -> ClusterSpec
     return ClusterSpec(node_types=types, nodes=nodes, pue=1.0, power_budget_w=None, source=str(p))
 
 
+def _pod(where: str, row: dict) -> tuple:
+    """(name, created, deleted, scheduled, cpus, gpus, phase, qos) of one pod row, checked."""
+    name = checked_name(row.get("name") or "", f"{where}: name", max_chars=MAX_NAME_CHARS, what="pod name")
+    cpus = _f(row, "cpu_milli", where, hi=MAX_NODE_CPUS * 1000.0) / 1000.0
+    if cpus <= 0:
+        raise InputError(f"{where}: cpu_milli: must be > 0")
+    num_gpu = _f(row, "num_gpu", where, hi=MAX_NODE_GPUS)
+    gpu_milli = _f(row, "gpu_milli", where, allow_empty=True, hi=1000.0) or 0.0
+    gpus = num_gpu * gpu_milli / 1000.0 if num_gpu > 0 else 0.0
+    created = _f(row, "creation_time", where)
+    deleted = _f(row, "deletion_time", where, allow_empty=True)
+    scheduled = _f(row, "scheduled_time", where, allow_empty=True)
+    if deleted is not None and deleted < created:
+        raise InputError(f"{where}: deletion_time {deleted:g} is before creation_time {created:g}; fix the row")
+    qos = (row.get("qos") or "").strip()[:MAX_NAME_CHARS]
+    return (name, created, deleted, scheduled, cpus, gpus, (row.get("pod_phase") or "").strip(),
+            qos if qos and qos.isprintable() else "none")
+
+
 def load_alibaba_pods(path: str | Path, *, field: str = "workload") -> Workload:
     """The workload of an ``openb_pod_list_*.csv`` (run times as the module docstring says);
     ``field`` names the file in errors (``--workload``)."""
@@ -137,25 +156,11 @@ def load_alibaba_pods(path: str | Path, *, field: str = "workload") -> Workload:
     rows = []
     seen: set[str] = set()
     for where, row in _records(p, field, POD_COLUMNS, "pod", MAX_TASKS):
-        name = checked_name(row.get("name") or "", f"{where}: name", max_chars=MAX_NAME_CHARS, what="pod name")
-        if name in seen:
-            raise InputError(f"{where}: name: {name[:40]!r} appears twice; pod names must be unique")
-        seen.add(name)
-        cpus = _f(row, "cpu_milli", where, hi=MAX_NODE_CPUS * 1000.0) / 1000.0
-        if cpus <= 0:
-            raise InputError(f"{where}: cpu_milli: must be > 0")
-        num_gpu = _f(row, "num_gpu", where, hi=MAX_NODE_GPUS)
-        gpu_milli = _f(row, "gpu_milli", where, allow_empty=True, hi=1000.0) or 0.0
-        gpus = num_gpu * gpu_milli / 1000.0 if num_gpu > 0 else 0.0
-        created = _f(row, "creation_time", where)
-        deleted = _f(row, "deletion_time", where, allow_empty=True)
-        scheduled = _f(row, "scheduled_time", where, allow_empty=True)
-        phase = (row.get("pod_phase") or "").strip()
-        if deleted is not None and deleted < created:
-            raise InputError(f"{where}: deletion_time {deleted:g} is before creation_time {created:g}; fix the row")
-        qos = (row.get("qos") or "").strip()[:MAX_NAME_CHARS]
-        qos = qos if qos.isprintable() and qos else "none"
-        rows.append((name, created, deleted, scheduled, cpus, gpus, phase, qos))
+        pod = _pod(where, row)
+        if pod[0] in seen:
+            raise InputError(f"{where}: name: {pod[0][:40]!r} appears twice; pod names must be unique")
+        seen.add(pod[0])
+        rows.append(pod)
     if not rows:
         raise InputError(f"{field} {p}: no pod rows; give the trace's pod list")
     end = max(max((r[2] for r in rows if r[2] is not None), default=0.0), max(r[1] for r in rows))

@@ -24,6 +24,11 @@ Workload (CSV, header required)::
 and ``gpus`` >= 0 held while running (fractions allowed); ``group``: what TAO learns
 run times per (default ``default``); ``deadline_s``: absolute finish-by time, same clock as
 ``submit_s`` (empty: none). Rows may come in any order; tasks are sorted by submit time.
+
+Limits (the ``MAX_*`` constants below; each error names the limit): node and task counts,
+file sizes, value ranges and name lengths, so memory and run time stay bounded and every
+figure finite. Files are read through :mod:`tao_core.files` (regular files, UTF-8, JSON depth,
+CSV fields up to 128 KiB).
 """
 from __future__ import annotations
 
@@ -183,25 +188,35 @@ def cluster_from_dict(doc: Any, source: str = "cluster", *, where: Optional[str]
     return ClusterSpec(node_types=types, nodes=nodes, pue=pue, power_budget_w=budget, source=source)
 
 
+_FIX_SUBMIT = f"give the arrival time in seconds, 0 to {MAX_TIME_S:g}"
+_FIX_DURATION = f"give the run time at speed 1.0 in seconds, 0 to {MAX_DURATION_S:g}"
+_FIX_CPUS = f"give the CPUs the task holds, > 0 and <= {MAX_NODE_CPUS:,}"
+_FIX_GPUS = f"give the GPUs the task holds, 0 to {MAX_NODE_GPUS}"
+_FIX_DEADLINE = "give an absolute time in seconds, or leave it empty"
+
+
 def _task(row: list[str], col: dict[str, int], w: str) -> SimTask:
-    tid = checked_name(row[col["id"]], f"{w}: id", max_chars=MAX_NAME_CHARS, what="task id")
-    submit = number(row[col["submit_s"]], f"{w}: submit_s", lo=0, hi=MAX_TIME_S,
-                    fix=f"give the arrival time in seconds, 0 to {MAX_TIME_S:g}")
-    dur = number(row[col["duration_s"]], f"{w}: duration_s", lo=0, hi=MAX_DURATION_S,
-                 fix=f"give the run time at speed 1.0 in seconds, 0 to {MAX_DURATION_S:g}")
-    cpus = number(row[col["cpus"]], f"{w}: cpus", lo=0, lo_open=True, hi=MAX_NODE_CPUS,
-                  fix=f"give the CPUs the task holds, > 0 and <= {MAX_NODE_CPUS:,}")
-    gpus = number(row[col["gpus"]], f"{w}: gpus", lo=0, hi=MAX_NODE_GPUS,
-                  fix=f"give the GPUs the task holds, 0 to {MAX_NODE_GPUS}")
+    """One checked task; errors are prefixed by ``w`` (the file and row), built only then."""
+    try:
+        return _task_fields(row, col)
+    except InputError as exc:
+        raise InputError(f"{w}: {exc}") from None
+
+
+def _task_fields(row: list[str], col: dict[str, int]) -> SimTask:
+    tid = checked_name(row[col["id"]], "id", max_chars=MAX_NAME_CHARS, what="task id")
+    submit = number(row[col["submit_s"]], "submit_s", lo=0, hi=MAX_TIME_S, fix=_FIX_SUBMIT)
+    dur = number(row[col["duration_s"]], "duration_s", lo=0, hi=MAX_DURATION_S, fix=_FIX_DURATION)
+    cpus = number(row[col["cpus"]], "cpus", lo=0, lo_open=True, hi=MAX_NODE_CPUS, fix=_FIX_CPUS)
+    gpus = number(row[col["gpus"]], "gpus", lo=0, hi=MAX_NODE_GPUS, fix=_FIX_GPUS)
     i_grp = col.get("group")
     group = "default"
     if i_grp is not None and row[i_grp].strip():
-        group = checked_name(row[i_grp], f"{w}: group", max_chars=MAX_NAME_CHARS, what="group")
+        group = checked_name(row[i_grp], "group", max_chars=MAX_NAME_CHARS, what="group")
     deadline: Optional[float] = None
     i_dl = col.get("deadline_s")
     if i_dl is not None and row[i_dl].strip():
-        deadline = number(row[i_dl], f"{w}: deadline_s", lo=0, hi=MAX_TIME_S + MAX_DURATION_S,
-                          fix="give an absolute time in seconds, or leave it empty")
+        deadline = number(row[i_dl], "deadline_s", lo=0, hi=MAX_TIME_S + MAX_DURATION_S, fix=_FIX_DEADLINE)
     return SimTask(tid, submit, dur, cpus, gpus, group, deadline)
 
 

@@ -214,26 +214,34 @@ def discover_zones(root: "str | os.PathLike[str] | None" = None) -> list[RaplZon
     if not dirs:
         raise RaplUnavailable(RaplDiagnosis(False, str(r), f"no RAPL zone (intel-rapl:N with energy_uj) under {r}"))
 
-    raw = []  # (zone_id, ctl, indices, kernel_name, path, max_range)
-    for zid, p in dirs.items():
-        m = _ZONE_RE.match(zid)
-        assert m is not None
-        idx = tuple(int(x) for x in m.group("idx").split(":"))
-        try:
-            kname = _read_text(p / "name")
-        except (OSError, ValueError):
-            kname = zid
-        if not _NAME_RE.fullmatch(kname):
-            kname = zid
-        try:
-            mx: Optional[int] = _read_int(p / "max_energy_range_uj")
-        except (OSError, ValueError):
-            mx = None
-        if mx is not None and not 0 < mx <= MAX_COUNTER_UJ:
-            mx = None
-        raw.append((zid, m.group("ctl"), idx, kname, p, mx))
-    raw.sort(key=lambda z: (z[1] != "intel-rapl", z[1], z[2]))
+    raw = sorted((_zone_facts(zid, p) for zid, p in dirs.items()), key=lambda z: (z[1] != "intel-rapl", z[1], z[2]))
+    return _under_psys(_named_zones(raw))
 
+
+def _zone_facts(zid: str, p: Path) -> tuple:
+    """(zone_id, controller, indices, kernel name, path, max_energy_range_uj or None) of one
+    zone folder; a name or range that cannot be read or is not plausible is left out."""
+    m = _ZONE_RE.match(zid)
+    assert m is not None
+    idx = tuple(int(x) for x in m.group("idx").split(":"))
+    try:
+        kname = _read_text(p / "name")
+    except (OSError, ValueError):
+        kname = zid
+    if not _NAME_RE.fullmatch(kname):
+        kname = zid
+    try:
+        mx: Optional[int] = _read_int(p / "max_energy_range_uj")
+    except (OSError, ValueError):
+        mx = None
+    if mx is not None and not 0 < mx <= MAX_COUNTER_UJ:
+        mx = None
+    return zid, m.group("ctl"), idx, kname, p, mx
+
+
+def _named_zones(raw: list[tuple]) -> list[RaplZone]:
+    """Zones with TAO's domain names and parents (see the module doc); a second view
+    (mmio) of a counter already read is dropped."""
     top_names: dict[tuple[str, int], str] = {}
     zones: list[RaplZone] = []
     used: set[str] = set()
@@ -253,16 +261,20 @@ def discover_zones(root: "str | os.PathLike[str] | None" = None) -> list[RaplZon
             name = f"{name}@{zid}"
         used.add(name)
         zones.append(RaplZone(zid, p, kname, name, parent, mx))
-
-    if any(z.kernel_name == "psys" for z in zones):
-        psys = next(z.name for z in zones if z.kernel_name == "psys")
-        zones = [
-            RaplZone(z.zone_id, z.path, z.kernel_name, z.name, psys, z.max_energy_range_uj)
-            if z.parent is None and z.name != psys and z.kernel_name.startswith(("package", "dram"))
-            else z
-            for z in zones
-        ]
     return zones
+
+
+def _under_psys(zones: list[RaplZone]) -> list[RaplZone]:
+    """With a ``psys`` zone, packages and DRAM lie inside it."""
+    psys = next((z.name for z in zones if z.kernel_name == "psys"), None)
+    if psys is None:
+        return zones
+    return [
+        RaplZone(z.zone_id, z.path, z.kernel_name, z.name, psys, z.max_energy_range_uj)
+        if z.parent is None and z.name != psys and z.kernel_name.startswith(("package", "dram"))
+        else z
+        for z in zones
+    ]
 
 
 def _top_name(kname: str, idx: int) -> str:
@@ -337,6 +349,31 @@ def _invalid_reason(invalid: dict[str, str], root: Path) -> str:
             + ("" if len(invalid) <= 4 else f"; and {len(invalid) - 4} more"))
 
 
+def _open_zones(root: Path) -> tuple[list[RaplZone], dict[str, int], list[str], dict[str, str]]:
+    """(zones whose counter reads a good value, those values, names denied for permission,
+    name -> why a zone is unusable); raises when no zone is usable."""
+    zones = discover_zones(root)
+    readable: list[RaplZone] = []
+    denied: list[str] = []
+    invalid: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for z in zones:
+        v, why = _first_value(z, denied)
+        if v is not None:
+            first[z.name] = v
+            readable.append(z)
+        elif z.name not in denied:
+            invalid[z.name] = why or "unusable"
+    if not readable and not denied:
+        raise RaplUnavailable(RaplDiagnosis(False, str(root), _invalid_reason(invalid, root), [z.name for z in zones]))
+    if not readable:
+        raise RaplPermissionError(RaplDiagnosis(
+            False, str(root),
+            f"permission denied reading energy_uj of {', '.join(denied)} under {root} (root-only since CVE-2020-8694)",
+            [z.name for z in zones], list(PERMISSION_FIXES)))
+    return readable, first, denied, invalid
+
+
 class RaplSource(EnergySource):
     """Cumulative joules per RAPL domain since the source was opened (wraps corrected).
 
@@ -362,37 +399,14 @@ class RaplSource(EnergySource):
         self._frozen_after_s = frozen_after_s
         self.max_power_w = float(max_power_w)
         self._lock = threading.Lock()
-        zones = discover_zones(self.root)
-        readable: list[RaplZone] = []
-        denied: list[str] = []
+        readable, first, denied, invalid = _open_zones(self.root)
         #: domain name -> why its zone was left out (counter unreadable or not a number)
-        self.invalid: dict[str, str] = {}
-        first: dict[str, int] = {}
-        for z in zones:
-            v, why = _first_value(z, denied)
-            if v is not None:
-                first[z.name] = v
-                readable.append(z)
-            elif z.name not in denied:
-                self.invalid[z.name] = why or "unusable"
-        if not readable and not denied:
-            raise RaplUnavailable(RaplDiagnosis(False, str(self.root), _invalid_reason(self.invalid, self.root),
-                                                [z.name for z in zones]))
-        if not readable:
-            raise RaplPermissionError(
-                RaplDiagnosis(
-                    False, str(self.root),
-                    f"permission denied reading energy_uj of {', '.join(denied)} under {self.root} "
-                    "(root-only since CVE-2020-8694)",
-                    [z.name for z in zones], list(PERMISSION_FIXES),
-                )
-            )
+        self.invalid: dict[str, str] = invalid
         #: domains whose counters could not be opened (permission denied)
         self.denied: list[str] = denied
-        self.zones: list[RaplZone] = readable
         names = {z.name for z in readable}
         # a parent that cannot be read must not hide its children from the totals
-        self.zones = [
+        self.zones: list[RaplZone] = [
             z if z.parent is None or z.parent in names
             else RaplZone(z.zone_id, z.path, z.kernel_name, z.name, None, z.max_energy_range_uj)
             for z in readable
