@@ -146,6 +146,8 @@ def test_cli_writes_json_plot_and_ledger(tmp_path, capsys):
     ({"count": 1e9}, "count: 1000000000.0 is out of range: it must be >= 0 and <= 100000"),
     ({"count": 10 ** 400}, "count: " ),
     ({"cpus": 1e308}, "cpus: 1e+308 is out of range"),
+    ({"cpus": 1e-300}, "cpus: 1e-300 is out of range: it must be >= 0.001"),
+    ({"speed": 1e-300}, "speed: 1e-300 is out of range: it must be >= 0.001"),
     ({"power_curve_w": [10] * 10 + [1e7]}, "power_curve_w[10]: 10000000.0 is out of range"),
     ({"boot_s": -1}, "boot_s: -1 is out of range"),
     ({"name": "a\nb"}, "name: 'a\\nb' holds control characters"),
@@ -230,3 +232,12 @@ def test_a_node_that_draws_less_on_than_off_is_refused(tmp_path):
     nodes = write(tmp_path, "n.csv", "sn,cpu_milli,memory_mib,gpu,model\nx0,1000,1,0,\n")
     with pytest.raises(InputError, match=r"row 2: cpu_milli: a node of 1 CPUs would draw 4.87 W idle"):
         load_alibaba_nodes(nodes)
+
+
+def test_a_task_longer_than_the_limit_on_the_slowest_type_is_refused(tmp_path):
+    from tao_core.sim.loaders import check_fits
+
+    cl = cluster_from_dict({"node_types": [{**GOOD_TYPE, "speed": 0.001}]}, source="c.json")
+    wl = load_workload(write(tmp_path, "w.csv", "id,submit_s,duration_s,cpus,gpus\nt1,0,1e7,1,0\n"))
+    with pytest.raises(InputError, match=r"task 't1' would run 1e\+10 s on node type 'a' \(speed 0.001\), more than"):
+        check_fits(cl, wl)

@@ -64,18 +64,21 @@ MAX_TASKS = 2_000_000
 MAX_CLUSTER_BYTES = 16 * 1024 * 1024
 #: size of a workload or trace file, bytes
 MAX_WORKLOAD_BYTES = 256 * 1024 * 1024
-#: CPUs and GPUs of one node
+#: CPUs and GPUs of one node (a fraction of a CPU allowed, down to MIN_NODE_CPUS)
+MIN_NODE_CPUS = 0.001
 MAX_NODE_CPUS = 100_000
 MAX_NODE_GPUS = 1_024
 #: watts: of one node's CPU curve point or off/boot draw, of one GPU
 MAX_NODE_W = 1e6
 MAX_GPU_W = 1e5
 #: relative speed of a node type
-MAX_SPEED = 1e3
-#: seconds: boot time; arrival or deadline time; run time of one task
+MIN_SPEED, MAX_SPEED = 1e-3, 1e3
+#: seconds: boot time; arrival or deadline time; run time of one task at speed 1.0, and on
+#: the slowest node type (duration_s / speed: a simulation's cost grows with the time it spans)
 MAX_BOOT_S = 1e6
 MAX_TIME_S = 1e10
 MAX_DURATION_S = 1e9
+MAX_RUN_S = 1e9
 #: facility watts per IT watt
 MAX_PUE = 10.0
 #: cluster IT power budget, watts
@@ -97,12 +100,12 @@ def node_type_from_dict(d: Any, where: str) -> tuple[NodeType, int]:
     w = f"{where} ({name})"
     count = int(number(d.get("count"), f"{w}.count", lo=0, hi=MAX_NODES, integer=True,
                        fix=f"give the number of nodes of this type, 0 to {MAX_NODES:,}"))
-    cpus = number(d.get("cpus"), f"{w}.cpus", lo=0, lo_open=True, hi=MAX_NODE_CPUS,
-                  fix=f"give the CPU count, > 0 and <= {MAX_NODE_CPUS:,}")
+    cpus = number(d.get("cpus"), f"{w}.cpus", lo=MIN_NODE_CPUS, hi=MAX_NODE_CPUS,
+                  fix=f"give the CPU count, {MIN_NODE_CPUS:g} to {MAX_NODE_CPUS:,}")
     gpus = int(number(d.get("gpus", 0), f"{w}.gpus", lo=0, hi=MAX_NODE_GPUS, integer=True,
                       fix=f"give a whole number of GPUs, 0 to {MAX_NODE_GPUS}"))
-    speed = number(d.get("speed", 1.0), f"{w}.speed", lo=0, lo_open=True, hi=MAX_SPEED,
-                   fix=f"give the speed relative to the reference node, > 0 and <= {MAX_SPEED:g}")
+    speed = number(d.get("speed", 1.0), f"{w}.speed", lo=MIN_SPEED, hi=MAX_SPEED,
+                   fix=f"give the speed relative to the reference node, {MIN_SPEED:g} to {MAX_SPEED:g}")
     curve = d.get("power_curve_w")
     if not isinstance(curve, list) or len(curve) != 11:
         got = f", got {len(curve)}" if isinstance(curve, list) else ""
@@ -253,8 +256,16 @@ def load_workload(path: str | Path, *, field: str = "workload") -> Workload:
 
 
 def check_fits(cluster: ClusterSpec, workload: Workload) -> None:
-    """Raise InputError naming the first task that no node type can ever hold."""
+    """Raise InputError naming the first task that no node type can ever hold, or that would
+    run longer than :data:`MAX_RUN_S` on the slowest node type."""
     types = [cluster.node_types[name] for name in {n.node_type for n in cluster.nodes}]
+    slowest = min(types, key=lambda t: t.speed)
+    longest = max(workload.tasks, key=lambda t: t.duration_s)
+    if longest.duration_s / slowest.speed > MAX_RUN_S:
+        raise InputError(
+            f"{workload.source}: task {longest.task_id[:40]!r} would run {longest.duration_s / slowest.speed:.3g} s on "
+            f"node type {slowest.name!r} (speed {slowest.speed:g}), more than the {MAX_RUN_S:g} s a simulation "
+            "accepts; shorten the task or raise the type's speed")
     type_cpus = np.array([t.cpus for t in types], dtype=float)
     order = np.argsort(type_cpus)
     type_cpus = type_cpus[order]
