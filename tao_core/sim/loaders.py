@@ -18,12 +18,15 @@ fields and defaults: ``gpus`` 0, ``speed`` 1.0, ``gpu_idle_w``/``gpu_max_w`` 0, 
 
 Workload (CSV, header required)::
 
-    id,submit_s,duration_s,cpus,gpus[,group][,deadline_s]
+    id,submit_s,duration_s,cpus,gpus[,group][,deadline_s][,units_<name>...]
 
 ``submit_s``: arrival time in seconds; ``duration_s``: run time at speed 1.0; ``cpus`` > 0
 and ``gpus`` >= 0 held while running (fractions allowed); ``group``: what TAO learns
 run times per (default ``default``); ``deadline_s``: absolute finish-by time, same clock as
-``submit_s`` (empty: none). Rows may come in any order; tasks are sorted by submit time.
+``submit_s`` (empty: none); ``units_<name>`` (any number of such columns, e.g.
+``units_tokens``): the units of useful work the task does (a finite number >= 0; empty:
+none counted), carried into the ledger as if the task had called ``tao.count(name, n)``.
+Rows may come in any order; tasks are sorted by submit time.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from tao_core.control.types import NodeType
 from tao_core.errors import InputError
 from tao_core.power.curve import PowerCurve
 from tao_core.sim.model import ClusterSpec, SimTask, Workload, make_nodes
+from tao_core.units import UNIT_NAME
 
 NODE_TYPE_FIELDS = {
     "name", "count", "cpus", "gpus", "speed", "power_curve_w", "gpu_idle_w", "gpu_max_w",
@@ -44,6 +48,8 @@ NODE_TYPE_FIELDS = {
 }
 WORKLOAD_REQUIRED = ("id", "submit_s", "duration_s", "cpus", "gpus")
 WORKLOAD_OPTIONAL = ("group", "deadline_s")
+#: prefix of the optional units-of-work columns (``units_tokens``: tokens per task)
+UNITS_PREFIX = "units_"
 
 
 def _num(value: Any, where: str, *, minimum: float | None = None, strict_min: bool = False,
@@ -164,11 +170,13 @@ def load_workload(path: str | Path) -> Workload:
         if missing:
             raise InputError(f"{p}: header: missing column(s) {', '.join(missing)}; the header must hold "
                              f"{','.join(WORKLOAD_REQUIRED)} (optional: {','.join(WORKLOAD_OPTIONAL)})")
-        unknown = [c for c in header if c not in WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL]
+        unknown = [c for c in header if c not in WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL and not _is_units_column(c)]
         if unknown:
             raise InputError(f"{p}: header: unknown column(s) {', '.join(unknown)}; allowed: "
-                             f"{','.join(WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL)}")
+                             f"{','.join(WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL)} and units_<name> (name: lower case "
+                             "letters, digits and _, starting with a letter)")
         col = {c: header.index(c) for c in header}
+        unit_cols = [(c[len(UNITS_PREFIX):], i) for c, i in col.items() if _is_units_column(c)]
         i_id, i_sub, i_dur, i_cpu, i_gpu = (col[c] for c in WORKLOAD_REQUIRED)
         i_grp = col.get("group")
         i_dl = col.get("deadline_s")
@@ -195,11 +203,18 @@ def load_workload(path: str | Path) -> Workload:
             deadline: Optional[float] = None
             if i_dl is not None and row[i_dl].strip():
                 deadline = _num(row[i_dl], f"{w}: deadline_s", minimum=0, fix="give an absolute time in seconds, or leave it empty")
-            tasks.append(SimTask(tid, submit, dur, cpus, gpus, group, deadline))
+            units = {u: _num(row[i], f"{w}: {UNITS_PREFIX}{u}", minimum=0,
+                             fix=f"give the {u} the task produces (a number >= 0), or leave it empty")
+                     for u, i in unit_cols if row[i].strip()}
+            tasks.append(SimTask(tid, submit, dur, cpus, gpus, group, deadline, units))
     if not tasks:
         raise InputError(f"{p}: no task rows after the header; add at least one task")
     tasks.sort(key=lambda t: t.submit_s)
     return Workload(tasks=tasks, source=str(p))
+
+
+def _is_units_column(name: str) -> bool:
+    return name.startswith(UNITS_PREFIX) and bool(UNIT_NAME.match(name[len(UNITS_PREFIX):]))
 
 
 def check_fits(cluster: ClusterSpec, workload: Workload) -> None:
