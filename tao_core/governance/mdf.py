@@ -141,8 +141,7 @@ def _energy(m: MdfInputs) -> dict:
     std = u["standard_j"] * m.pue / J_PER_MWH if u["complete"] else None
     sig = figures_allowed(mwh, std)
     measured = m.provenance["measured_share"] >= 1.0 - 1e-9
-    how = "measured" if measured else (f"estimated ({100 * (1 - m.provenance['measured_share']):.0f} % of it modeled "
-                                       "or replayed, not read from meters)")
+    how = "measured" if measured else f"estimated ({_how(m.provenance)}: not all of it read from meters)"
     unc = (f"standard uncertainty {significant_text(std, 2)} MWh" if std else
            "uncertainty unknown, so two significant figures")
     text = f"{significant_text(mwh, sig)} MWh, {how}; {unc}; facility energy (IT energy x PUE {m.pue:g})."
@@ -167,9 +166,15 @@ def _uncertainty_text(prov: Mapping[str, Any], it_j: float) -> str:
     return f"uncertainty: {u['note']}"
 
 
+def _how(prov: Mapping[str, Any]) -> str:
+    measured = prov["measured_share"]
+    if measured >= 1.0 - 1e-9:
+        return "measured"
+    return "modeled" if measured <= 1e-9 else f"partly measured ({100 * measured:.1f} %), partly modeled"
+
+
 def _methodology(m: MdfInputs, boundary: str) -> dict:
-    text = (f"Energy {'measured' if m.provenance['measured_share'] >= 1.0 - 1e-9 else 'measured or modeled'} per node "
-            f"by TAO: {_sources_text(m.provenance)}. {boundary} "
+    text = (f"Energy {_how(m.provenance)} per node by TAO: {_sources_text(m.provenance)}. {boundary} "
             + (f"Energy attributed to tasks: {'; '.join(m.attribution_methods)}. " if m.attribution_methods else "")
             + f"{_uncertainty_text(m.provenance, m.it_j)[0].upper() + _uncertainty_text(m.provenance, m.it_j)[1:]}. {m.evidence} No delegated act under Article 53(5) AI "
               "Act details a measurement method yet; this is TAO's.")
