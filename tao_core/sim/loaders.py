@@ -151,6 +151,38 @@ def cluster_from_dict(doc: Any, source: str = "cluster") -> ClusterSpec:
     return ClusterSpec(node_types=types, nodes=nodes, pue=pue, power_budget_w=budget, source=source)
 
 
+def _workload_columns(header: list[str], p: Path) -> dict[str, int]:
+    """Column index by name of a workload header; InputError on missing or unknown columns."""
+    missing = [c for c in WORKLOAD_REQUIRED if c not in header]
+    if missing:
+        raise InputError(f"{p}: header: missing column(s) {', '.join(missing)}; the header must hold "
+                         f"{','.join(WORKLOAD_REQUIRED)} (optional: {','.join(WORKLOAD_OPTIONAL)})")
+    unknown = [c for c in header if c not in WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL and not _is_units_column(c)]
+    if unknown:
+        raise InputError(f"{p}: header: unknown column(s) {', '.join(unknown)}; allowed: "
+                         f"{','.join(WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL)} and units_<name> (name: lower case "
+                         "letters, digits and _, starting with a letter)")
+    return {c: header.index(c) for c in header}
+
+
+def _task(row: list[str], col: dict[str, int], tid: str, w: str) -> SimTask:
+    """The task of one data row (``w`` names the file and row in errors)."""
+    i_grp, i_dl = col.get("group"), col.get("deadline_s")
+    submit = _num(row[col["submit_s"]], f"{w}: submit_s", minimum=0, fix="give the arrival time in seconds (>= 0)")
+    dur = _num(row[col["duration_s"]], f"{w}: duration_s", minimum=0,
+               fix="give the run time at speed 1.0 in seconds (>= 0)")
+    cpus = _num(row[col["cpus"]], f"{w}: cpus", minimum=0, strict_min=True, fix="give the CPUs the task holds (> 0)")
+    gpus = _num(row[col["gpus"]], f"{w}: gpus", minimum=0, fix="give the GPUs the task holds (>= 0)")
+    group = row[i_grp].strip() if i_grp is not None and row[i_grp].strip() else "default"
+    deadline: Optional[float] = None
+    if i_dl is not None and row[i_dl].strip():
+        deadline = _num(row[i_dl], f"{w}: deadline_s", minimum=0, fix="give an absolute time in seconds, or leave it empty")
+    units = {c[len(UNITS_PREFIX):]: _num(row[i], f"{w}: {c}", minimum=0,
+                                         fix="give the units the task produces (a number >= 0), or leave it empty")
+             for c, i in col.items() if _is_units_column(c) and row[i].strip()}
+    return SimTask(tid, submit, dur, cpus, gpus, group, deadline, units)
+
+
 def load_workload(path: str | Path) -> Workload:
     """Read a canonical workload CSV (format in the module docstring)."""
     p = Path(path)
@@ -166,20 +198,7 @@ def load_workload(path: str | Path) -> Workload:
         except StopIteration:
             raise InputError(f"{p}: empty file; the first line must be the header {','.join(WORKLOAD_REQUIRED)}") from None
         header = [h.strip() for h in header]
-        missing = [c for c in WORKLOAD_REQUIRED if c not in header]
-        if missing:
-            raise InputError(f"{p}: header: missing column(s) {', '.join(missing)}; the header must hold "
-                             f"{','.join(WORKLOAD_REQUIRED)} (optional: {','.join(WORKLOAD_OPTIONAL)})")
-        unknown = [c for c in header if c not in WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL and not _is_units_column(c)]
-        if unknown:
-            raise InputError(f"{p}: header: unknown column(s) {', '.join(unknown)}; allowed: "
-                             f"{','.join(WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL)} and units_<name> (name: lower case "
-                             "letters, digits and _, starting with a letter)")
-        col = {c: header.index(c) for c in header}
-        unit_cols = [(c[len(UNITS_PREFIX):], i) for c, i in col.items() if _is_units_column(c)]
-        i_id, i_sub, i_dur, i_cpu, i_gpu = (col[c] for c in WORKLOAD_REQUIRED)
-        i_grp = col.get("group")
-        i_dl = col.get("deadline_s")
+        col = _workload_columns(header, p)
         seen: set[str] = set()
         ncol = len(header)
         for row in reader:
@@ -189,24 +208,13 @@ def load_workload(path: str | Path) -> Workload:
             if len(row) != ncol:
                 raise InputError(f"{p}: row {line}: {len(row)} fields, the header has {ncol}; fix the row")
             w = f"{p}: row {line}"
-            tid = row[i_id].strip()
+            tid = row[col["id"]].strip()
             if not tid:
                 raise InputError(f"{w}: id: empty; give every task a unique id")
             if tid in seen:
                 raise InputError(f"{w}: id: {tid!r} appears twice; give every task a unique id")
             seen.add(tid)
-            submit = _num(row[i_sub], f"{w}: submit_s", minimum=0, fix="give the arrival time in seconds (>= 0)")
-            dur = _num(row[i_dur], f"{w}: duration_s", minimum=0, fix="give the run time at speed 1.0 in seconds (>= 0)")
-            cpus = _num(row[i_cpu], f"{w}: cpus", minimum=0, strict_min=True, fix="give the CPUs the task holds (> 0)")
-            gpus = _num(row[i_gpu], f"{w}: gpus", minimum=0, fix="give the GPUs the task holds (>= 0)")
-            group = row[i_grp].strip() if i_grp is not None and row[i_grp].strip() else "default"
-            deadline: Optional[float] = None
-            if i_dl is not None and row[i_dl].strip():
-                deadline = _num(row[i_dl], f"{w}: deadline_s", minimum=0, fix="give an absolute time in seconds, or leave it empty")
-            units = {u: _num(row[i], f"{w}: {UNITS_PREFIX}{u}", minimum=0,
-                             fix=f"give the {u} the task produces (a number >= 0), or leave it empty")
-                     for u, i in unit_cols if row[i].strip()}
-            tasks.append(SimTask(tid, submit, dur, cpus, gpus, group, deadline, units))
+            tasks.append(_task(row, col, tid, w))
     if not tasks:
         raise InputError(f"{p}: no task rows after the header; add at least one task")
     tasks.sort(key=lambda t: t.submit_s)
