@@ -141,7 +141,7 @@ def _energy(m: MdfInputs) -> dict:
     std = u["standard_j"] * m.pue / J_PER_MWH if u["complete"] else None
     sig = figures_allowed(mwh, std)
     measured = m.provenance["measured_share"] >= 1.0 - 1e-9
-    how = "measured" if measured else f"estimated ({_how(m.provenance)}: not all of it read from meters)"
+    how = "measured" if measured else f"estimated ({_how(m.provenance)}, not read from meters)"
     unc = (f"standard uncertainty {significant_text(std, 2)} MWh" if std else
            "uncertainty unknown, so two significant figures")
     text = f"{significant_text(mwh, sig)} MWh, {how}; {unc}; facility energy (IT energy x PUE {m.pue:g})."
