@@ -18,7 +18,8 @@ Unit names: lower case letters, digits and ``_``, starting with a letter (``toke
 ``images``, ``requests``, ``flops``): they become Prometheus label values and
 ``units_<name>`` workload columns. Amounts: finite numbers >= 0, in the unit's own
 terms (a count of tokens, not joules). Counts of one task add up; the buffer is one per
-process and safe to use from several threads.
+process and safe to use from several threads. Counts stay in it until drained: an adapter
+drains each task's counts when the task ends.
 """
 from __future__ import annotations
 

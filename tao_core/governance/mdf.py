@@ -212,8 +212,8 @@ def mdf_section(m: MdfInputs) -> dict:
 def inventory_text(node_types: Sequence[Mapping[str, Any]]) -> str:
     """``6 nodes: 3 x x5675 (12 CPUs), 1 x gpu (12 CPUs, 2 GPUs)``."""
     n = sum(t["count"] for t in node_types)
-    parts = [f"{t['count']} x {t['node_type']} ({t['cpus']:g} CPUs" + (f", {t['gpus']:g} GPUs)" if t["gpus"] else ")")
-             for t in node_types]
+    parts = [f"{t['count']} x {t['cluster'] + '/' if t.get('cluster') else ''}{t['node_type']} ({t['cpus']:g} CPUs"
+             + (f", {t['gpus']:g} GPUs)" if t["gpus"] else ")") for t in node_types]
     return f"{n} node{'s' if n != 1 else ''}: " + ", ".join(parts) if parts else "no inventory recorded"
 
 
