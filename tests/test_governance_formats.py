@@ -307,6 +307,27 @@ def test_simulated_units_go_end_to_end_through_the_command_line(tmp_path, capsys
     assert "not a valid untampered report" in capsys.readouterr().err
 
 
+def test_bad_report_parameters_are_refused_on_the_command_line(ledger, tmp_path, capsys):
+    path, _ = ledger
+    for value in ("-1", "nan"):
+        assert main(["report", "build", "--ledger", str(path), "--embodied-g", value,
+                     "--out", str(tmp_path / "r.json")]) == 2
+        assert "--embodied-g" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+def test_tasks_without_a_group_count_under_no_group():
+    from tao_core.accounting.per_unit import per_unit_rows
+    from tao_core.accounting.records import WorkRecord
+
+    recs = [WorkRecord(scope="task", id="a", energy_j=10.0, source="modeled", method="m", units={"images": 2}),
+            WorkRecord(scope="task", id="b", energy_j=6.0, source="modeled", method="m", job="j", units={"images": 1})]
+    groups = per_unit_rows(recs, "group", pue=1.5, intensity_g_per_kwh=None)
+    assert [(r["group"], r["amount"], r["energy_j_per_unit"]) for r in groups] == [("(no group)", 3.0, 16.0 / 3)]
+    jobs = per_unit_rows(recs, "job", pue=1.5, intensity_g_per_kwh=None)
+    assert [(r["job"], r["facility_energy_j_per_unit"]) for r in jobs] == [("j", 9.0)]
+    assert groups[0]["standard_uncertainty_j_per_unit"] is None and groups[0]["emissions_g_co2e_per_unit"] is None
+
+
 def test_a_bad_units_column_names_the_row_and_column(tmp_path):
     from tao_core.sim.loaders import load_workload
 

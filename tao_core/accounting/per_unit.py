@@ -7,7 +7,8 @@ the work records (``WorkRecord.units``). Figures:
 - **unit scope**: the first of the task, group and job records that carry any units; every
   per-unit figure of a run is taken from those records alone, so units and energy come from
   the same records and nothing is counted twice.
-- **per group** (per job): the records of the unit scope summed by group (job): their task
+- **per group** (per job): the records of the unit scope summed by group (job; tasks
+  without a group under ``(no group)``, tasks without a job left out): their task
   work ``energy_j`` (J) and their units; ``energy_j_per_unit`` = energy_j / amount;
   ``facility_energy_j_per_unit`` = that x PUE (the facility energy of the work itself:
   idle and boot energy are not charged to groups); ``emissions_g_co2e_per_unit`` = facility
@@ -34,6 +35,8 @@ from tao_core.units import add_units
 
 J_PER_KWH = 3.6e6
 SCOPES = ("task", "group", "job")
+#: the group of tasks that name none (tasks without a job are left out of the per-job rows)
+NO_GROUP = "(no group)"
 
 #: Prometheus metrics of units of work: name -> (type, help). Labels: ``scope`` (group or
 #: job), ``name`` (the group or job), ``unit``. Adapters export ``metric_samples(...)``.
@@ -98,7 +101,7 @@ def _key_of(scope: str, by: str) -> Optional[Callable[[Any], Optional[str]]]:
     if scope == by:
         return lambda r: r.id
     if scope == "task":
-        return lambda r: getattr(r, by)
+        return (lambda r: r.group or NO_GROUP) if by == "group" else (lambda r: r.job)
     return None  # group records say nothing of jobs, job records nothing of groups
 
 

@@ -260,13 +260,13 @@ def _export(args: argparse.Namespace) -> int:
     report = load_report(args.report, "report")
     inputs = [("the report", args.report), ("--context", args.context), ("--ledger", args.ledger),
               ("--pubkey", args.pubkey)]
+    if args.pubkey and not args.ledger:
+        raise InputError("--pubkey: only used with --ledger (it authenticates the ledger's signer)")
     check_report_targets(args.out, "json", field="--out", inputs=inputs)
     problems = validate_report(report)
     if not problems and args.ledger:
         pubkey = load_public_key(args.pubkey, "--pubkey") if args.pubkey else None
         problems = _flagged(lambda: check_against_ledger(report, args.ledger, pubkey))
-    elif args.pubkey and not args.ledger:
-        raise InputError("--pubkey: only used with --ledger (it authenticates the ledger's signer)")
     if problems:
         raise InputError(f"{args.report}: not a valid untampered report ({problems[0]}); "
                          "check it with `tao report validate`")
