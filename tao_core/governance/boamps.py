@@ -35,6 +35,7 @@ context; a context that sets a field TAO fills, to another value, is refused.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import pathlib
 from typing import Any, Mapping, Optional
@@ -55,6 +56,7 @@ def _load(name: str) -> dict:
     return json.loads((SCHEMA_DIR / f"{name}_schema.json").read_text(encoding="utf-8"))
 
 
+@functools.lru_cache(maxsize=1)
 def _validator() -> Any:
     import jsonschema
     from referencing import Registry, Resource
