@@ -184,9 +184,6 @@ def test_an_impossible_action_of_a_policy_is_one_line_exit_2(monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="controller: an infinite power budget makes every cost NaN and the GPU task "
-                                       "goes to node 0 (BudgetLoop.observe: (m - inf) / inf; choose() takes the "
-                                       "first NaN); the CLI refuses such a budget. Remove this mark with the fix.")
 def test_controller_with_an_infinite_budget_places_gpu_tasks_on_gpu_nodes():
     from tao_core.errors import InputError
     from tao_core.sim.runner import build_policy, run_policy

@@ -15,6 +15,7 @@ A run whose ``config`` record has no ``record_format`` is one of these. What dif
   records, and Ray's ``overhead_share`` is taken over IT rather than facility energy. Only
   the fields of ``records.RunSummary`` are kept.
 - config: no ``record_format`` and no ``cluster.name``.
+- work records: no ``units`` (read as nothing counted).
 """
 from __future__ import annotations
 
@@ -52,11 +53,12 @@ def _components(p: Mapping[str, Any]) -> Optional[dict[str, float]]:
 def upgrade_energy(p: Mapping[str, Any], where: str) -> dict[str, Any]:
     if p.get("scope") != "node":
         out = {k: p.get(k) for k in WORK_KEYS}
+        out["units"] = p.get("units") or {}
         out["components"] = _components(p) or components_of(p.get("energy_j") or 0.0)
         return out
     det = p["detail"] if isinstance(p.get("detail"), Mapping) else p
     if det.get("tasks_j") is None:
-        raise InputError(f"{where}: node record without tasks_j (written before {RECORD_FORMAT}): its task work "
+        raise InputError(f"{where}: node record without tasks_j (written before tao-run-records/1): its task work "
                          "cannot be told from idle; write the run again")
     node = p.get("node_id") or p.get("id")
     return {"scope": "node", "id": node, "node_id": node, "group": None, "job": None,

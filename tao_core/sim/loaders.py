@@ -18,12 +18,15 @@ fields and defaults: ``gpus`` 0, ``speed`` 1.0, ``gpu_idle_w``/``gpu_max_w`` 0, 
 
 Workload (CSV, header required)::
 
-    id,submit_s,duration_s,cpus,gpus[,group][,deadline_s]
+    id,submit_s,duration_s,cpus,gpus[,group][,deadline_s][,units_<name>...]
 
 ``submit_s``: arrival time in seconds; ``duration_s``: run time at speed 1.0; ``cpus`` > 0
 and ``gpus`` >= 0 held while running (fractions allowed); ``group``: what TAO learns
 run times per (default ``default``); ``deadline_s``: absolute finish-by time, same clock as
-``submit_s`` (empty: none). Rows may come in any order; tasks are sorted by submit time.
+``submit_s`` (empty: none); ``units_<name>`` (any number of such columns, e.g.
+``units_tokens``): the units of useful work the task does (a finite number >= 0; empty:
+none counted), carried into the ledger as if the task had called ``tao.count(name, n)``.
+Rows may come in any order; tasks are sorted by submit time.
 
 Limits (the ``MAX_*`` constants below; each error names the limit): node and task counts,
 file sizes, value ranges and name lengths, so memory and run time stay bounded and every
@@ -44,6 +47,7 @@ from tao_core.files.values import name as checked_name
 from tao_core.files.values import names, number
 from tao_core.power.curve import PowerCurve
 from tao_core.sim.model import ClusterSpec, SimTask, Workload, make_nodes
+from tao_core.units import UNIT_NAME
 
 NODE_TYPE_FIELDS = {
     "name", "count", "cpus", "gpus", "speed", "power_curve_w", "gpu_idle_w", "gpu_max_w",
@@ -51,6 +55,8 @@ NODE_TYPE_FIELDS = {
 }
 WORKLOAD_REQUIRED = ("id", "submit_s", "duration_s", "cpus", "gpus")
 WORKLOAD_OPTIONAL = ("group", "deadline_s")
+#: prefix of the optional units-of-work columns (``units_tokens``: tokens per task)
+UNITS_PREFIX = "units_"
 
 # Limits of what the simulator accepts: they keep memory and run time bounded and every
 # figure finite (watts x seconds x nodes stays far below the largest float).
@@ -85,6 +91,8 @@ MAX_PUE = 10.0
 MAX_BUDGET_W = 1e12
 #: characters of a node type name, task id or group
 MAX_NAME_CHARS = 256
+#: units of work one task may count in one ``units_<name>`` column
+MAX_UNITS = 1e18
 
 
 def node_type_from_dict(d: Any, where: str) -> tuple[NodeType, int]:
@@ -196,6 +204,7 @@ _FIX_DURATION = f"give the run time at speed 1.0 in seconds, 0 to {MAX_DURATION_
 _FIX_CPUS = f"give the CPUs the task holds, > 0 and <= {MAX_NODE_CPUS:,}"
 _FIX_GPUS = f"give the GPUs the task holds, 0 to {MAX_NODE_GPUS}"
 _FIX_DEADLINE = "give an absolute time in seconds, or leave it empty"
+_FIX_UNITS = f"give the units of work the task does, 0 to {MAX_UNITS:g}, or leave it empty"
 
 
 def _task(row: list[str], col: dict[str, int], w: str) -> SimTask:
@@ -220,7 +229,9 @@ def _task_fields(row: list[str], col: dict[str, int]) -> SimTask:
     i_dl = col.get("deadline_s")
     if i_dl is not None and row[i_dl].strip():
         deadline = number(row[i_dl], "deadline_s", lo=0, hi=MAX_TIME_S + MAX_DURATION_S, fix=_FIX_DEADLINE)
-    return SimTask(tid, submit, dur, cpus, gpus, group, deadline)
+    units = {c[len(UNITS_PREFIX):]: number(row[i], c, lo=0, hi=MAX_UNITS, fix=_FIX_UNITS)
+             for c, i in col.items() if _is_units_column(c) and row[i].strip()}
+    return SimTask(tid, submit, dur, cpus, gpus, group, deadline, units)
 
 
 def load_workload(path: str | Path, *, field: str = "workload") -> Workload:
@@ -233,10 +244,11 @@ def load_workload(path: str | Path, *, field: str = "workload") -> Workload:
     if missing:
         raise InputError(f"{where}: header: missing column(s) {', '.join(missing)}; the header must hold "
                          f"{','.join(WORKLOAD_REQUIRED)} (optional: {','.join(WORKLOAD_OPTIONAL)})")
-    unknown = [c for c in header if c not in WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL]
+    unknown = [c for c in header if c not in WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL and not _is_units_column(c)]
     if unknown:
         raise InputError(f"{where}: header: unknown column(s) {names(unknown)}; allowed: "
-                         f"{','.join(WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL)}")
+                         f"{','.join(WORKLOAD_REQUIRED + WORKLOAD_OPTIONAL)} and units_<name> (name: lower case "
+                         "letters, digits and _, starting with a letter)")
     if len(set(header)) != len(header):
         raise InputError(f"{where}: header: a column appears twice; name each column once")
     col = {c: header.index(c) for c in header}
@@ -253,6 +265,10 @@ def load_workload(path: str | Path, *, field: str = "workload") -> Workload:
         raise InputError(f"{where}: no task rows after the header; add at least one task")
     tasks.sort(key=lambda t: t.submit_s)
     return Workload(tasks=tasks, source=str(p))
+
+
+def _is_units_column(name: str) -> bool:
+    return name.startswith(UNITS_PREFIX) and bool(UNIT_NAME.match(name[len(UNITS_PREFIX):]))
 
 
 def check_fits(cluster: ClusterSpec, workload: Workload) -> None:
