@@ -290,7 +290,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             else:
                 if start == "no-worker":
                     p.unparked(key)
-                elif start == "waiting" and key in p.pins:  # never reached processing
+                if finish != "queued" and key in p.pins:  # admitted or pinned, never ran
                     p.finished(key, finish, None, None)
                 if finish == "memory" and self._placing:  # data from elsewhere (scatter, a replica)
                     p.on_memory(key)

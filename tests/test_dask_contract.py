@@ -95,6 +95,25 @@ def test_each_worker_is_a_node_of_its_own_thread_count(mixed):
         assert overlap <= limit, (worker, mine)
 
 
+def test_a_pin_is_soft_and_comes_off_when_the_task_ends(mixed):
+    cl, c = mixed
+    ev = Event()
+    fut = c.submit(lambda e: e.wait(), ev, key="pinned-task")
+
+    def pin(dask_scheduler, k="pinned-task"):
+        ts = dask_scheduler.tasks.get(k)
+        return None if ts is None else (ts.state, ts.worker_restrictions, ts.loose_restrictions,
+                                        ts.processing_on.address if ts.processing_on else None)
+
+    _wait_for(lambda: (pin_ := c.run_on_scheduler(pin)) is not None and pin_[0] == "processing", what="running")
+    state, wr, loose, on = c.run_on_scheduler(pin)
+    assert wr == {on} and loose is True, "TAO's restriction lets Dask fall back and work stealing move it"
+    ev.set()
+    fut.result(timeout=30)
+    state, wr, loose, on = c.run_on_scheduler(pin)
+    assert state == "memory" and wr is None and loose is False
+
+
 # --------------------------------------------------------------------------- restrictions
 def test_resource_restrictions_are_honoured(mixed):
     cl, c = mixed
