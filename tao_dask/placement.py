@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import math
 import time
 from collections import Counter, OrderedDict
@@ -44,8 +43,6 @@ from tao_core.control.types import Action, TaskRequest
 from tao_dask.membership import Membership
 from tao_dask.spans import SpanLog
 from tao_dask.state import Hold, Pin
-
-logger = logging.getLogger("tao_dask")
 
 #: A worker address no worker ever has: tasks restricted to it wait in ``no-worker``.
 HOLD_ADDRESS = "tao-deferred://nowhere"

@@ -44,6 +44,9 @@ logger = logging.getLogger("tao_dask")
 
 __all__ = ["TAOSchedulerPlugin", "HOLD_ADDRESS", "EnergyBudgetExceeded"]
 
+#: why a sample from a worker that is no longer connected is dropped
+GONE = "from a worker that is not connected"
+
 #: decision events kept in memory for the report and the ledger
 MAX_EVENTS = 200_000
 
@@ -232,8 +235,11 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             self.inbox.dropped[s] += 1
         if isinstance(s, str):
             self.counts["telemetry_dropped"] += 1
-            self._warn_once(f"telemetry:{s}", "TAO: telemetry from worker %s dropped (%s); "
-                            "later drops are only counted", worker, s)
+            if s == GONE:  # the last sample of a worker Dask just removed: expected
+                logger.debug("TAO: telemetry from worker %s dropped (%s)", worker, s)
+            else:
+                self._warn_once(f"telemetry:{s}", "TAO: telemetry from worker %s dropped (%s); "
+                                "later drops are only counted", worker, s)
             return
         try:
             self._use(worker, s)
@@ -243,9 +249,8 @@ class TAOSchedulerPlugin(SchedulerPlugin):
     def _checked(self, worker: str, msg: Any) -> Any:
         """The sample filed under ``worker``, or why it was dropped."""
         if worker not in self.scheduler.workers:
-            s = "from a worker that is not connected"
-            self.inbox.dropped[s] += 1
-            return s
+            self.inbox.dropped[GONE] += 1
+            return GONE
         n = self.members.nodes.get(worker)
         peak = None if n is None or n.node_type is None else n.node_type.peak_w
         return self.inbox.receive(worker, msg, now_s=time.time(), peak_w=peak)
