@@ -3,7 +3,7 @@
 ```python
 import ray, tao_ray
 ray.init(...)
-tao_ray.init(node_types=[...])          # controller actor + one sampler per typed node
+tao_ray.init()                          # each node describes its hardware; or node_types=[...]
 
 @tao_ray.remote(num_cpus=1)             # or tao_ray.options(existing_remote_fn)
 def work(x): ...
@@ -13,8 +13,9 @@ df = tao_ray.report("energy.json")     # every task on the cluster, wrapped or n
 tao_ray.shutdown()
 ```
 
-The adapter turns Ray events into :class:`tao_core.control.Controller` calls and its
-decisions into Ray actions; it holds no policy of its own. See the README, section "Ray".
+The adapter turns Ray events into calls of core objects (:mod:`tao_core.live`) and their
+decisions into Ray actions; it holds no policy or accounting of its own. See the README,
+section "Ray".
 """
 from __future__ import annotations
 
@@ -29,13 +30,16 @@ import pandas as pd
 from tao_core.control.config import ControllerConfig
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
+from tao_core.live import report as live_report
+from tao_core.live.timeline import wrapper_rows
+from tao_core.power.catalog import specpower_node_type
 from tao_ray import _state
 from tao_ray.api import TaoActorClass, TaoRemoteFunction, label_selector, options, placement_group, remote
-from tao_ray.nodes import TYPE_LABEL, specpower_node_type
+from tao_ray.nodes import TYPE_LABEL
 
 __all__ = [
     "init", "shutdown", "remote", "options", "placement_group", "report", "stats", "is_initialized",
-    "placements", "decisions", "timelines", "session_token",
+    "placements", "decisions", "timelines", "session_token", "energy_correction",
     "label_selector", "specpower_node_type", "TYPE_LABEL", "TaoRemoteFunction", "TaoActorClass",
     "ObserveOnlyWarning",
 ]
@@ -50,12 +54,13 @@ class ObserveOnlyWarning(UserWarning):
 
 
 def init(
-    node_types: Union[Sequence[NodeType], Mapping[str, NodeType]],
+    node_types: Union[Sequence[NodeType], Mapping[str, NodeType]] = (),
     *,
     config: Optional[ControllerConfig] = None,
     power_budget_w: Optional[float] = None,
     node_type_of: Optional[Mapping[str, str]] = None,
     default_type: Optional[str] = None,
+    discover: bool = True,
     sample_interval_s: float = 0.2,
     sync_interval_s: float = 0.1,
     timeout_s: float = 2.0,
@@ -72,22 +77,22 @@ def init(
 ) -> Any:
     """Start TAO on the connected Ray cluster (call after ``ray.init``).
 
-    ``node_types``: the TAO node types (power curve, CPUs, ...). A node's type comes from
-    ``node_type_of`` (node id -> type name), else its ``tao-node-type`` label, else a
-    ``tao_type_NAME`` resource, else ``default_type``; TAO neither places on nor meters a
-    node with none, and when no node has one it warns (:class:`ObserveOnlyWarning`) and
-    says so in :func:`stats`. ``config``/``power_budget_w``: the controller's knobs
-    (watts; ``config`` is not modified). ``strict_admission`` (default: on when a power
-    budget is set): tasks wait on the driver for a grant. ``on_power_off(node_id)`` /
+    ``node_types``: declared TAO node types (power curve, CPUs, ...), for nodes that name
+    one through ``node_type_of`` (node id -> type name), their ``tao-node-type`` label, a
+    ``tao_type_NAME`` resource or ``default_type``. Every other node with CPUs describes its
+    own hardware (``discover``; nodes of the same hardware share a type named after it).
+    TAO neither places on nor meters a node with no type, and when no node has one it warns
+    (:class:`ObserveOnlyWarning`) and says so in :func:`stats`. ``config``/``power_budget_w``:
+    the controller's knobs (watts; ``config`` is not modified). ``strict_admission`` (default:
+    on with a power budget): tasks wait on the driver for a grant. ``on_power_off(node_id)`` /
     ``on_power_on(node_type)``: how to remove or add a node (default: nothing /
-    ``request_resources`` hints); ``drain``: "none" or "gcs" (see :mod:`tao_ray.autoscale`);
-    with no way to power a node off, the controller plans no scale-down. ``shared_machine``:
-    force (True/False) modeling each node from its own processes; default: when several
-    nodes share one address. ``launchable``: node type -> most nodes of that type Ray's
-    autoscaler may run (``hint_with``: "label" or "resource" for its requests).
-    ``timeout_s``: seconds without an answer from the controller before failing open.
-    ``task_events_poll_s``: seconds between reads of Ray's task events.
-    Returns the driver runtime.
+    ``request_resources`` hints); ``drain``: "none" or "gcs" (:mod:`tao_ray.autoscale`); with
+    no way to power a node off the controller plans no scale-down. ``shared_machine``: force
+    (True/False) modeling each node from its own processes (default: when several nodes
+    share one address). ``launchable``: node type -> most nodes of it Ray's autoscaler may
+    run (``hint_with``: "label" or "resource" for its requests). ``timeout_s``: seconds
+    without an answer from the controller before failing open. ``task_events_poll_s``:
+    seconds between reads of Ray's task events. Returns the driver runtime.
     """
     import ray
 
@@ -99,25 +104,29 @@ def init(
         raise InputError("tao_ray.init: TAO is already initialised in this driver; call tao_ray.shutdown() first")
     types = dict(node_types) if isinstance(node_types, Mapping) else {t.name: t for t in node_types}
     _check_args(types, default_type, drain, hint_with, launchable or {})
-    cfg = _config(config, power_budget_w, can_power_off=on_power_off is not None or drain != "none" or bool(launchable))
+    cfg = dataclasses.replace(config or ControllerConfig())
+    if power_budget_w is not None:
+        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
+    if not (on_power_off is not None or drain != "none" or launchable):
+        cfg = dataclasses.replace(cfg, scale_down=False)  # no node could be turned off
     opts = Options(sample_interval_s=sample_interval_s, sync_interval_s=sync_interval_s, timeout_s=timeout_s,
                    slot_linger_s=slot_linger_s, node_poll_s=node_poll_s, task_events_poll_s=task_events_poll_s,
                    strict=(cfg.power_budget_w is not None) if strict_admission is None else bool(strict_admission),
                    on_power_off=on_power_off, on_power_on=on_power_on, drain=drain, hint_with=hint_with)
-    rt = Runtime(dict(node_types=types, node_type_of=dict(node_type_of or {}), default_type=default_type,
-                      sample_interval_s=sample_interval_s, shared_machine=shared_machine,
-                      launchable=dict(launchable or {})), cfg, opts)
+    rt = Runtime(types, dict(node_type_of=dict(node_type_of or {}), default_type=default_type, discover=discover,
+                             shared_machine=shared_machine), cfg, opts, dict(launchable or {}))
     _state.runtime = rt
-    try:
-        from tao_ray.remote_report import save_token
+    from tao_ray.remote_report import save_token
 
+    try:
         save_token(rt.token)
-    except OSError as e:
+    except (OSError, InputError) as e:
         log.warning("tao_ray: could not write the session token file (%s); give tao ray report --token", e)
-    if not rt.registry.metered():
-        msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.registry.untyped)} untyped): TAO only observes. "
+    if not rt.placing:
+        msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.book.untyped)} untyped): TAO only observes. "
                f"It places nothing and meters no node, so no task gets energy. Give nodes a type with the "
-               f"{TYPE_LABEL!r} label, a tao_type_NAME resource, node_type_of= or default_type=.")
+               f"{TYPE_LABEL!r} label, a tao_type_NAME resource, node_type_of= or default_type=, or let them "
+               "describe their hardware (discover=True).")
         log.warning(msg)
         warnings.warn(msg, ObserveOnlyWarning, stacklevel=2)
     return rt
@@ -125,8 +134,6 @@ def init(
 
 def _check_args(types: Mapping[str, NodeType], default_type: Optional[str], drain: str, hint_with: str,
                 launchable: Mapping[str, int]) -> None:
-    if not types:
-        raise InputError("node_types: give at least one NodeType (see tao_ray.specpower_node_type)")
     if default_type is not None and default_type not in types:
         raise InputError(f"default_type {default_type!r}: not among node_types {sorted(types)}")
     if drain not in ("none", "gcs"):
@@ -136,18 +143,6 @@ def _check_args(types: Mapping[str, NodeType], default_type: Optional[str], drai
     for typ in launchable:
         if typ not in types:
             raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(types)}")
-
-
-def _config(config: Optional[ControllerConfig], power_budget_w: Optional[float], can_power_off: bool
-            ) -> ControllerConfig:
-    """A copy of ``config`` (the caller's is never changed) with the budget set, and no
-    scale-down planned when no node could be turned off."""
-    cfg = dataclasses.replace(config or ControllerConfig())
-    if power_budget_w is not None:
-        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
-    if cfg.scale_down and not can_power_off:
-        cfg = dataclasses.replace(cfg, scale_down=False)
-    return cfg
 
 
 def is_initialized() -> bool:
@@ -169,25 +164,34 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
            job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> pd.DataFrame:
     """Per-task energy of every task on the cluster in the window (default: from ``init`` to
     now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
-    start_s, end_s, energy_j, dynamic_j, static_j, source, method, uncertainty, known_by,
-    actor_id); ``job`` (a Ray job id or a Ray Jobs submission id) limits the report and the
-    frame to that job. Writes the JSON energy report to ``path`` and the records to a signed
-    ledger at ``ledger``. ``df.attrs["summary"]`` holds the run's figures, among them the
-    budget adherence and what could not be accounted. Every figure carries its source
-    (``modeled`` on a machine without power counters) and method."""
-    from tao_ray import energy
-
+    start_s, end_s, energy_j, dynamic_j, static_j, the components, source, method,
+    uncertainty, known_by, actor_id); ``job`` (a Ray job id or a Ray Jobs submission id)
+    limits the report and the frame to that job. Writes the JSON energy report to ``path``
+    and the records to a signed ledger at ``ledger``. ``df.attrs``: ``summary`` (the run's
+    figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
+    Every figure carries its source (``modeled`` without power counters) and method."""
     rt = _runtime("report")
     t_call = time.time()
     rt.close_timelines()
     time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
     rt.task_events.poll()
-    inp = _inputs(rt, *(window or (rt.t_start, t_call)))
-    df, rep, _att = energy.build(inp, path=path, ledger=ledger, policy=policy,
-                                 job=rt.task_events.resolve_job(job) if job else None)
+    t0, t1 = window or (rt.t_start, t_call)
+    nodes = rt.book.histories()
+    metered = {n.node_id for n in nodes}
+    ray_rows = rt.task_events.rows()
+    rt.task_events.unmetered = sum(1 for r in ray_rows if r.node_id not in metered and t0 < r.end_s and r.start_s < t1)
+    with rt.book.lock:
+        wrapped = wrapper_rows([s for r in rt.book.metered() for s in r.timeline.spans])
+        outcomes = [dict(o) for o in rt.book.scale_log if t0 <= o["t_s"] <= t1]
+    inp = live_report.ReportInputs(
+        "ray", dict(rt.nodes.node_types), nodes, wrapped + ray_rows, rt.config.to_dict(), t0, t1,
+        [e for e in rt.decision_events() if t0 <= e.get("t_s", t0) <= t1], outcomes, rt.task_events.notes(),
+        dict(rt.task_events.jobs))
+    df, rep, att = live_report.build(inp, path=path, ledger=ledger, policy=policy,
+                                     job=rt.task_events.resolve_job(job) if job else None)
     rt.last_summary = df.attrs["summary"]
     df.attrs["report"] = rep
-    df.attrs["nodes"] = _att.nodes.copy()
+    df.attrs["nodes"] = att.nodes.copy()
     return df
 
 
@@ -202,72 +206,51 @@ def decisions() -> list[dict[str, Any]]:
 
 
 def timelines() -> dict[str, list[Any]]:
-    """A copy of each metered node's timeline (:class:`tao_ray.records.TimelineRow`)."""
-    reg = _runtime("timelines").registry
-    with reg.lock:
-        return {r.node_id: list(r.rows) for r in reg.metered()}
+    """A copy of each metered node's timeline (:class:`tao_core.live.timeline.TimelineRow`)."""
+    book = _runtime("timelines").book
+    with book.lock:
+        return {r.node_id: list(r.timeline.rows) for r in book.metered()}
 
 
-def _inputs(rt: Any, t0: float, t1: float) -> Any:
-    from tao_ray import energy
-
-    reg = rt.registry
-    with reg.lock:
-        nodes = [energy.NodeHistory(r.node_id, r.node_type, r.cpus, list(r.rows), r.released_at, r.removed_at)
-                 for r in reg.metered()]
-        wrapped = energy.wrapper_rows([s for r in reg.metered() for s in r.spans])
-    metered = {n.node_id for n in nodes}
-    ray_rows = rt.task_events.rows()
-    rt.task_events.unmetered = sum(1 for r in ray_rows if r.node_id not in metered and t0 < r.end_s and r.start_s < t1)
-    with rt.lock:
-        outcomes = [dict(o) for o in rt.scale_log if t0 <= o["t_s"] <= t1]
-    try:
-        config = rt.call("session")["config"]
-    except Exception:  # noqa: BLE001 - controller down: the config this driver sent
-        config = dataclasses.asdict(rt.config)
-    return energy.ReportInputs(node_types=reg.node_types, nodes=nodes, tasks=wrapped + ray_rows, config=config,
-                               t0=t0, t1=t1, events=[e for e in rt.decision_events() if t0 <= e.get("t_s", t0) <= t1],
-                               outcomes=outcomes, notes=rt.task_events.notes(), jobs=dict(rt.task_events.jobs))
+def energy_correction(group: str) -> dict[str, float]:
+    """What the controller learned of ``group``'s energy: measured / predicted attributed
+    energy per node type (1.0 where nothing was learned)."""
+    return _runtime("energy_correction").call("energy_correction", group)
 
 
 def stats() -> dict[str, Any]:
     """What TAO is doing in this driver: ``mode`` ("placing", or "observe-only" with the
     reason), counters (placed, deferred, default, fail_open_events, ...), node states
-    (the core's :class:`NodeState` names), untyped nodes, reservations held, the budget
-    state, the scale log and what Ray's task events could not give."""
+    (the core's :class:`NodeState` names) and types, untyped nodes, reservations held, the
+    budget state, the scale log and what Ray's task events could not give."""
     rt = _state.runtime
     if rt is None:
         return {}
-    reg = rt.registry
-    ctl = _controller_stats(rt)
-    with rt.lock, reg.lock:
-        typed = [r for r in reg.nodes.values() if r.ray is not None]
-        mode = "placing" if any(r.live for r in typed) else "observe-only"
+    book, pool = rt.book, rt.pool
+    try:
+        ctl = rt.call("stats")
+    except Exception:  # noqa: BLE001 - down or failing open
+        ctl = None
+    with book.lock, pool.lock:
         return {
-            "mode": mode,
-            "why": "" if mode == "placing" else "no Ray node with a TAO node type is in the cluster: TAO places "
-                                                "nothing and meters no node",
-            "counters": dict(rt.counters), "queued": len(rt.queue), "failed_open": rt.failed_open,
+            "mode": "placing" if rt.placing else "observe-only",
+            "why": "" if rt.placing else "no Ray node with a TAO node type is in the cluster: TAO places nothing "
+                                         "and meters no node",
+            "counters": {**rt.counters, **book.counters, "reservations_released": pool.released},
+            "queued": len(pool.waiting), "failed_open": rt.failed_open, "strict_admission": rt.opts.strict,
             "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
                                   "released": r.released_at is not None, "removed": r.removed_at is not None}
-                      for r in typed},
-            "untyped_nodes": sorted(reg.untyped), "booting": reg.booting_types(), "reservations_held": len(rt.held_reservations()),
-            "budget": dict(rt.budget), "scale_log": list(rt.scale_log),
+                      for r in book.metered()},
+            "untyped_nodes": sorted(book.untyped), "booting": book.booting_types(), "reservations_held": len(pool.held),
+            "budget": dict(rt.budget), "scale_log": list(book.scale_log),
             "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
-            "last_report": getattr(rt, "last_summary", None), "strict_admission": rt.opts.strict,
-            "controller": ctl,
+            "last_report": rt.last_summary, "controller": ctl,
         }
 
 
-def _controller_stats(rt: Any) -> Optional[dict[str, Any]]:
-    try:
-        return rt.call("stats")
-    except Exception:  # noqa: BLE001 - down or failing open
-        return None
-
-
 def shutdown(kill_actors: bool = True) -> None:
-    """Stop TAO in this driver: the sync thread, and (default) the controller and samplers."""
+    """Stop TAO in this driver: the sync thread, and (default) the controller and samplers
+    (samplers of discovered nodes with a measured source first keep the fitted curve)."""
     rt = _state.runtime
     _state.runtime = None
     if rt is not None:

@@ -13,9 +13,10 @@ from typing import Any, Optional
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from tao_core.live.session import Grant
+from tao_core.power.catalog import watts_per_work
 from tao_ray import _state
 from tao_ray.nodes import NODE_ID_LABEL, TYPE_LABEL
-from tao_ray.records import Grant
 from tao_ray.spans import wrap_function
 
 log = logging.getLogger("tao_ray")
@@ -92,7 +93,7 @@ class TaoActorClass:
             return self._actor_cls.remote(*args, **kwargs)
         actor = self._actor_cls.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(grant.node_id, soft=True)).remote(*args, **kwargs)
-        _state.runtime.hold(grant, _actor_alive(actor._actor_id.hex()))
+        _state.runtime.pool.hold(grant, _actor_alive(actor._actor_id.hex()))
         return actor
 
     def options(self, *, tao_job: Optional[str] = None, **ray_options: Any) -> "TaoActorClass":
@@ -186,7 +187,7 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     rt = _state.runtime
     if len(grants) < len(bundles) or rt is None:
         if grants and rt is not None:  # hand back the bundles placed before one could not be
-            rt.hand_back(grants)
+            rt.pool.hand_back(grants)
         return ray_pg(bundles, strategy=strategy, name=name, **kwargs)
     selectors = [{NODE_ID_LABEL: g.node_id} for g in grants]
     # node-pinned bundles may sit on different nodes: STRICT_PACK would never be satisfied
@@ -194,7 +195,7 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
         strategy = "PACK"
     pg = ray_pg(bundles, strategy=strategy, name=name, bundle_label_selector=selectors, **kwargs)
     for g in grants:
-        rt.hold(g, _group_alive(pg))
+        rt.pool.hold(g, _group_alive(pg))
     return pg
 
 
@@ -208,6 +209,5 @@ def label_selector(types: Optional[list[str]] = None) -> dict[str, str]:
     if types is None:
         if rt is None:
             raise ValueError("tao_ray.label_selector: call tao_ray.init(...) first, or name the node types")
-        nts = rt.registry.node_types.values()
-        types = [min(nts, key=lambda t: t.peak_w / (t.cpus * t.speed)).name]
+        types = [min(rt.nodes.node_types.values(), key=watts_per_work).name]
     return {TYPE_LABEL: f"in({','.join(types)})"}

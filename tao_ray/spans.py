@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional
 
 import ray
 
-from tao_ray.records import NAMESPACE, SpanRow, sampler_name
+from tao_core.live.timeline import SpanRow
+from tao_ray.records import NAMESPACE, sampler_name
 
 FLUSH_S = 0.2
 #: seconds between "still running" reports when no span ended (well under the sampler's STALE_S)

@@ -14,7 +14,8 @@ from ray_cluster import LocalCluster  # noqa: E402
 
 import tao_ray  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
-from tao_ray.cluster import NO_SAMPLER_METHOD  # noqa: E402
+from tao_core.live.sampler import SPAN_LAG_S  # noqa: E402
+from tao_core.live.timeline import GAP_METHOD  # noqa: E402
 from tao_ray.nodes import RayNode, resolve_type  # noqa: E402
 from tao_ray.records import NAMESPACE, sampler_name  # noqa: E402
 
@@ -95,12 +96,20 @@ def test_tasks_land_where_the_controller_placed_them(tao):
     assert ray.get(r, timeout=60) == tao_ray.placements()[r.task_id().hex()]
 
 
+@tao_ray.remote(num_cpus=1)
+def busy(x, seconds):
+    end = time.time() + seconds
+    while time.time() < end:  # all CPU: the closed loop measures what the model predicts
+        sum(range(2000))
+    return x, ray.get_runtime_context().get_node_id()
+
+
 def test_power_budget_defers_and_everything_runs(tao):
-    # idle draw of the three nodes is 41.6 + 2 x 105 = 251.6 W; each busy CPU adds a few tens of
-    # watts: a 300 W budget admits only part of 18 tasks at once
+    # idle draw of the three nodes is 41.6 + 2 x 105 = 251.6 W; each busy CPU adds some 30 W:
+    # a 300 W budget admits only part of 18 tasks at once
     tao(power_budget_w=300.0)
     assert tao_ray.stats()["strict_admission"]
-    refs = [where.remote(i, 0.3) for i in range(18)]
+    refs = [busy.remote(i, 0.3) for i in range(18)]
     out = ray.get(refs, timeout=180)
     assert sorted(x for x, _ in out) == list(range(18))
     st = tao_ray.stats()
@@ -209,8 +218,6 @@ def _scrape_tao_metrics() -> dict[str, list]:
 def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, tmp_path):
     pytest.importorskip("aiohttp", reason="Ray exports metrics only with ray[default] (its metrics agent)")
     pytest.importorskip("prometheus_client")
-    from tao_ray.sampler import SPAN_LAG_S
-
     budget = 5000.0  # far above what the nodes can draw: every task runs, the budget gauge is set
     tao(power_budget_w=budget)
     tok = tao_ray.session_token()
@@ -260,8 +267,6 @@ def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, t
 def test_live_attribution_waits_for_a_running_task(tao):
     """A sampler never settles past the start of a task still running on its node, and once
     the task ended its settled joules are what the report gives it."""
-    from tao_ray.sampler import SPAN_LAG_S
-
     tao()
     tok = tao_ray.session_token()
     long = where.options(tao_group="long")
@@ -287,8 +292,6 @@ def test_live_attribution_waits_for_a_running_task(tao):
 def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     """Ray restarts a sampler whose process died; its counters start from zero, and the
     driver continues the node's timeline with the gap modeled at idle power."""
-    from tao_ray.sampler import SPAN_LAG_S
-
     tao()
     tok = tao_ray.session_token()
     ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
@@ -307,7 +310,7 @@ def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     ray.get([where.remote(i, 0.2) for i in range(6)], timeout=60)
     df = tao_ray.report(str(tmp_path / "report.json"))
     tl = tao_ray.timelines()[nid]
-    assert [row.method for row in tl].count(NO_SAMPLER_METHOD) == 1
+    assert [row.method for row in tl].count(GAP_METHOD) == 1
     t = [row.t_s for row in tl]
     e = [row.energy_j for row in tl]
     assert t == sorted(t) and e == sorted(e)  # in time order, cumulative energy never falls
@@ -322,7 +325,8 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from tao_core.control.config import ControllerConfig
-    from tao_ray import autoscale, energy
+    from tao_core.live.report import OFF_METHOD
+    from tao_ray.autoscale import busy_nodes
     from tao_ray.nodes import TYPE_LABEL
 
     idle = cluster.add_node(num_cpus=1, labels={TYPE_LABEL: "old"})
@@ -341,10 +345,10 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     assert ray.get(user.node.remote(), timeout=30) == held.node_id
     ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
     end = time.time() + 30  # Ray returns the workers' CPU leases a moment after their tasks
-    while time.time() < end and {idle.node_id, held.node_id} & autoscale._busy_nodes():
+    while time.time() < end and {idle.node_id, held.node_id} & busy_nodes():
         time.sleep(0.2)
 
-    autoscale.apply(rt, {"power_off": [idle.node_id, held.node_id], "reason": "test"})
+    rt.scaler.apply({"power_off": [idle.node_id, held.node_id], "reason": "test"})
     st = tao_ray.stats()
     actions = {(e["action"], e["node_id"]) for e in st["scale_log"] if "node_id" in e}
     assert ("power_off", idle.node_id) in actions
@@ -362,13 +366,13 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     df = tao_ray.report(str(tmp_path / "report.json"))
     assert len(df[df["known_by"] == "tao-wrapper"]) >= 4
     nodes = df.attrs["nodes"]
-    assert energy.OFF_METHOD in nodes.loc[nodes["node_id"] == idle.node_id, "method"].iloc[0]
+    assert OFF_METHOD in nodes.loc[nodes["node_id"] == idle.node_id, "method"].iloc[0]
     # the scale-down that happened is in the ledger records as carried out
     kinds = df.attrs["report"]["controller"]["decisions"]
     assert kinds.get("carried-out:power_off") == 1 and kinds.get("carried-out:drain-refused") == 1
     # the node that stayed continues its timeline across the sampler TAO replaced
     tl = tao_ray.timelines()[held.node_id]
-    assert [row.method for row in tl].count(NO_SAMPLER_METHOD) == 1
+    assert [row.method for row in tl].count(GAP_METHOD) == 1
     assert [row.t_s for row in tl] == sorted(row.t_s for row in tl)
     assert [row.energy_j for row in tl] == sorted(row.energy_j for row in tl)
     ray.kill(user)
