@@ -23,19 +23,18 @@ import dataclasses
 import logging
 import time
 import warnings
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from tao_core.control.config import ControllerConfig
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
-from tao_core.live import report as live_report
-from tao_core.live.timeline import wrapper_rows
 from tao_core.power.catalog import specpower_node_type
 from tao_ray import _state
 from tao_ray.api import TaoActorClass, TaoRemoteFunction, label_selector, options, placement_group, remote
 from tao_ray.nodes import TYPE_LABEL
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "init", "shutdown", "remote", "options", "placement_group", "report", "stats", "is_initialized",
@@ -161,7 +160,7 @@ def session_token() -> str:
 
 
 def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: str = "tao",
-           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> pd.DataFrame:
+           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> "pd.DataFrame":
     """Per-task energy of every task on the cluster in the window (default: from ``init`` to
     now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
     start_s, end_s, energy_j, dynamic_j, static_j, the components, source, method,
@@ -170,6 +169,9 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     and the records to a signed ledger at ``ledger``. ``df.attrs``: ``summary`` (the run's
     figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
     Every figure carries its source (``modeled`` without power counters) and method."""
+    from tao_core.live import report as live_report
+    from tao_core.live.timeline import wrapper_rows
+
     rt = _runtime("report")
     t_call = time.time()
     rt.close_timelines()

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from tao_core.live.session import Grant
+from tao_core.live.values import Grant
 from tao_core.power.catalog import watts_per_work
 from tao_ray import _state
 from tao_ray.nodes import NODE_ID_LABEL, TYPE_LABEL

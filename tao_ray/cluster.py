@@ -20,7 +20,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tao_core.control.types import NodeType
 from tao_core.live.nodes import NodeBook, TrackedNode
-from tao_core.live.timeline import NodeTimeline, TaskEnergy
+from tao_core.live.timeline import NodeTimeline
+from tao_core.live.values import TaskEnergy
 from tao_core.power.node_json import node_type_to_dict
 from tao_ray.nodes import RayNode, alive_nodes, discovered_type, resolve_type
 from tao_ray.records import NAMESPACE, sampler_name

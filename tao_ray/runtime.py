@@ -30,7 +30,7 @@ from tao_core.control.config import ControllerConfig
 from tao_core.control.types import NodeState, NodeType, TaskRequest
 from tao_core.live.grants import GrantPool, Waiting
 from tao_core.live.nodes import NodeBook
-from tao_core.live.session import Grant
+from tao_core.live.values import Grant
 from tao_core.live.token import new_token
 from tao_core.power.node_json import node_type_to_dict
 from tao_ray.autoscale import Scaler

@@ -20,7 +20,7 @@ from tao_core.attribution import Attribution
 from tao_core.hardware import curve_provenance, describe_this_node
 from tao_core.live.sampler import NodeSampler as CoreSampler
 from tao_core.live.sampler import SamplerSink, make_source
-from tao_core.live.timeline import SamplerBatch, SpanRow, TimelineRow
+from tao_core.live.values import SamplerBatch, SpanRow, TimelineRow
 from tao_core.power.fitted_cache import remember_fit
 from tao_core.power.node_json import node_type_from_dict, node_type_to_dict
 from tao_ray.records import CONTROLLER_NAME, NAMESPACE, Guarded

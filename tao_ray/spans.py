@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import ray
 
-from tao_core.live.timeline import SpanRow
+from tao_core.live.values import SpanRow
 from tao_ray.records import NAMESPACE, sampler_name
 
 FLUSH_S = 0.2

@@ -33,6 +33,7 @@ OLD = tao_ray.specpower_node_type("HpProLiantMl110G3PentiumD930", name="old", cp
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     os.environ["TAO_RAY_TOKEN_FILE"] = str(tmp_path_factory.mktemp("tok") / "ray-session.token")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # no fitted curve of an earlier run
     lc = LocalCluster([]).start()
     a = lc.cluster.add_node(num_cpus=2)
     b = lc.cluster.add_node(num_cpus=2)
@@ -203,5 +204,36 @@ def test_an_untyped_cluster_warns_and_stats_say_tao_only_observes(cluster):
         st = tao_ray.stats()
         assert st["mode"] == "observe-only" and "places nothing" in st["why"]
         assert len(st["untyped_nodes"]) == 3 and st["nodes"] == {}
+    finally:
+        tao_ray.shutdown()
+
+
+def test_with_no_arguments_nodes_describe_themselves_and_tao_places(cluster, tmp_path):
+    """Zero configuration: a cluster started with no TAO labels, ``tao_ray.init()`` with no
+    arguments; each node's sampler describes its hardware, the two nodes of this machine
+    share the type named after it, and TAO places work and reports by that type."""
+    from tao_core.governance import validate_report
+    from tao_core.hardware import describe_this_node
+
+    here = describe_this_node(cpus=2, store=None)
+    tao_ray.init()
+    try:
+        st = tao_ray.stats()
+        assert st["mode"] == "placing"
+        assert {v["type"] for v in st["nodes"].values()} == {here.node_type.name} and len(st["nodes"]) == 2
+        out = ray.get([loaded.remote(i) for i in range(6)], timeout=120)
+        assert sorted(out) == list(range(6))
+        st = tao_ray.stats()
+        assert st["counters"]["placed"] == 6 and st["controller"]["counters"]["place"] > 0
+        df = tao_ray.report(str(tmp_path / "zero.json"))
+        rep = df.attrs["report"]
+        assert validate_report(rep) == []
+        assert [t["node_type"] for t in rep["hardware"]["node_types"]] == [here.node_type.name]
+        # the curve and its uncertainty are the discovered ones, and the records say so
+        for tel in rep["hardware"]["telemetry"]:
+            assert f"{here.node_type.name} power curve (discovered: " in tel["method"]
+        wrapped = df[df["known_by"] == "tao-wrapper"]
+        assert len(wrapped) == 6
+        assert wrapped["uncertainty"].to_numpy() == pytest.approx(here.model.provenance.uncertainty)
     finally:
         tao_ray.shutdown()

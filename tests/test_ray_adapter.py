@@ -168,6 +168,44 @@ def test_per_task_energy_plus_idle_equals_node_totals(tao, tmp_path):
 
 
 @tao_ray.remote(num_cpus=1)
+def nap(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+def test_the_controller_learns_task_energy_from_the_samplers(tao):
+    """Each slot goes back to the controller with its tasks' mean attributed energy (the
+    samplers' settled attribution, as in the report): the group's energy correction on each
+    node type moves from 1.0 to what was measured (modeled here) over what the model
+    predicted for the slot's placement."""
+    tao()
+    ray.get([nap.options(tao_group="warm-up").remote(i, 0.3) for i in range(4)], timeout=60)  # workers started
+    sleepy = nap.options(tao_group="sleepy")  # asleep: below the model's busy-CPU watts
+    assert set(tao_ray.energy_correction("sleepy").values()) == {1.0}
+    for i in range(8):
+        ray.get(sleepy.remote(i, 0.3), timeout=60)
+    end = time.time() + 30
+    while time.time() < end and tao_ray.stats()["controller"]["running"]:  # every slot handed back
+        time.sleep(0.5)
+    learned = tao_ray.energy_correction("sleepy")
+    df = tao_ray.report()
+    mine = df[(df["group"] == "sleepy") & df["task_id"].isin(set(tao_ray.placements()))]
+    assert len(mine) >= 6
+    types = {t.name: t for t in TYPES}
+    slots = [e for e in tao_ray.decisions() if e["kind"] == "place" and e["group"] == "sleepy"]
+    assert slots
+    for place in slots:  # one slot per node type here (its tasks ran on its node)
+        nt = types[tao_ray.stats()["nodes"][place["node_id"]]["type"]]
+        ran = mine[mine["node_id"] == place["node_id"]]
+        # the model's attributed watts of the placement: added watts (before the loop's scaling)
+        # plus the task's share (1 of the node's CPUs) of the node's idle watts
+        model_w = place["detail"]["added_w"] / place["budget"]["dynamic_scale"] + nt.idle_w / nt.cpus
+        measured = float(ran["energy_j"].sum() / (ran["end_s"] - ran["start_s"]).sum()) / model_w
+        assert measured < 0.9, ran["energy_j"].tolist()  # the tasks drew less than predicted ...
+        assert learned[nt.name] == pytest.approx(measured, rel=0.1)  # ... and the controller learned it
+
+
+@tao_ray.remote(num_cpus=1)
 class Where:
     def node(self):
         return ray.get_runtime_context().get_node_id()

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from tao_core.control.types import TaskRequest
-from tao_core.live.session import Ended, Grant, SlotWant, SyncBatch, SyncReply
-from tao_core.live.timeline import TaskEnergy
+from tao_core.live.session import Ended, SlotWant, SyncBatch, SyncReply
+from tao_core.live.values import Grant
+from tao_core.live.values import TaskEnergy
 
 #: most engine task ids kept waiting for their settled energy
 MAX_TRACKED = 100_000

@@ -27,7 +27,8 @@ from tao_core.accounting.figures import EnergyParts
 from tao_core.accounting.records import NodeInfo, NodeRecord, RunConfig, RunSummary, WorkRecord, run_records
 from tao_core.attribution import COMPONENTS, Attribution, attribute
 from tao_core.control.types import NodeType
-from tao_core.live.timeline import TimelineRow, continued, reading_of
+from tao_core.live.timeline import continued, reading_of
+from tao_core.live.values import TimelineRow
 from tao_core.task_rows import KNOWN_BY_WRAPPER, TaskRow, spans_from_rows
 from tao_core.telemetry.base import Reading
 from tao_core.timeline_ops import BudgetAdherence, check_budget, clip, cluster_power

@@ -34,7 +34,8 @@ from tao_core.task_rows import spans_from_rows
 from tao_core.telemetry.base import EnergySource
 from tao_core.telemetry.composite import CompositeSource
 from tao_core.telemetry.estimator import CURVE_UNCERTAINTY, ModeledSource
-from tao_core.live.timeline import SamplerBatch, SpanRow, TaskEnergy, TimelineRow, reading_of, row_of, wrapper_rows
+from tao_core.live.timeline import reading_of, row_of, wrapper_rows
+from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow
 
 log = logging.getLogger("tao_core.live")
 

@@ -29,21 +29,11 @@ from tao_core.control.admission import AdmissionQueue
 from tao_core.control.config import ControllerConfig
 from tao_core.control.controller import Controller
 from tao_core.control.types import Action, Decision, NodeState, NodeType, TaskRequest
+from tao_core.live.values import Grant
 from tao_core.power.node_json import node_type_from_dict, node_type_to_dict
 
 #: seconds a node's power reading counts toward the cluster's
 FRESH_S = 5.0
-
-
-@dataclass(frozen=True)
-class Grant:
-    """A controller PLACE: one task's reservation on ``node_id``. ``slot``: reused by every
-    task of ``group`` (open admission) rather than made for one task, actor or bundle."""
-
-    gid: str
-    node_id: str
-    group: str
-    slot: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
-"""One node's energy timeline as a live adapter keeps it: value objects for a reading
-(:class:`TimelineRow`), a task span its wrapper records (:class:`SpanRow`) and a settled
-task energy (:class:`TaskEnergy`); the batch a sampler hands over (:class:`SamplerBatch`);
-and the driver's copy of the timeline (:class:`NodeTimeline`), whole across sampler
-restarts. Times are wall-clock seconds (every process of a node compares them), energy
-cumulative joules.
+"""One node's energy timeline as a live adapter keeps it: readings as rows
+(:class:`~tao_core.live.values.TimelineRow`) and back, wrapper spans as task rows, and the
+driver's copy of the timeline (:class:`NodeTimeline`), whole across sampler restarts.
+Times are wall-clock seconds (every process of a node compares them), energy cumulative
+joules.
 
 A row keeps each energy component (``cpu_package``, ``dram``, ``gpu``, ``other``, as the
 ledger records name them) with its source, so records carry the real components and the
@@ -13,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 from tao_core.attribution import component_of
 from tao_core.task_rows import KNOWN_BY_WRAPPER, TaskRow
+from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow
 from tao_core.telemetry.base import DomainReading, Reading, SourceKind
 
 log = logging.getLogger("tao_core.live")
@@ -26,24 +25,6 @@ log = logging.getLogger("tao_core.live")
 DOMAIN_OF = {"cpu_package": "package", "dram": "dram", "gpu": "gpu", "other": "other"}
 #: method of the row that bridges a stretch with no sampler on the node
 GAP_METHOD = "no sampler (released or restarted): idle_w of its node type over the gap, modeled"
-
-Parts = tuple[tuple[str, str, float], ...]  #: (component, source, cumulative J)
-
-
-class TimelineRow(NamedTuple):
-    """One reading of a node: wall-clock s, cumulative J, W, CPU utilization 0..1, joined
-    source, method, relative uncertainty (None: unknown) and the cumulative J per
-    (component, source)."""
-
-    t_s: float
-    energy_j: float
-    power_w: Optional[float]
-    util: Optional[float]
-    source: str
-    method: str
-    uncertainty: Optional[float]
-    parts: Parts = ()
-
 
 def row_of(r: Reading, util: Optional[float]) -> TimelineRow:
     """A reading's top-level domains as one row."""
@@ -80,51 +61,11 @@ def continued(row: TimelineRow, t_s: float, watts: float, method: str) -> Timeli
                        tuple((c, s, e) for (c, s), e in sorted(parts.items())))
 
 
-class SpanRow(NamedTuple):
-    """What TAO's wrapper records inside one task: task id, node, wall-clock start and end
-    (s), CPU seconds, group, job, reserved CPUs."""
-
-    task_id: str
-    node_id: str
-    start_s: float
-    end_s: float
-    cpu_s: float
-    group: str
-    job: str
-    cpus: float
-
-
 def wrapper_rows(spans: Sequence[SpanRow]) -> list[TaskRow]:
     """TaskRows of wrapper spans (microsecond wall clock, measured CPU seconds)."""
     return [TaskRow(task_id=s.task_id, node_id=s.node_id, start_s=s.start_s, end_s=s.end_s, name=s.group,
                     job=s.job, cpus=s.cpus, known_by=KNOWN_BY_WRAPPER, resolution_s=1e-6, cpu_s=s.cpu_s)
             for s in spans]
-
-
-class TaskEnergy(NamedTuple):
-    """A wrapped task's attributed energy (J) once its node's timeline settled past its end,
-    and its run time (s)."""
-
-    task_id: str
-    energy_j: float
-    run_s: float
-
-
-@dataclass(frozen=True)
-class SamplerBatch:
-    """What a sampler hands over: rows, spans and settled task energies from absolute
-    indexes ``since`` on (``first_*``: the index of the first item, above ``since`` when older
-    ones were dropped). A new ``incarnation`` is a new sampler: its indexes and counters start
-    from zero."""
-
-    incarnation: str
-    since: tuple[int, int, int]
-    first_row: int
-    rows: list[TimelineRow]
-    first_span: int
-    spans: list[SpanRow]
-    first_energy: int
-    energies: list[TaskEnergy]
 
 
 class NodeTimeline:
