@@ -121,7 +121,7 @@ def init(
         save_token(rt.token)
     except (OSError, InputError) as e:
         log.warning("tao_ray: could not write the session token file (%s); give tao ray report --token", e)
-    if not rt.placing:
+    if not rt.driver.placing:
         msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.book.untyped)} untyped): TAO only observes. "
                f"It places nothing and meters no node, so no task gets energy. Give nodes a type with the "
                f"{TYPE_LABEL!r} label, a tao_type_NAME resource, node_type_of= or default_type=, or let them "
@@ -187,7 +187,7 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
         outcomes = [dict(o) for o in rt.book.scale_log if t0 <= o["t_s"] <= t1]
     inp = live_report.ReportInputs(
         "ray", dict(rt.nodes.node_types), nodes, wrapped + ray_rows, rt.config.to_dict(), t0, t1,
-        [e for e in rt.decision_events() if t0 <= e.get("t_s", t0) <= t1], outcomes, rt.task_events.notes(),
+        [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1], outcomes, rt.task_events.notes(),
         dict(rt.task_events.jobs))
     df, rep, att = live_report.build(inp, path=path, ledger=ledger, policy=policy,
                                      job=rt.task_events.resolve_job(job) if job else None)
@@ -204,7 +204,7 @@ def placements() -> dict[str, str]:
 
 def decisions() -> list[dict[str, Any]]:
     """The controller's decision events so far (``DecisionEvent.to_dict()``)."""
-    return list(_runtime("decisions").decision_events())
+    return list(_runtime("decisions").driver.decision_events())
 
 
 def timelines() -> dict[str, list[Any]]:
@@ -235,16 +235,17 @@ def stats() -> dict[str, Any]:
         ctl = None
     with book.lock, pool.lock:
         return {
-            "mode": "placing" if rt.placing else "observe-only",
-            "why": "" if rt.placing else "no Ray node with a TAO node type is in the cluster: TAO places nothing "
+            "mode": "placing" if rt.driver.placing else "observe-only",
+            "why": "" if rt.driver.placing else "no Ray node with a TAO node type is in the cluster: TAO places nothing "
                                          "and meters no node",
-            "counters": {**rt.counters, **book.counters, "reservations_released": pool.released},
-            "queued": len(pool.waiting), "failed_open": rt.failed_open, "strict_admission": rt.opts.strict,
+            "counters": {**rt.counters, **book.counters, "fail_open_events": rt.driver.fail_open_events,
+                         "reservations_released": pool.released},
+            "queued": len(pool.waiting), "failed_open": rt.driver.failed_open, "strict_admission": rt.opts.strict,
             "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
                                   "released": r.released_at is not None, "removed": r.removed_at is not None}
                       for r in book.metered()},
             "untyped_nodes": sorted(book.untyped), "booting": book.booting_types(), "reservations_held": len(pool.held),
-            "budget": dict(rt.budget), "scale_log": list(book.scale_log),
+            "budget": dict(rt.driver.budget), "scale_log": list(book.scale_log),
             "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
             "last_report": rt.last_summary, "controller": ctl,
         }

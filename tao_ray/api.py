@@ -105,7 +105,7 @@ class TaoActorClass:
 def _decide_one(group: str, cpus: float, gpus: float, job: Optional[str]) -> Optional[Grant]:
     """One synchronous controller decision (actors, bundles); None = Ray's default."""
     rt = _state.runtime
-    if rt is None or rt.failed_open:
+    if rt is None or rt.driver.failed_open:
         return None
     try:
         g = rt.call("decide_one", group, cpus, gpus, job)

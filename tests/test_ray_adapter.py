@@ -386,7 +386,7 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     while time.time() < end and {idle.node_id, held.node_id} & busy_nodes():
         time.sleep(0.2)
 
-    rt.scaler.apply({"power_off": [idle.node_id, held.node_id], "reason": "test"})
+    rt.driver.plans.apply({"power_off": [idle.node_id, held.node_id], "reason": "test"})
     st = tao_ray.stats()
     actions = {(e["action"], e["node_id"]) for e in st["scale_log"] if "node_id" in e}
     assert ("power_off", idle.node_id) in actions
