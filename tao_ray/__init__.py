@@ -115,10 +115,10 @@ def init(
     rt = Runtime(types, dict(node_type_of=dict(node_type_of or {}), default_type=default_type, discover=discover,
                              shared_machine=shared_machine), cfg, opts, dict(launchable or {}))
     _state.runtime = rt
-    from tao_ray.remote_report import save_token
+    from tao_core.live.token import save_token
 
     try:
-        save_token(rt.token)
+        save_token("ray", rt.token)
     except (OSError, InputError) as e:
         log.warning("tao_ray: could not write the session token file (%s); give tao ray report --token", e)
     if not rt.driver.placing:
@@ -170,7 +170,6 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
     Every figure carries its source (``modeled`` without power counters) and method."""
     from tao_core.live import report as live_report
-    from tao_core.live.timeline import wrapper_rows
 
     rt = _runtime("report")
     t_call = time.time()
@@ -178,22 +177,14 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
     rt.task_events.poll()
     t0, t1 = window or (rt.t_start, t_call)
-    nodes = rt.book.histories()
-    metered = {n.node_id for n in nodes}
-    ray_rows = rt.task_events.rows()
-    rt.task_events.unmetered = sum(1 for r in ray_rows if r.node_id not in metered and t0 < r.end_s and r.start_s < t1)
-    with rt.book.lock:
-        wrapped = wrapper_rows([s for r in rt.book.metered() for s in r.timeline.spans])
-        outcomes = [dict(o) for o in rt.book.scale_log if t0 <= o["t_s"] <= t1]
-    inp = live_report.ReportInputs(
-        "ray", dict(rt.nodes.node_types), nodes, wrapped + ray_rows, rt.config.to_dict(), t0, t1,
-        [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1], outcomes, rt.task_events.notes(),
-        dict(rt.task_events.jobs))
-    df, rep, att = live_report.build(inp, path=path, ledger=ledger, policy=policy,
-                                     job=rt.task_events.resolve_job(job) if job else None)
+    nodes, wrapped, outcomes = rt.book.window(t0, t1)
+    events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
+    inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
+                                   rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
+                                   dict(rt.task_events.jobs))
+    df, _rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
+                                 job=rt.task_events.resolve_job(job) if job else None)
     rt.last_summary = df.attrs["summary"]
-    df.attrs["report"] = rep
-    df.attrs["nodes"] = att.nodes.copy()
     return df
 
 

@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tao_core.control.types import NodeType
 from tao_core.live.nodes import NodeBook, TrackedNode
+from tao_core.live.sampler import SPAN_LAG_S
 from tao_core.live.timeline import NodeTimeline
 from tao_core.live.values import TaskEnergy
 from tao_core.power.node_json import node_type_to_dict
@@ -35,11 +36,12 @@ class RayNodes:
 
     def __init__(self, token: str, book: NodeBook, node_types: Mapping[str, NodeType], *,
                  node_type_of: Mapping[str, str], default_type: Optional[str], discover: bool, interval_s: float,
-                 shared_machine: Optional[bool], timeout_s: float) -> None:
+                 shared_machine: Optional[bool], timeout_s: float, last_end: Callable[[], float] = time.time) -> None:
         self.token, self.book = token, book
         self.node_types = dict(node_types)
         self._type_of, self._default, self._discover = dict(node_type_of), default_type, discover
         self._interval_s, self._shared, self._timeout_s = interval_s, shared_machine, max(timeout_s, 5.0)
+        self._last_end = last_end  # when the latest task the driver placed ended
         self._starting: dict[str, tuple[RayNode, Optional[str], bool, Any, Any]] = {}
         self._collect_lock = threading.Lock()
 
@@ -93,8 +95,10 @@ class RayNodes:
 
     # ------------------------------------------------------------------ samplers
     def stop_sampler(self, rec: TrackedNode) -> None:
-        """A last reading, collected; then the sampler goes for good (an actor there keeps
-        Ray from seeing the node idle)."""
+        """A last reading, collected once the spans of the tasks that ended surely reached the
+        sampler; then the sampler goes for good (an actor there keeps Ray from seeing the
+        node idle)."""
+        time.sleep(max(0.0, self._last_end() + SPAN_LAG_S - time.time()))
         _quietly(lambda: ray.get(rec.handle.read_now.remote(self.token), timeout=5.0))
         self.collect()
         _quietly(lambda: ray.kill(rec.handle, no_restart=True))

@@ -3,48 +3,19 @@ read from outside its driver: the samplers' timelines, the controller's node typ
 configuration and decisions, and Ray's task events.
 
 It needs the session's token (:func:`tao_ray.session_token`; the driver also writes it,
-readable by its user only, to :func:`token_file`). Work is known from Ray's task events
+readable by its user only, to ``tao_core.live.token.token_file("ray")``). Work is known from Ray's task events
 only (millisecond resolution; TAO's wrapper spans stay with the driver), and nodes that
 left the cluster took their timelines with them: the report says both.
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from tao_core.errors import InputError
-from tao_core.files import read_input_text, write_output
 from tao_core.live import report
 from tao_core.live.session import node_types_of
 from tao_ray.records import CONTROLLER_NAME, NAMESPACE, sampler_name
-
-TOKEN_ENV = "TAO_RAY_TOKEN"
-TOKEN_FILE_ENV = "TAO_RAY_TOKEN_FILE"
-
-
-def token_file() -> Path:
-    """``$TAO_RAY_TOKEN_FILE``, else ``~/.cache/tao/ray-session.token``."""
-    return Path(os.environ.get(TOKEN_FILE_ENV) or Path.home() / ".cache" / "tao" / "ray-session.token")
-
-
-def save_token(token: str) -> None:
-    p = token_file()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_output(p, token + "\n", "session token file", mode=0o600)
-
-
-def load_token(token: Optional[str], path: Optional[str]) -> str:
-    """The token given, else ``$TAO_RAY_TOKEN``, else the token file's."""
-    tok = token or os.environ.get(TOKEN_ENV)
-    if tok:
-        return tok.strip()
-    p = Path(path) if path else token_file()
-    if not p.exists():
-        raise InputError(f"--token-file {p}: no such file; give --token (tao_ray.session_token() in the driver)")
-    return read_input_text(p, "--token-file", max_bytes=1024).strip()
-
 
 def _session(address: str, token: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The controller's description of the session and its decision events."""
@@ -97,13 +68,10 @@ def build(address: str, token: str, *, job: Optional[str] = None, path: Optional
     t0 = min(n.rows[0].t_s for n in nodes if n.rows)
     reader = TaskEventReader(since_s=t0)
     reader.poll()
-    metered = {n.node_id for n in nodes}
-    reader.unmetered = sum(1 for r in reader.rows() if r.node_id not in metered)
     notes += reader.notes() + ["read from outside the driver: tasks are known from Ray's task events only"]
     jid = reader.resolve_job(job) if job else None
     if jid is not None and jid not in reader.jobs:
         raise InputError(f"--job {job}: no such Ray job on this cluster (known: {sorted(reader.jobs)})")
     inp = report.ReportInputs("ray", types, nodes, reader.rows(), sess["config"], t0, time.time(), events,
                               notes=notes, jobs=dict(reader.jobs))
-    df, rep, _att = report.build(inp, path=path, ledger=ledger, job=jid)
-    return df, rep
+    return report.build(inp, path=path, ledger=ledger, job=jid)

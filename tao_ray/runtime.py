@@ -74,7 +74,7 @@ class Runtime(DriverPort):
         wake = threading.Event()
         self.pool = GrantPool(linger_s=opts.slot_linger_s, wake=wake.set)
         self.nodes = RayNodes(self.token, self.book, node_types, **nodes, interval_s=opts.sample_interval_s,
-                              timeout_s=opts.timeout_s)
+                              timeout_s=opts.timeout_s, last_end=lambda: self.last_end)
         self.task_events = TaskEventReader(since_s=self.t_start)
         self.nodes.discover(wait=True)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

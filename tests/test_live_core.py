@@ -201,3 +201,12 @@ def test_the_live_report_writes_the_one_record_shape_with_off_energy_and_real_co
     assert validate_report(rep) == []
     assert rep["energy"]["it_energy_j"] == pytest.approx(620.0) and rep["energy"]["task_energy_j"] == pytest.approx(
         task["energy_j"])
+
+
+def test_the_cluster_power_reaches_the_closed_loop_only_once_every_node_that_is_on_reported():
+    s, clock = _session(power_budget_w=400.0)
+    s.observe("a", clock.t, 60.0, 0.1)
+    s.observe("b", clock.t, 110.0, 0.1)
+    assert s.stats()["budget"]["measured_power_w"] is None  # node c has not reported: no cluster figure
+    s.observe("c", clock.t, 110.0, 0.1)
+    assert s.stats()["budget"]["measured_power_w"] == pytest.approx(280.0)

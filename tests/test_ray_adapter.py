@@ -192,11 +192,12 @@ def test_the_controller_learns_task_energy_from_the_samplers(tao):
     mine = df[(df["group"] == "sleepy") & df["task_id"].isin(set(tao_ray.placements()))]
     assert len(mine) >= 6
     types = {t.name: t for t in TYPES}
-    slots = [e for e in tao_ray.decisions() if e["kind"] == "place" and e["group"] == "sleepy"]
-    assert slots
-    for place in slots:  # one slot per node type here (its tasks ran on its node)
-        nt = types[tao_ray.stats()["nodes"][place["node_id"]]["type"]]
-        ran = mine[mine["node_id"] == place["node_id"]]
+    slots = {}  # node -> the first placement of a sleepy slot there
+    for e in tao_ray.decisions():
+        if e["kind"] == "place" and e["group"] == "sleepy":
+            slots.setdefault(e["node_id"], e)
+    for node, ran in mine.groupby("node_id"):  # the tasks each slot's node ran
+        place, nt = slots[node], types[tao_ray.stats()["nodes"][node]["type"]]
         # the model's attributed watts of the placement: added watts (before the loop's scaling)
         # plus the task's share (1 of the node's CPUs) of the node's idle watts
         model_w = place["detail"]["added_w"] / place["budget"]["dynamic_scale"] + nt.idle_w / nt.cpus

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from tao_core.control.types import NodeState
 from tao_core.live.report import NodeHistory
-from tao_core.live.timeline import NodeTimeline
+from tao_core.live.timeline import NodeTimeline, wrapper_rows
+from tao_core.task_rows import TaskRow
 
 SCALE_COUNTERS = ("scale_up_hints", "power_off", "drain")
 
@@ -87,9 +88,13 @@ class NodeBook:
             return [r.node_type for r in self.nodes.values()
                     if not r.present and not r.retired and r.state == NodeState.BOOTING]
 
-    def histories(self) -> list[NodeHistory]:
+    def window(self, t0: float, t1: float) -> tuple[list[NodeHistory], list[TaskRow], list[dict[str, Any]]]:
+        """For a report of ``[t0, t1]``: every metered node's history, its wrapper spans as
+        task rows, and what was done to nodes then."""
         with self.lock:
-            return [r.history() for r in self.metered()]
+            nodes = self.metered()
+            return ([r.history() for r in nodes], wrapper_rows([s for r in nodes for s in r.timeline.spans]),
+                    [dict(o) for o in self.scale_log if t0 <= o["t_s"] <= t1])
 
     # ------------------------------------------------------------------ membership
     def join(self, rec: TrackedNode) -> None:

@@ -205,12 +205,18 @@ def _peak(tl: dict[str, list[Reading]]) -> float:
     return float(watts.max()) if len(watts) else 0.0
 
 
+def _unmetered(inp: ReportInputs) -> list[str]:
+    metered = {n.node_id for n in inp.nodes}
+    n = sum(1 for r in inp.tasks if r.node_id not in metered and inp.t0 < r.end_s and r.start_s < inp.t1)
+    return [f"{n} task attempts ran on nodes without a TAO node type: not metered"] if n else []
+
+
 def build(inp: ReportInputs, *, path: Optional[str] = None, ledger: Optional[str] = None, job: Optional[str] = None,
-          policy: str = "tao") -> tuple[pd.DataFrame, dict, Attribution]:
-    """(per-task DataFrame, report dict, attribution) of the window, or of one ``job`` of
-    it; writes the JSON report to ``path`` and the records to a signed ledger at ``ledger``.
-    ``df.attrs["summary"]``: the summary record's figures, the budget adherence, what
-    could not be accounted, the window and the jobs."""
+          policy: str = "tao") -> tuple[pd.DataFrame, dict]:
+    """(per-task DataFrame, report dict) of the window, or of one ``job`` of it; writes the
+    JSON report to ``path`` and the records to a signed ledger at ``ledger``. ``df.attrs``:
+    ``summary`` (the summary record's figures, the budget adherence, what could not be
+    accounted, the window and the jobs), ``report`` and ``nodes`` (each node's split)."""
     from tao_core.governance import Ledger, build_report, build_report_from_records, write_report
 
     w = _window(inp)
@@ -233,6 +239,8 @@ def build(inp: ReportInputs, *, path: Optional[str] = None, ledger: Optional[str
     tasks = att.tasks
     df.attrs["summary"] = {
         **summary.payload(), "budget": adherence.to_dict() if adherence is not None else None,
-        "window_s": [inp.t0, inp.t1], "not_accounted": list(inp.notes), "jobs": dict(inp.jobs),
+        "window_s": [inp.t0, inp.t1], "not_accounted": list(inp.notes) + _unmetered(inp), "jobs": dict(inp.jobs),
         "tasks_by_source": {str(k): int(v) for k, v in tasks["known_by"].value_counts().items()} if len(tasks) else {}}
-    return df, report, att
+    df.attrs["report"] = report
+    df.attrs["nodes"] = att.nodes.copy()
+    return df, report

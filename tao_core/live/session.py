@@ -170,7 +170,7 @@ class ControllerSession:
     def observe(self, node_id: str, t_s: float, power_w: Optional[float], utilization: Optional[float],
                 temperature_k: Optional[float] = None) -> None:
         """A sampler's latest reading (W, CPU utilization 0..1, K); the cluster's power once
-        every node has a fresh one."""
+        every node that is on has a fresh one."""
         ctl = self.ctl
         if ctl is None or not ctl.cluster.has_node(node_id):
             return
@@ -179,8 +179,9 @@ class ControllerSession:
         if power_w is None:
             return
         self._power[node_id] = (t_s, float(power_w))
-        fresh = [w for t, w in self._power.values() if now - t < FRESH_S]
-        if len(fresh) == len(self._power):
+        on = [nid for nid, _typ, st in self.nodes if st in ("on", "draining")]
+        fresh = [self._power[n][1] for n in on if n in self._power and now - self._power[n][0] < FRESH_S]
+        if on and len(fresh) == len(on):
             ctl.observe_cluster_power(now_s=now, power_w=float(sum(fresh)))
             self.gauges.cluster(float(sum(fresh)), self.config.power_budget_w)
 
