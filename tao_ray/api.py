@@ -36,7 +36,7 @@ class TaoRemoteFunction:
         self._ray_options = dict(ray_options)
         self.group = group or _group_name(fn)
         self.job = job
-        self.cpus = float(self._ray_options.get("num_cpus", 1) if self._ray_options.get("num_cpus") is not None else 1)
+        self.cpus = float(1 if self._ray_options.get("num_cpus") is None else self._ray_options["num_cpus"])
         self.gpus = float(self._ray_options.get("num_gpus") or 0)
         wrapped = wrap_function(fn, self.group, job, self.cpus)
         self._remote = ray.remote(**self._ray_options)(wrapped) if self._ray_options else ray.remote(wrapped)
@@ -204,10 +204,13 @@ def label_selector(types: Optional[list[str]] = None) -> dict[str, str]:
     type, the fewest peak watts per CPU x speed), for work TAO does not submit itself: Ray
     Data operators (``ds.map_batches(fn, label_selector=...)``), Ray Train workers
     (``ScalingConfig(label_selector=...)``), Tune trials and plain ``@ray.remote`` tasks.
-    Nodes match it through their ``tao-node-type`` label."""
+    Nodes match it by their ``tao-node-type`` label; nodes whose type they described
+    themselves carry none, and are named by their node ids (those in the cluster now)."""
     rt = _state.runtime
+    if rt is None and types is None:
+        raise ValueError("tao_ray.label_selector: call tao_ray.init(...) first, or name the node types")
     if types is None:
-        if rt is None:
-            raise ValueError("tao_ray.label_selector: call tao_ray.init(...) first, or name the node types")
         types = [min(rt.nodes.node_types.values(), key=watts_per_work).name]
-    return {TYPE_LABEL: f"in({','.join(types)})"}
+    if rt is None or all(t in rt.nodes.declared for t in types):
+        return {TYPE_LABEL: f"in({','.join(types)})"}
+    return {NODE_ID_LABEL: f"in({','.join(r.node_id for r in rt.book.live() if r.node_type in types)})"}

@@ -39,6 +39,7 @@ class RayNodes:
                  shared_machine: Optional[bool], timeout_s: float, last_end: Callable[[], float] = time.time) -> None:
         self.token, self.book = token, book
         self.node_types = dict(node_types)
+        self.declared = frozenset(node_types)  #: node types the user declared (nodes name them by label)
         self._type_of, self._default, self._discover = dict(node_type_of), default_type, discover
         self._interval_s, self._shared, self._timeout_s = interval_s, shared_machine, max(timeout_s, 5.0)
         self._last_end = last_end  # when the latest task the driver placed ended

@@ -221,6 +221,8 @@ def test_with_no_arguments_nodes_describe_themselves_and_tao_places(cluster, tmp
         st = tao_ray.stats()
         assert st["mode"] == "placing"
         assert {v["type"] for v in st["nodes"].values()} == {here.node_type.name} and len(st["nodes"]) == 2
+        # work TAO does not submit finds these nodes by their ids (they carry no TAO label)
+        assert tao_ray.label_selector() == {"ray.io/node-id": f"in({','.join(st['nodes'])})"}
         out = ray.get([loaded.remote(i) for i in range(6)], timeout=120)
         assert sorted(out) == list(range(6))
         st = tao_ray.stats()
