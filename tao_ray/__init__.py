@@ -212,34 +212,20 @@ def energy_correction(group: str) -> dict[str, float]:
 
 
 def stats() -> dict[str, Any]:
-    """What TAO is doing in this driver: ``mode`` ("placing", or "observe-only" with the
-    reason), counters (placed, deferred, default, fail_open_events, ...), node states
-    (the core's :class:`NodeState` names) and types, untyped nodes, reservations held, the
-    budget state, the scale log and what Ray's task events could not give."""
+    """What TAO is doing in this driver (:meth:`tao_core.live.driver.Driver.status`), with
+    its counters (placed, deferred, default, ...), what Ray's task events could not give, the
+    last report's summary and the controller's own statistics."""
     rt = _state.runtime
     if rt is None:
         return {}
-    book, pool = rt.book, rt.pool
     try:
         ctl = rt.call("stats")
     except Exception:  # noqa: BLE001 - down or failing open
         ctl = None
-    with book.lock, pool.lock:
-        return {
-            "mode": "placing" if rt.driver.placing else "observe-only",
-            "why": "" if rt.driver.placing else "no Ray node with a TAO node type is in the cluster: TAO places nothing "
-                                         "and meters no node",
-            "counters": {**rt.counters, **book.counters, "fail_open_events": rt.driver.fail_open_events,
-                         "reservations_released": pool.released},
-            "queued": len(pool.waiting), "failed_open": rt.driver.failed_open, "strict_admission": rt.opts.strict,
-            "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
-                                  "released": r.released_at is not None, "removed": r.removed_at is not None}
-                      for r in book.metered()},
-            "untyped_nodes": sorted(book.untyped), "booting": book.booting_types(), "reservations_held": len(pool.held),
-            "budget": dict(rt.driver.budget), "scale_log": list(book.scale_log),
+    st = rt.driver.status()
+    return {**st, "counters": {**rt.counters, **st["counters"]}, "strict_admission": rt.opts.strict,
             "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
-            "last_report": rt.last_summary, "controller": ctl,
-        }
+            "last_report": rt.last_summary, "controller": ctl}
 
 
 def shutdown(kill_actors: bool = True) -> None:

@@ -187,6 +187,25 @@ class Driver:
             pass
         return self.events
 
+    def status(self) -> dict[str, Any]:
+        """Whether TAO places (``mode``, and ``why`` not), failing open, waiting tasks and
+        reservations held, the nodes (the core's :class:`NodeState` names) and untyped
+        ones, the budget state and the scale log."""
+        book, pool = self.book, self.pool
+        with book.lock, pool.lock:
+            return {
+                "mode": "placing" if self.placing else "observe-only",
+                "why": "" if self.placing else "no node with a TAO node type is in the cluster: TAO places nothing "
+                                               "and meters no node",
+                "counters": {**book.counters, "fail_open_events": self.fail_open_events,
+                             "reservations_released": pool.released},
+                "failed_open": self.failed_open, "queued": len(pool.waiting), "reservations_held": len(pool.held),
+                "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
+                                      "released": r.released_at is not None, "removed": r.removed_at is not None}
+                          for r in book.metered()},
+                "untyped_nodes": sorted(book.untyped), "booting": book.booting_types(), "budget": dict(self.budget),
+                "scale_log": list(book.scale_log)}
+
     def stop(self) -> None:
         """Stop the loop; the waiting tasks run unmanaged."""
         self.stopped.set()
