@@ -16,8 +16,8 @@ stretch gets the joules the final report gives it; each task whose span it cover
 hears of the stretch (live metrics). A worker silent for ``STALE_S`` is taken as gone.
 
 Memory: the whole timeline up to ``max_rows`` readings (about 11 hours at 0.2 s, oldest
-dropped first once settled), spans until fetched and settled, the last ``max_energies``
-task energies.
+dropped first once settled), spans until fetched and settled, task energies until fetched
+(at most ``max_energies``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Callable, Iterable, Optional, Union
 
 from tao_core.attribution import Attribution, attribute
@@ -98,7 +97,8 @@ class NodeSampler:
         self._spans: list[SpanRow] = []
         self._unsettled: list[SpanRow] = []  # spans ending after the settled instant
         self._partial: dict[str, float] = {}  # joules of tasks settled in part
-        self._energies: deque[TaskEnergy] = deque(maxlen=max_energies)
+        self._energies: list[TaskEnergy] = []  # settled, not fetched yet
+        self.max_energies = max_energies
         self._running: dict[int, tuple[float, float]] = {}  # worker pid -> (heard at, oldest running start)
         self._settled_idx = 0  # index in _rows of the last settled reading
         self._bases = [0, 0, 0]  # absolute index of the first row, span and energy held
@@ -155,18 +155,18 @@ class NodeSampler:
                     self._running[pid] = (time.time(), float(running_since))
 
     def fetch(self, since: tuple[int, int, int] = (0, 0, 0)) -> SamplerBatch:
-        """Rows, spans and task energies from absolute indexes ``since`` on; spans before
-        ``since`` count as fetched and are dropped once settled."""
+        """Rows, spans and task energies from absolute indexes ``since`` on; spans and
+        energies before ``since`` count as fetched and are dropped (spans once settled)."""
         with self._lock:
             firsts = [max(s, b) for s, b in zip(since, self._bases)]
-            rows = self._rows[firsts[0] - self._bases[0]:]
-            spans = self._spans[firsts[1] - self._bases[1]:]
-            energies = list(self._energies)[firsts[2] - self._bases[2]:]
-            drop = min(since[1], self._bases[1] + len(self._spans)) - self._bases[1]
-            if drop > 0:
-                del self._spans[:drop]
-                self._bases[1] += drop
-            return SamplerBatch(self.incarnation, tuple(since), firsts[0], rows, firsts[1], spans, firsts[2], energies)
+            for k, held in ((1, self._spans), (2, self._energies)):
+                drop = min(since[k], self._bases[k] + len(held)) - self._bases[k]
+                if drop > 0:
+                    del held[:drop]
+                    self._bases[k] += drop
+            return SamplerBatch(self.incarnation, tuple(since), firsts[0], self._rows[firsts[0] - self._bases[0]:],
+                                firsts[1], self._spans[firsts[1] - self._bases[1]:], firsts[2],
+                                self._energies[firsts[2] - self._bases[2]:])
 
     # ------------------------------------------------------------------ settling
     def _settled_stretch(self, now: float) -> Optional[tuple[list[TimelineRow], list[SpanRow]]]:
@@ -205,11 +205,13 @@ class NodeSampler:
                 e += self._partial.pop(tid, 0.0)
                 start, end = ends[tid]
                 if end <= t1:
-                    if len(self._energies) == self._energies.maxlen:
-                        self._bases[2] += 1  # the oldest goes
                     self._energies.append(TaskEnergy(tid, float(e), end - start))
                 else:
                     self._partial[tid] = float(e)
+            if len(self._energies) > self.max_energies:  # nobody fetches them: the oldest go
+                drop = len(self._energies) - self.max_energies
+                del self._energies[:drop]
+                self._bases[2] += drop
             tasks_j = att.total_j - att.idle_j
             self.settled_j["tasks"] += tasks_j
             self.settled_j["idle"] += att.idle_j
