@@ -81,10 +81,11 @@ def test_an_ended_grant_with_its_energy_trains_the_groups_correction():
 
 def test_a_session_without_node_types_starts_its_controller_with_the_first():
     s = ControllerSession([], ControllerConfig())
-    assert s.sync(SyncBatch(queued=[TaskRequest("t0", "g")])).admitted == [] and s.decide_one("g", 1, 0, None) is None
+    r = s.sync(SyncBatch(queued=[TaskRequest("t0", "g")]))
+    assert r.admitted == [] and r.queued == 1 and s.decide_one("g", 1, 0, None) is None
     s.add_node_type(EFF)
     s.sync_nodes([("a", "eff", "on")])
-    assert s.sync(SyncBatch(queued=[TaskRequest("t0", "g")])).admitted[0][1].node_id == "a"
+    assert s.sync(SyncBatch()).admitted[0][1].node_id == "a"  # the task sent before waited for it
 
 
 def test_the_grant_pool_reuses_slots_and_hands_them_back_with_their_tasks_energy():

@@ -108,6 +108,7 @@ class ControllerSession:
         self._power: dict[str, tuple[float, float]] = {}  # node -> (t, watts)
         self._seq = 0
         self._last_scale = -1e18
+        self._early: list[TaskRequest] = []  # tasks sent before there was a controller
         for t in node_types:
             self.add_node_type(t)
 
@@ -127,6 +128,9 @@ class ControllerSession:
         if self.ctl is None:
             self.ctl = Controller([node_type], self.config, event_sink=self._sink)
             self.queue = AdmissionQueue(self.ctl.decide, room=self.ctl.has_room)
+            for req in self._early:
+                self.queue.push(req, item=req.task_id)
+            self._early = []
         else:
             self.ctl.add_node_type(node_type)
 
@@ -208,7 +212,8 @@ class ControllerSession:
         """Apply one batch from the driver (see the module doc)."""
         ctl, q, now = self.ctl, self.queue, self.clock()
         if ctl is None:
-            return SyncReply(self.epoch, [], [], None, {}, len(batch.queued))
+            self._early.extend(batch.queued)
+            return SyncReply(self.epoch, [], [], None, {}, len(self._early))
         for gid in batch.started:
             ctl.task_started(gid, now_s=now)
         for e in batch.ended:
