@@ -18,9 +18,8 @@ two agree.
 ``TAO_FUZZ_EXAMPLES`` (default 40 per family) sets the examples per case family; the counts
 (inputs tried, clean errors, tracebacks, hangs) are printed at the end and, with
 ``TAO_FUZZ_STATS=FILE``, written there as JSON with the failures. For a large survey:
-``TAO_FUZZ_SURVEY=1`` counts failures instead of stopping at the first, ``TAO_FUZZ_RANDOM=1``
-draws new examples (the default replays the same ones), ``TAO_FUZZ_ALL=1`` includes the
-known audit/report failures (GOVERNANCE_PENDING)::
+``TAO_FUZZ_SURVEY=1`` counts failures instead of stopping at the first, and ``TAO_FUZZ_RANDOM=1``
+draws new examples (the default replays the same ones)::
 
     TAO_FUZZ_SURVEY=1 TAO_FUZZ_RANDOM=1 TAO_FUZZ_EXAMPLES=1000 TAO_FUZZ_STATS=fuzz.json \
         python -m pytest -q tests/test_cli_fuzz.py
@@ -297,29 +296,6 @@ HOSTILE_JSON = ["1e9", "1e308", "-1", "0", "1" + "0" * 400, "NaN", "Infinity", "
                 "null", "true", "[]", "{}", '"' + "x" * 200_000 + '"', '"\\u0000"', "[" * 5000 + "]" * 5000,
                 "0.5", "100001", "1e-300", '"12"']
 CSV_CELLS = HOSTILE_NUMBERS + ["x" * 140_000, '"unclosed', '"a""b"', "\x00", "a\nb", "\u202e", "1,2"]
-
-#: Known failures of ``tao audit`` and ``tao report`` (tao_core/governance, tao_core/cli/{audit,report}.py),
-#: whose input handling is being fixed apart from the commands tested here. While a class is listed, its
-#: inputs are left out of the generated audit/report cases and its exact reproducers in
-#: test_governance_known_failures are expected to fail (strictly: they must fail). Empty the set once the
-#: fix is in: every case then runs and must pass.
-#: - deep-json: a ledger line or report nested 10,000+ deep -> RecursionError traceback (audit verify/show,
-#:   report build/validate/render/merge)
-#: - out-folder: report build/render/merge --out FOLDER -> IsADirectoryError traceback
-#: - out-device: report build/render/merge --out DEVICE -> the device node replaced by a regular file (as root)
-GOVERNANCE_PENDING: set[str] = set()
-if os.environ.get("TAO_FUZZ_ALL"):  # a survey of everything, pending classes included
-    GOVERNANCE_PENDING = set()
-
-
-def _deep(v) -> bool:
-    return isinstance(v, (str, bytes)) and v[:200].count("[" if isinstance(v, str) else b"[") > 100
-
-
-def governance_values(values: list) -> list:
-    """``values`` without those of a pending governance class (see GOVERNANCE_PENDING)."""
-    return [v for v in values if not ("deep-json" in GOVERNANCE_PENDING and _deep(v))]
-
 
 def _cluster_text(draw) -> bytes:
     base = json.loads(CLUSTER.read_text())
@@ -703,9 +679,9 @@ def _mutate_lines(draw, data: bytes) -> bytes:
     elif kind == "truncate":
         return data[:draw(st.integers(0, len(data)))]
     elif kind == "insert":
-        lines.insert(i, draw(st.sampled_from(governance_values([
+        lines.insert(i, draw(st.sampled_from([
             b"[" * 100_000, b'{"seq": NaN}', b"\xff\xfe", b"x" * 300_000, b'{"a": 1e400}', b"{}", b"null",
-            b'{"seq": ' + b"9" * 5000 + b"}"]))))
+            b'{"seq": ' + b"9" * 5000 + b"}"])))
     elif kind == "field":
         try:
             rec = json.loads(lines[i])
@@ -713,12 +689,11 @@ def _mutate_lines(draw, data: bytes) -> bytes:
             return data
         if isinstance(rec, dict) and rec:
             key = draw(st.sampled_from(sorted(rec)))
-            raw = draw(st.sampled_from(governance_values(HOSTILE_JSON)))
+            raw = draw(st.sampled_from(HOSTILE_JSON))
             rec[key] = "@@V@@"
             lines[i] = json.dumps(rec).replace('"@@V@@"', raw).encode()
     else:
-        return draw(st.sampled_from(governance_values([b"", b"\n\n", b"\xff" * 10, b"[" * 100_000, data + b"\xff",
-                                                       b"\x00" * 64])))
+        return draw(st.sampled_from([b"", b"\n\n", b"\xff" * 10, b"[" * 100_000, data + b"\xff", b"\x00" * 64]))
     return b"\n".join(lines)
 
 
@@ -763,10 +738,7 @@ def report_case(draw, files):
         led = _mutate_lines(draw, ledger)
     else:
         rep = _mutate_lines(draw, report) if draw(st.booleans()) else _mutate_json(draw, report)
-    targets = ["o.json", "o.json", "missing/o.json"]
-    targets += [] if "out-device" in GOVERNANCE_PENDING else ["dfull", "dnull"]
-    targets += [] if "out-folder" in GOVERNANCE_PENDING else ["ofolder"]
-    out = draw(st.sampled_from(targets))
+    out = draw(st.sampled_from(["o.json", "o.json", "missing/o.json", "dfull", "dnull", "ofolder"]))
     cmd = {"build": ["report", "build", "--ledger", "l.jsonl", "--out", out],
            "validate": ["report", "validate", "r.json"],
            "validate-ledger": ["report", "validate", "r.json", "--ledger", "l.jsonl"],
@@ -795,7 +767,7 @@ def _mutate_json(draw, data: bytes) -> bytes:
     for k in path[:-1]:
         parent = parent[k]
     parent[path[-1]] = "@@V@@"
-    return json.dumps(doc).replace('"@@V@@"', draw(st.sampled_from(governance_values(HOSTILE_JSON)))).encode()
+    return json.dumps(doc).replace('"@@V@@"', draw(st.sampled_from(HOSTILE_JSON))).encode()
 
 
 def test_report_hostile_reports_and_ledgers(server, governance_files):
@@ -846,23 +818,16 @@ def _governance_case(kind: str):
     }[kind]
 
 
-GOVERNANCE_CASES = [
-    ("deep-json", "audit-verify-deep-line"), ("deep-json", "audit-show-deep-line"),
-    ("deep-json", "report-build-deep-line"), ("deep-json", "report-validate-deep"),
-    ("deep-json", "report-validate-deep-field"), ("deep-json", "report-render-deep"),
-    ("deep-json", "report-merge-deep"),
-    ("out-folder", "report-build-out-folder"), ("out-folder", "report-render-out-folder"),
-    ("out-folder", "report-merge-out-folder"),
-    ("out-device", "report-build-out-device"), ("out-device", "report-render-out-device"),
-    ("out-device", "report-merge-out-device"),
-]
+#: Inputs the fuzz once found failing in tao audit / tao report (a ledger line or report nested
+#: 10,000+ deep, an output path that is a folder or a device), kept as exact reproducers.
+GOVERNANCE_CASES = ["audit-verify-deep-line", "audit-show-deep-line", "report-build-deep-line",
+                    "report-validate-deep", "report-validate-deep-field", "report-render-deep", "report-merge-deep",
+                    "report-build-out-folder", "report-render-out-folder", "report-merge-out-folder",
+                    "report-build-out-device", "report-render-out-device", "report-merge-out-device"]
 
 
-@pytest.mark.parametrize("cls,kind", [
-    pytest.param(cls, kind, id=kind, marks=pytest.mark.xfail(
-        cls in GOVERNANCE_PENDING, strict=True, reason=f"known failure of tao audit/report ({cls}): see GOVERNANCE_PENDING"))
-    for cls, kind in GOVERNANCE_CASES])
-def test_governance_known_failures(tmp_path, governance_files, cls, kind):
+@pytest.mark.parametrize("kind", GOVERNANCE_CASES)
+def test_governance_known_failures(tmp_path, governance_files, kind):
     """Each exact input the fuzz found failing in tao audit / tao report, through the real entry point."""
     ledger, report, _ = governance_files
     argv, files, codes = _governance_case(kind)
