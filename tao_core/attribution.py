@@ -228,6 +228,31 @@ def attribute(
     """
     idle_w = dict(idle_w or {})
     node_cpus = dict(node_cpus or {})
+    _check_inputs(spans, idle_w, node_cpus)
+    by_node: dict[str, list[TaskSpan]] = {}
+    for s in spans:
+        by_node.setdefault(s.node_id, []).append(s)
+
+    task_rows: list[dict] = []
+    node_rows: list[dict] = []
+    timelines = {k: v for k, v in timelines.items() if len(v) > 0}  # empty: as if absent
+    for node_id, readings in timelines.items():
+        nspans = by_node.get(node_id, [])
+        cap = node_cpus.get(node_id) or max(_peak_cpus(nspans), 1.0)
+        rows, node_row = _attribute_node(node_id, readings, nspans, idle_w.get(node_id, 0.0), cap)
+        task_rows += rows
+        node_rows.append(node_row)
+    for node_id, nspans in by_node.items():
+        if node_id not in timelines:
+            task_rows += [_task_row(s, math.nan, math.nan, math.nan, "none", f"no energy timeline for node {node_id!r}",
+                                    math.nan, [math.nan] * len(COMPONENTS)) for s in nspans]
+    tasks = pd.DataFrame(task_rows, columns=TASK_COLUMNS)
+    nodes = pd.DataFrame(node_rows, columns=NODE_COLUMNS)
+    return Attribution(tasks=tasks, nodes=nodes)
+
+
+def _check_inputs(spans: Sequence[TaskSpan], idle_w: Mapping[str, float], node_cpus: Mapping[str, float]) -> None:
+    """``InputError`` for idle watts or CPU counts that are not finite and positive, or a task id seen twice."""
     for k, v in idle_w.items():
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise InputError(f"idle_w[{k!r}]: must be a finite number of watts >= 0, got {v!r}")
@@ -240,98 +265,84 @@ def attribute(
             raise InputError(f"spans: task_id {s.task_id!r} appears twice; give each span a unique task_id")
         seen.add(s.task_id)
 
-    by_node: dict[str, list[TaskSpan]] = {}
-    for s in spans:
-        by_node.setdefault(s.node_id, []).append(s)
 
-    task_rows: list[dict] = []
-    node_rows: list[dict] = []
-    timelines = {k: v for k, v in timelines.items() if len(v) > 0}  # empty: as if absent
-    for node_id, readings in timelines.items():
-        t, energy, unc, source, method, comp_frac = _node_series(readings, node_id)
-        n = len(energy)
-        dt = np.diff(t)
-        static = np.minimum(idle_w.get(node_id, 0.0) * dt, np.maximum(energy, 0.0))
-        dynamic = energy - static
-        nspans = by_node.get(node_id, [])
-        cap = node_cpus.get(node_id) or max(_peak_cpus(nspans), 1.0)
+@dataclass
+class _Weights:
+    """Per-interval weights of the spans of one node: CPU-seconds used (``cpu``) and CPU-seconds
+    reserved (``cap``), their sums over spans, and each span's interval range ``[i0, i1)``."""
 
-        # pass 1: per-span overlaps and per-interval weight sums
-        w_cpu_sum = np.zeros(n)
-        w_cap_sum = np.zeros(n)
-        parts = []
-        for s in nspans:
-            i0 = max(int(np.searchsorted(t, s.start_s, side="right")) - 1, 0)
-            i1 = min(int(np.searchsorted(t, s.end_s, side="left")), n)
-            if i1 <= i0:
-                parts.append((s, i0, i0, None, None))
-                continue
-            ov = np.clip(np.minimum(s.end_s, t[i0 + 1 : i1 + 1]) - np.maximum(s.start_s, t[i0:i1]), 0.0, None)
-            w_cap = ov * s.cpus
-            span = s.end_s - s.start_s
-            w_cpu = (s.cpu_s * ov / span) if (s.cpu_s is not None and span > 0) else w_cap
-            w_cpu_sum[i0:i1] += w_cpu
-            w_cap_sum[i0:i1] += w_cap
-            parts.append((s, i0, i1, w_cpu, w_cap))
+    cpu_sum: np.ndarray
+    cap_sum: np.ndarray
+    parts: list
 
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share_sum = np.where(dt > 0, w_cap_sum / (cap * dt), 0.0)
-        scale = np.where(share_sum > 1.0, 1.0 / np.where(share_sum > 1.0, share_sum, 1.0), 1.0)
-        use_cpu = w_cpu_sum > 0
-        use_cap = ~use_cpu & (w_cap_sum > 0)
 
-        dyn_to_tasks = np.zeros(n)
-        stat_to_tasks = np.zeros(n)
-        for s, i0, i1, w_cpu, w_cap in parts:
-            if w_cpu is None:
-                d_j = st_j = 0.0
-                u = 0.0
-                comps = [0.0] * len(COMPONENTS)
-            else:
-                sl = slice(i0, i1)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    frac_dyn = np.where(
-                        use_cpu[sl], w_cpu / np.where(use_cpu[sl], w_cpu_sum[sl], 1.0),
-                        np.where(use_cap[sl], w_cap / np.where(use_cap[sl], w_cap_sum[sl], 1.0), 0.0),
-                    )
-                    frac_st = np.where(dt[sl] > 0, w_cap / (cap * np.where(dt[sl] > 0, dt[sl], 1.0)), 0.0) * scale[sl]
-                d = dynamic[sl] * frac_dyn
-                st = static[sl] * frac_st
-                dyn_to_tasks[sl] += d
-                stat_to_tasks[sl] += st
-                d_j, st_j = float(d.sum()), float(st.sum())
-                e = d + st
-                u = float((unc[sl] * np.abs(e)).sum() / np.abs(e).sum()) if np.abs(e).sum() > 0 else 0.0
-                comps = [float(x) for x in e @ comp_frac[sl]]
-            task_rows.append(_task_row(s, d_j + st_j, d_j, st_j, source, f"{_METHOD} over {method}", u, comps))
-
-        total_j = float(energy.sum())
-        tasks_j = float(dyn_to_tasks.sum() + stat_to_tasks.sum())
-        # idle computed per interval so that tasks + idle == total to rounding
-        idle_j = float(((dynamic - dyn_to_tasks) + (static - stat_to_tasks)).sum())
-        node_rows.append(
-            {
-                "node_id": node_id, "total_j": total_j, "tasks_j": tasks_j, "idle_j": idle_j,
-                "dynamic_j": float(dynamic.sum()), "static_j": float(static.sum()),
-                **{c: float(x) for c, x in zip(COMPONENT_COLUMNS, energy @ comp_frac)},
-                "start_s": float(t[0]), "end_s": float(t[-1]), "source": source, "method": method,
-                "uncertainty": float((unc * np.abs(energy)).sum() / np.abs(energy).sum())
-                if np.abs(energy).sum() > 0 else 0.0,
-            }
-        )
-
-    for node_id, nspans in by_node.items():
-        if node_id in timelines:
+def _span_weights(t: np.ndarray, nspans: Sequence[TaskSpan]) -> _Weights:
+    n = len(t) - 1
+    w = _Weights(np.zeros(n), np.zeros(n), [])
+    for s in nspans:
+        i0 = max(int(np.searchsorted(t, s.start_s, side="right")) - 1, 0)
+        i1 = min(int(np.searchsorted(t, s.end_s, side="left")), n)
+        if i1 <= i0:
+            w.parts.append((s, i0, i0, None, None))
             continue
-        for s in nspans:
-            task_rows.append(
-                _task_row(s, math.nan, math.nan, math.nan, "none", f"no energy timeline for node {node_id!r}", math.nan,
-                          [math.nan] * len(COMPONENTS))
-            )
+        ov = np.clip(np.minimum(s.end_s, t[i0 + 1 : i1 + 1]) - np.maximum(s.start_s, t[i0:i1]), 0.0, None)
+        w_cap = ov * s.cpus
+        span = s.end_s - s.start_s
+        w_cpu = (s.cpu_s * ov / span) if (s.cpu_s is not None and span > 0) else w_cap
+        w.cpu_sum[i0:i1] += w_cpu
+        w.cap_sum[i0:i1] += w_cap
+        w.parts.append((s, i0, i1, w_cpu, w_cap))
+    return w
 
-    tasks = pd.DataFrame(task_rows, columns=TASK_COLUMNS)
-    nodes = pd.DataFrame(node_rows, columns=NODE_COLUMNS)
-    return Attribution(tasks=tasks, nodes=nodes)
+
+def _attribute_node(node_id: str, readings: Sequence[Reading], nspans: Sequence[TaskSpan], idle_w: float,
+                    cap: float) -> tuple[list[dict], dict]:
+    """One node: its task rows and its node row (``cap``: its CPUs; ``idle_w``: its static W)."""
+    t, energy, unc, source, method, comp_frac = _node_series(readings, node_id)
+    n = len(energy)
+    dt = np.diff(t)
+    static = np.minimum(idle_w * dt, np.maximum(energy, 0.0))
+    dynamic = energy - static
+    w = _span_weights(t, nspans)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share_sum = np.where(dt > 0, w.cap_sum / (cap * dt), 0.0)
+    scale = np.where(share_sum > 1.0, 1.0 / np.where(share_sum > 1.0, share_sum, 1.0), 1.0)
+    use_cpu = w.cpu_sum > 0
+    use_cap = ~use_cpu & (w.cap_sum > 0)
+
+    dyn_to_tasks = np.zeros(n)
+    stat_to_tasks = np.zeros(n)
+    rows = []
+    for s, i0, i1, w_cpu, w_cap in w.parts:
+        if w_cpu is None:
+            rows.append(_task_row(s, 0.0, 0.0, 0.0, source, f"{_METHOD} over {method}", 0.0, [0.0] * len(COMPONENTS)))
+            continue
+        sl = slice(i0, i1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac_dyn = np.where(
+                use_cpu[sl], w_cpu / np.where(use_cpu[sl], w.cpu_sum[sl], 1.0),
+                np.where(use_cap[sl], w_cap / np.where(use_cap[sl], w.cap_sum[sl], 1.0), 0.0),
+            )
+            frac_st = np.where(dt[sl] > 0, w_cap / (cap * np.where(dt[sl] > 0, dt[sl], 1.0)), 0.0) * scale[sl]
+        d = dynamic[sl] * frac_dyn
+        st = static[sl] * frac_st
+        dyn_to_tasks[sl] += d
+        stat_to_tasks[sl] += st
+        e = d + st
+        u = float((unc[sl] * np.abs(e)).sum() / np.abs(e).sum()) if np.abs(e).sum() > 0 else 0.0
+        rows.append(_task_row(s, float(d.sum()) + float(st.sum()), float(d.sum()), float(st.sum()), source,
+                              f"{_METHOD} over {method}", u, [float(x) for x in e @ comp_frac[sl]]))
+    # idle computed per interval so that tasks + idle == total to rounding
+    idle_j = float(((dynamic - dyn_to_tasks) + (static - stat_to_tasks)).sum())
+    abs_e = np.abs(energy).sum()
+    node_row = {
+        "node_id": node_id, "total_j": float(energy.sum()), "tasks_j": float(dyn_to_tasks.sum() + stat_to_tasks.sum()),
+        "idle_j": idle_j, "dynamic_j": float(dynamic.sum()), "static_j": float(static.sum()),
+        **{c: float(x) for c, x in zip(COMPONENT_COLUMNS, energy @ comp_frac)},
+        "start_s": float(t[0]), "end_s": float(t[-1]), "source": source, "method": method,
+        "uncertainty": float((unc * np.abs(energy)).sum() / abs_e) if abs_e > 0 else 0.0,
+    }
+    return rows, node_row
 
 
 def _task_row(s: TaskSpan, e: float, d: float, st: float, source: str, method: str, u: float,
