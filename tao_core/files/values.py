@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from tao_core.errors import InputError
@@ -54,38 +55,46 @@ def _refuse(value: Any, where: str, why: str, lo: Optional[float], hi: Optional[
     return InputError(f"{where}: {quote(value)} {why}; {fix}")
 
 
+@dataclass(frozen=True)
+class _Range:
+    """Bounds of an accepted number; ``lo_open``/``hi_open`` exclude the bound itself."""
+
+    lo: Optional[float]
+    hi: Optional[float]
+    lo_open: bool
+    hi_open: bool
+    integer: bool
+
+    def holds(self, x: float) -> bool:
+        return (self.lo is None or (x > self.lo if self.lo_open else x >= self.lo)) and \
+            (self.hi is None or (x < self.hi if self.hi_open else x <= self.hi))
+
+
+def _why_not(value: Any, r: _Range) -> tuple[Optional[str], float]:
+    """(None, x) when ``value`` is a number ``r`` accepts, else (why not, nan)."""
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        return "missing", math.nan
+    try:
+        x = float(value)
+    except OverflowError:
+        return "is too large", math.nan
+    except (TypeError, ValueError):
+        return "is not a number", math.nan
+    if not math.isfinite(x):
+        return "is not a finite number", x
+    if r.integer and x != math.floor(x):
+        return "is not a whole number", x
+    return (None if r.holds(x) else "range"), x
+
+
 def number(value: Any, where: str, *, lo: Optional[float] = None, hi: Optional[float] = None,
            lo_open: bool = False, hi_open: bool = False, integer: bool = False, fix: str = "") -> float:
     """``value`` (a number, or its text) as a finite float in the range given; ``lo_open`` /
     ``hi_open`` exclude the bound itself; ``integer`` asks for a whole number."""
-    if type(value) is str:  # the common case (CSV fields), checked first
-        try:
-            x = float(value)
-        except ValueError:
-            x = math.nan
-        if math.isfinite(x) and (lo is None or (x > lo if lo_open else x >= lo)) and \
-                (hi is None or (x < hi if hi_open else x <= hi)) and (not integer or x == math.floor(x)):
-            return x
-    why = None
-    x = math.nan
-    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
-        why = "missing"
-    else:
-        try:
-            x = float(value)
-        except OverflowError:
-            why = "is too large"
-        except (TypeError, ValueError):
-            why = "is not a number"
+    r = _Range(lo, hi, lo_open, hi_open, integer)
+    why, x = _why_not(value, r)
     if why is None:
-        if not math.isfinite(x):
-            why = "is not a finite number"
-        elif integer and x != math.floor(x):
-            why = "is not a whole number"
-        elif (lo is not None and (x <= lo if lo_open else x < lo)) or (hi is not None and (x >= hi if hi_open else x > hi)):
-            why = "range"
-        else:
-            return x
+        return x
     raise _refuse(value, where, why, lo, hi, lo_open, hi_open, integer, fix)
 
 
