@@ -75,7 +75,7 @@ def one_run(c: Client, n: int, task_s: float = 0.0) -> float:
     return n / dt
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "dask_overhead.json"))
     ap.add_argument("--rounds", type=int, default=5)
@@ -83,32 +83,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decide-all", action="store_true")
     ap.add_argument("--task-s", type=float, default=0.0,
                     help="tasks spin this many seconds instead of inc (0: inc); above min_task_s TAO decides each")
-    a = ap.parse_args(argv)
-    if a.rounds < 1 or a.tasks < 1:
-        print("--rounds and --tasks must be >= 1", file=sys.stderr)
-        return 2
-    variants = ["default", "tao"] + (["tao_decide_all"] if a.decide_all else [])
+    return ap.parse_args(argv)
+
+
+def start_clients(stack: ExitStack, variants: list[str]) -> dict[str, Client]:
+    """One LocalCluster and client per variant; TAO registered where the variant asks."""
+    clients = {}
+    for v in variants:
+        cl = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                              dashboard_address=":0", silence_logs=logging.ERROR))
+        c = stack.enter_context(Client(cl))
+        if v == "tao":
+            tao_dask.register(c, default_type="IbmX3250XeonX3470")
+        elif v == "tao_decide_all":
+            tao_dask.register(c, default_type="IbmX3250XeonX3470", min_task_s=0.0)
+        clients[v] = c
+    return clients
+
+
+def measure(a, variants: list[str]) -> tuple[dict[str, list[float]], float, dict, dict]:
+    """Tasks/s per variant per round (rounds alternate the order), TAO's wall seconds, its
+    counters and its hook time."""
     rates: dict[str, list[float]] = {v: [] for v in variants}
     with ExitStack() as stack:
-        clients = {}
-        for v in variants:
-            cl = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                                  dashboard_address=":0", silence_logs=logging.ERROR))
-            c = stack.enter_context(Client(cl))
-            if v == "tao":
-                tao_dask.register(c, default_type="IbmX3250XeonX3470")
-            elif v == "tao_decide_all":
-                tao_dask.register(c, default_type="IbmX3250XeonX3470", min_task_s=0.0)
-            clients[v] = c
+        clients = start_clients(stack, variants)
         # warm-up: imports, connections, and Dask's measured duration of the prefix "inc"
         # (with it, TAO hands these tiny tasks to Dask's own placement and queuing)
-        for v, c in clients.items():
+        for c in clients.values():
             one_run(c, min(a.tasks, 2000), a.task_s)
         clients["tao"].run_on_scheduler(time_hooks)
         tao_wall_s = 0.0
         for r in range(a.rounds):
-            order = variants if r % 2 == 0 else variants[::-1]
-            for v in order:
+            for v in (variants if r % 2 == 0 else variants[::-1]):
                 rates[v].append(one_run(clients[v], a.tasks, a.task_s))
                 if v == "tao":
                     tao_wall_s += a.tasks / rates[v][-1]
@@ -116,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}: {line}", flush=True)
         counts = clients["tao"].run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["tao"].counts))
         hooks = clients["tao"].run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["tao"].hook_time))
+    return rates, tao_wall_s, counts, hooks
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    if a.rounds < 1 or a.tasks < 1:
+        print("--rounds and --tasks must be >= 1", file=sys.stderr)
+        return 2
+    variants = ["default", "tao"] + (["tao_decide_all"] if a.decide_all else [])
+    rates, tao_wall_s, counts, hooks = measure(a, variants)
     ratios = [t / d for t, d in zip(rates["tao"], rates["default"])]
     out = {
         "ratio": statistics.median(ratios),
