@@ -106,3 +106,24 @@ def test_bad_arguments():
         ModeledSource(CURVE, cpus=0)
     with pytest.raises(ValueError, match="idle_w"):
         ModeledGpu("g", 100, 50, lambda: 0.0)
+
+
+def test_descendants_are_the_process_tree_psutil_finds():
+    """The /proc walk that spares a full process scan on every sample finds the same tree."""
+    from tao_core.telemetry.estimator import descendants
+
+    kids = [subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"]) for _ in range(2)]
+    try:
+        me = psutil.Process()
+        deadline = time.time() + 10
+        while len(me.children(recursive=True)) < 6 and time.time() < deadline:
+            time.sleep(0.05)
+        want = sorted(p.pid for p in me.children(recursive=True))
+        assert len(want) >= 6
+        assert sorted(p.pid for p in descendants(me)) == want
+    finally:
+        for k in kids:
+            for c in psutil.Process(k.pid).children(recursive=True):
+                c.kill()
+            k.kill()
+            k.wait()

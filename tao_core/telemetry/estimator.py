@@ -75,6 +75,39 @@ class ModeledGpu:
             raise ValueError(f"gpu {self.name!r}: need 0 <= idle_w <= max_w (watts)")
 
 
+def descendants(top: psutil.Process) -> list[psutil.Process]:
+    """The processes below ``top`` (children, theirs, ...). On Linux from each thread's
+    ``/proc/PID/task/TID/children`` (a few small reads), not by scanning every process of the
+    machine as ``psutil.Process.children`` does (tens of ms on a busy host, on every sample);
+    elsewhere, or when the kernel has no such file, through psutil."""
+    out: list[psutil.Process] = []
+    todo = [top.pid]
+    seen = {top.pid}
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            kids = []
+            for tid in tids:
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    kids += [int(x) for x in fh.read().split()]
+        except FileNotFoundError:
+            if pid == top.pid and not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+                return top.children(recursive=True)
+            continue  # a process or thread gone meanwhile
+        except OSError:
+            return top.children(recursive=True)
+        for k in kids:
+            if k not in seen:
+                seen.add(k)
+                todo.append(k)
+                try:
+                    out.append(psutil.Process(k))
+                except psutil.NoSuchProcess:
+                    pass
+    return out
+
+
 class ModeledSource(EnergySource):
     """Node energy from a power curve at measured CPU utilization (see module doc).
 
@@ -150,7 +183,7 @@ class ModeledSource(EnergySource):
         for pid in self._pids():
             try:
                 top = psutil.Process(pid)
-                procs = [(top, True)] + [(c, False) for c in top.children(recursive=True)]
+                procs = [(top, True)] + [(c, False) for c in descendants(top)]
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             for p, is_top in procs:
