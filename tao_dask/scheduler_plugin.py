@@ -202,13 +202,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         return self.members.ctl
 
     def _pending(self) -> list:
-        tasks = self.scheduler.tasks
-        out = []
-        for key, h in list(self.placement.holds.items()):
-            ts = tasks.get(key)
-            if ts is not None:
-                out.append(self.placement.request(ts, h.task_id))
-        return out
+        return self.placement.pending()
 
     # ------------------------------------------------------------------ workers
     def add_worker(self, scheduler: Any, worker: str) -> None:
