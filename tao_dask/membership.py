@@ -117,18 +117,6 @@ class Membership:
             n.managed = False
             self.fail(f"adding worker {n.name} ({n.node_type.name}) to the controller", exc)
 
-    def room(self, cpus: float) -> bool:
-        """Whether the controller has a node that is on with ``cpus`` CPUs free."""
-        from tao_core.control.types import NodeState
-
-        ctl = self.ctl
-        for n in self.live():
-            if n.managed and ctl.node_state(n.address) == NodeState.ON:
-                used, _, _ = ctl.reserved(n.address)
-                if n.node_type.cpus - used >= cpus - 1e-9:
-                    return True
-        return False
-
     def efficiency_order(self, workers: Any) -> list[str]:
         """Live worker addresses, least efficient first (the controller's scaling order,
         :func:`tao_core.power.catalog.least_efficient_first`); workers without a node type last."""

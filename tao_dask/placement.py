@@ -166,7 +166,7 @@ class Placement:
     def queue(self) -> AdmissionQueue:
         """The admission queue over the controller (made with it)."""
         if self._queue is None:
-            self._queue = AdmissionQueue(self._decide, room=lambda cpus, gpus: self.m.room(cpus))
+            self._queue = AdmissionQueue(self._decide, room=self.ctl.has_room)
         return self._queue
 
     def pending(self) -> list[TaskRequest]:
@@ -204,8 +204,8 @@ class Placement:
             return "put back by Dask"
         if is_p2p(ts):
             return "p2p"
-        if not self.holds and not self.m.room(1.0):
-            return "no free thread"  # Dask's own queuing holds it (behind parked tasks it waits too)
+        if not self.ctl.has_room(1.0):
+            return "no free thread"  # Dask's own queuing holds it
         return None
 
     def ready(self, ts: Any) -> None:
@@ -223,10 +223,16 @@ class Placement:
             req = self.request(ts, tid)
             self.queue.push(req, item=key, priority=ts.priority)
             self.queue.offer(time.time(), self._carry_out, new_only=True)
-            if req.task_id in self.queue:
-                d = self._last.get(req.task_id)
-                self._hold(ts, req.task_id, d.reason if d else "queued behind parked tasks",
-                           d.defer_until_s if d else None)
+            if req.task_id not in self.queue:
+                return
+            d = self._last.get(req.task_id)
+            if not self.ctl.has_room(1.0):  # deferred for want of room: Dask's own queuing holds it
+                self._forget(tid)
+                if d is not None:
+                    self.events.drop_since(self._before)
+                self.left_reasons["no free thread"] += 1
+                return
+            self._hold(ts, tid, d.reason if d else "queued behind parked tasks", d.defer_until_s if d else None)
         except Exception as exc:
             self._undo(ts, tid)
             self.counts["fallbacks"] += 1
@@ -466,6 +472,9 @@ class Placement:
             if self.active and self.ctl is not None:
                 self._drop_stale()
                 self.queue.offer(time.time(), self._carry_out)
+                if not self.ctl.has_room(1.0):  # full: parked tasks wait in Dask's own queue
+                    for key in [k for k, h in self.holds.items() if h.reject is None]:
+                        self._release_to_dask(key, "no free thread")
                 for h in self.holds.values():  # the latest reason of each task still parked
                     d = self._last.get(h.task_id)
                     if d is not None:

@@ -226,7 +226,6 @@ class TelemetryInbox:
         self.cpu_s: dict[str, dict[str, float]] = {}
         self.last_power: dict[str, float] = {}
         self.dropped: Counter[str] = Counter()  #: refused messages by reason
-        self.refused_events = 0  #: samples that came as a client's event, not a worker's stream
 
     def receive(self, addr: str, msg: Any, *, now_s: float, peak_w: Optional[float]) -> Union[Sample, str]:
         """Check and file one message from worker ``addr``; the sample, or why it was dropped."""

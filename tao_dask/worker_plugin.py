@@ -7,10 +7,10 @@ type named after it. A :class:`tao_core.live.sampler.NodeSampler` (the sampler R
 actors run) models the worker process's power from that type's curve, takes the span of
 every task the worker executes (start and end from the worker's transitions, one CPU
 each) and attributes its timeline to them as it settles. Every ``interval_s`` the plugin
-sends the new readings, the settled task energies and the task prefixes' CPU seconds to
-the scheduler on the worker's own batched stream (operation ``tao-telemetry``), and, when a
-task ends, what it counted with ``tao.count`` (operation ``tao-units``) before Dask reports
-the task finished. The plugin first asks the scheduler whether it takes these messages.
+takes a reading and sends the new readings, the settled task energies and the task
+prefixes' CPU seconds to the scheduler on the worker's own batched stream (operation
+``tao-telemetry``), and, when a task ends, what it counted with ``tao.count`` (operation
+``tao-units``) before Dask reports the task finished. The plugin first asks the scheduler whether it takes these messages.
 
 Units: seconds (wall clock, ``time.time()``, the clock of Dask's ``startstops``),
 joules, watts.
@@ -121,8 +121,10 @@ class TAOWorkerPlugin(WorkerPlugin):
         unc = (self._described or {}).get("origin", {}).get("uncertainty")
         src = make_source(nt.power_curve, worker.state.nthreads, processes=lambda: [pid],
                           label=f"{nt.name} power curve", **({} if unc is None else {"uncertainty": unc}))
+        # the plugin reads the source when it sends (the scheduler gets each reading at once);
+        # the sampler's own thread settles the timeline and reads in between
         return NodeSampler(worker.address, src, cpus=worker.state.nthreads, idle_w=nt.idle_w,
-                           interval_s=self.interval_s).start()
+                           interval_s=max(1.0, 2.0 * self.interval_s)).start()
 
     def teardown(self, worker: Any) -> None:
         # No last sample: the worker's stream may already be closing. The energy after
@@ -186,10 +188,8 @@ class TAOWorkerPlugin(WorkerPlugin):
             if self._sampler is None:
                 w.batched_send({"op": OP, "msg": {**base, "t": time.time(), "cpu_s": self._cpu_by_prefix()}})
                 return
+            self._sampler.sample()
             b = self._sampler.fetch(self._since)
-            if not b.rows:  # the settled energies go with the next reading
-                self._since = (self._since[0], b.first_span + len(b.spans), self._since[2])
-                return
             self._since = (b.first_row + len(b.rows), b.first_span + len(b.spans), b.first_energy + len(b.energies))
             energies = []
             for e in b.energies:
