@@ -43,8 +43,11 @@ class Membership:
         self.ctl: Any = None
 
     # ------------------------------------------------------------------ workers
-    def join(self, ws: Any, reported_type: Optional[str] = None, pid: Optional[int] = None) -> Optional[WorkerNode]:
-        """Record worker ``ws`` (a scheduler ``WorkerState``); type it when its type is known."""
+    def join(self, ws: Any, reported_type: Optional[str] = None, pid: Optional[int] = None,
+             described: Optional[NodeType] = None) -> Optional[WorkerNode]:
+        """Record worker ``ws`` (a scheduler ``WorkerState``); type it when its type is known:
+        declared (``reported_type``: what the worker says it was started as), else the type
+        it ``described`` itself as (named after its hardware and size)."""
         n = self.nodes.get(ws.address)
         fresh = n is None or n.left_s is not None
         if n is None:
@@ -56,10 +59,13 @@ class Membership:
             n.pid = pid
         if n.node_type is None:
             tname = self.assignment.type_name(ws.name, reported_type)
-            if tname is None:
+            if tname is None and described is None:
                 return n
             try:
-                n.node_type = sized_type(self.assignment.resolve(tname, n.nthreads), n.nthreads, n.gpus)
+                if tname is not None:
+                    n.node_type = sized_type(self.assignment.resolve(tname, n.nthreads), n.nthreads, n.gpus)
+                else:
+                    tname, n.node_type, n.described = described.name, described, True
                 n.type_name = tname
             except Exception as exc:
                 self.fail(f"node type {tname!r} of worker {ws.name}", exc)
@@ -111,25 +117,10 @@ class Membership:
             n.managed = False
             self.fail(f"adding worker {n.name} ({n.node_type.name}) to the controller", exc)
 
-    def room(self, cpus: float) -> bool:
-        """Whether the controller has a node that is on with ``cpus`` CPUs free."""
-        from tao_core.control.types import NodeState
-
-        ctl = self.ctl
-        for n in self.live():
-            if n.managed and ctl.node_state(n.address) == NodeState.ON:
-                used, _, _ = ctl.reserved(n.address)
-                if n.node_type.cpus - used >= cpus - 1e-9:
-                    return True
-        return False
-
     def efficiency_order(self, workers: Any) -> list[str]:
-        """Live worker addresses, least efficient first: highest watts per unit of work at
-        full load (peak watts / (cpus x speed), the controller's scaling order); workers
-        without a node type last."""
-        def cost(n: WorkerNode) -> float:
-            nt = n.node_type
-            return -1.0 if nt is None else nt.peak_w / (nt.cpus * nt.speed)
+        """Live worker addresses, least efficient first (the controller's scaling order,
+        :func:`tao_core.power.catalog.least_efficient_first`); workers without a node type last."""
+        from tao_core.power.catalog import least_efficient_first
 
         live = [n for n in self.live() if n.address in workers]
-        return [n.address for n in sorted(live, key=cost, reverse=True)]
+        return [n.address for n in least_efficient_first(live, lambda n: n.node_type)]

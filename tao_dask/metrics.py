@@ -65,8 +65,26 @@ class TAOCollector:
             for addr, v in st["placed_on"].items():
                 placed.add_metric([addr], v)
             yield placed
+            yield from _per_unit(plugin)
         except Exception:
             logger.warning("TAO: collecting Prometheus metrics failed", exc_info=True)
+
+
+def _per_unit(plugin: Any) -> Iterator[Any]:
+    """Units of work per task group and the settled task energy per unit
+    (``tao_core.accounting.per_unit``)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from tao_core.accounting.per_unit import METRIC_LABELS, METRICS, metric_samples
+
+    samples = metric_samples(plugin.work_so_far(), pue=getattr(plugin.config, "pue", 1.0) or 1.0)
+    for name, (kind, doc) in METRICS.items():
+        fam = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+            name[:-len("_total")] if kind == "counter" else name, doc, labels=list(METRIC_LABELS))
+        for smp in samples:
+            if smp.name == name:
+                fam.add_metric([smp.labels[k] for k in METRIC_LABELS], smp.value)
+        yield fam
 
 
 def install(plugin: Any) -> None:

@@ -32,25 +32,24 @@ Units: seconds (wall clock, ``time.time()``).
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import time
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Optional
 
-from tao_core.control.types import Action, TaskRequest
+from tao_core.control.admission import AdmissionQueue
+from tao_core.control.types import Action, Decision, TaskRequest
 from tao_dask.membership import Membership
 from tao_dask.spans import SpanLog
-from tao_dask.state import Hold, Pin
+from tao_dask.state import Hold, Pin, key_str
 
 #: A worker address no worker ever has: tasks restricted to it wait in ``no-worker``.
 HOLD_ADDRESS = "tao-deferred://nowhere"
 
 #: runs Dask put back that are remembered, to leave their next run to Dask
 MAX_PUT_BACK = 100_000
-#: the most parked tasks the pump asks the controller about in one round
-MAX_ASKS_PER_PUMP = 256
+#: (worker, key) pairs whose settled energy TAO waits for at once
+MAX_SETTLING = 100_000
 
 PIN, DASK, HOLD = "pin", "dask", "hold"
 
@@ -126,9 +125,12 @@ def holds_a_dependency(ts: Any, ws: Any) -> bool:
 class Placement:
     """The placement hooks: decides ready tasks, pins, parks, pumps and watches.
 
-    ``events``: the :class:`~tao_dask.state.DecisionLog` the controller writes into (TAO
-    takes out the events of a decision it does not carry out). ``counts``: the plugin's
-    counters. ``fail(context, exc)``: the plugin's fail-open path."""
+    Ready tasks wait in one :class:`tao_core.control.admission.AdmissionQueue` (the
+    simulator's and tao_ray's): priority Dask's, offered again when capacity may have
+    changed (:meth:`reopen`) or at a DEFER's time; a DEFER for want of headroom closes it to
+    tasks as large. ``events``: the :class:`~tao_dask.state.DecisionLog` the controller
+    writes into (TAO takes out the events of a decision it does not carry out).
+    ``counts``: the plugin's counters. ``fail(context, exc)``: the plugin's fail-open path."""
 
     def __init__(self, scheduler: Any, membership: Membership, spans: SpanLog, events: Any,
                  counts: Counter, fail: Callable[[str, BaseException], None], *,
@@ -143,18 +145,33 @@ class Placement:
         self.active = True  #: False once placement is off (fail open): everything is Dask's
         self.pins: dict[Any, Pin] = {}
         self.holds: dict[Any, Hold] = {}
-        self._heap: list[tuple[Any, int, Any]] = []  # (Dask priority, seq, key) of parked tasks
-        self._seq = itertools.count()
-        self.closed = False  #: the last ask deferred; new arrivals queue without asking
+        self._queue: Optional[AdmissionQueue] = None
+        self._last: dict[str, Decision] = {}  # task id -> its latest decision while queued
+        self._before = 0  # decision events before the latest decision
+        self._recs: dict[Any, str] = {}  # parked tasks released in this offer
         self.left_reasons: Counter = Counter()
         self.placed_on: Counter = Counter()
         self.on_the_way: Counter = Counter()  # worker -> tasks pinned there, not yet sent
         self.put_back: "OrderedDict[Any, None]" = OrderedDict()
+        #: (worker, key) -> controller task ids that ended there, waiting for their settled energy
+        self.settling: "OrderedDict[tuple[str, str], list[str]]" = OrderedDict()
+        self.settled_j: Counter = Counter()  #: settled task energy per group so far, J
         self._pump_scheduled = False
 
     @property
     def ctl(self) -> Any:
         return self.m.ctl
+
+    @property
+    def queue(self) -> AdmissionQueue:
+        """The admission queue over the controller (made with it)."""
+        if self._queue is None:
+            self._queue = AdmissionQueue(self._decide, room=self.ctl.has_room)
+        return self._queue
+
+    def pending(self) -> list[TaskRequest]:
+        """The tasks waiting for a PLACE, in order (for ``plan_scaling``)."""
+        return [] if self._queue is None else list(self._queue.pending())
 
     # ------------------------------------------------------------------ readiness
     def on_waiting(self, key: Any) -> None:
@@ -187,24 +204,37 @@ class Placement:
             return "put back by Dask"
         if is_p2p(ts):
             return "p2p"
+        if not self.ctl.has_room(1.0):
+            return "no free thread"  # Dask's own queuing holds it
         return None
 
     def ready(self, ts: Any) -> None:
-        """Decide ``ts``, which Dask is about to send to a worker."""
+        """Queue ``ts``, which Dask is about to send to a worker, and offer it: a task
+        still waiting afterwards is parked."""
         key = ts.key
         if not self.active or self.ctl is None or key in self.pins or key in self.holds:
             return
-        reason = self.leave_reason(ts)
-        if reason is not None:
-            self.left_reasons[reason] += 1
-            return
+        tid = self.spans.task_id(key)
         try:
-            if self.holds and self.closed:  # keep Dask's priority order behind parked tasks
-                self._hold(ts, self.spans.task_id(key), "queued behind parked tasks", None)
-            else:
-                self._ask(ts, parked=False)
+            reason = self.leave_reason(ts)
+            if reason is not None:
+                self.left_reasons[reason] += 1
+                return
+            req = self.request(ts, tid)
+            self.queue.push(req, item=key, priority=ts.priority)
+            self.queue.offer(time.time(), self._carry_out, new_only=True)
+            if req.task_id not in self.queue:
+                return
+            d = self._last.get(req.task_id)
+            if not self.ctl.has_room(1.0):  # deferred for want of room: Dask's own queuing holds it
+                self._forget(tid)
+                if d is not None:
+                    self.events.drop_since(self._before)
+                self.left_reasons["no free thread"] += 1
+                return
+            self._hold(ts, tid, d.reason if d else "queued behind parked tasks", d.defer_until_s if d else None)
         except Exception as exc:
-            self._undo(ts)
+            self._undo(ts, tid)
             self.counts["fallbacks"] += 1
             self.fail(f"deciding task {key!r} ({ts.prefix.name})", exc)
 
@@ -222,40 +252,53 @@ class Placement:
                            deferrable=bool(ann.get("tao_deferrable", True)))
 
     # ------------------------------------------------------------------ one decision
-    def _ask(self, ts: Any, *, parked: bool) -> str:
-        """Ask the controller about ``ts`` and carry out the answer: PIN, DASK or HOLD."""
-        key = ts.key
-        hold = self.holds.get(key)
-        tid = hold.task_id if hold is not None else self.spans.task_id(key)
-        req = self.request(ts, tid)
-        before = self.events.total
+    def _decide(self, req: TaskRequest, *, now_s: float) -> Decision:
+        """The queue's policy: the controller's decision, remembered while the task waits."""
+        self._before = self.events.total
+        d = self._last[req.task_id] = self.ctl.decide(req, now_s=now_s)
+        return d
+
+    def _carry_out(self, req: TaskRequest, d: Decision, key: Any) -> bool:
+        """A PLACE or REJECT of queued ``key``: pin, admit or leave to Dask; fail a
+        rejected one. Always done: the task leaves the queue."""
+        self._last.pop(req.task_id, None)
+        ts = self.s.tasks.get(key)
+        parked = key in self.holds
+        if ts is None:
+            self.ctl.cancel(req.task_id, now_s=time.time())
+            return True
+        try:
+            if d.action == Action.REJECT:
+                h = self.holds.get(key) or self._hold(ts, req.task_id, d.reason, None)
+                h.reject = d.reason
+                self.schedule_pump()
+                return True
+            self._place(ts, d, req.task_id)
+        except Exception as exc:
+            self._undo(ts, req.task_id)
+            self.counts["fallbacks"] += 1
+            self.fail(f"carrying out the decision on task {key!r}", exc)
+        if parked:
+            self._recs[key] = "processing"
+            self.counts["released"] += 1
+        return True
+
+    def _place(self, ts: Any, d: Decision, task_id: str) -> str:
+        """Carry out a PLACE of ``ts``: PIN, DASK (admitted, or not carried out)."""
         now = time.time()
-        d = self.ctl.decide(req, now_s=now)
-        if d.action == Action.PLACE:
-            if self.s.is_rootish(ts):  # admitted; Dask's root-ish queue or co-assignment places it
-                self._admit(ts, d.node_id, tid, now)
-                return DASK
-            ws = self.s.workers.get(d.node_id)
-            free = ws is not None and has_free_thread(ws, self.s.WORKER_SATURATION, self.on_the_way[d.node_id])
-            if free and holds_a_dependency(ts, ws):
-                self._pin(ts, ws.address, tid, now)
-                return PIN
-            if ws is None:
-                self.m.leave(d.node_id)  # the controller had not seen it leave yet
-            self._void(tid, before, now)
-            return self._to_dask(ts, "data elsewhere" if free else "chosen worker not free")
-        if d.action == Action.DEFER and not self.m.room(req.cpus):
-            self._void(tid, before, now)  # no room anywhere: Dask's own queuing holds it
-            return self._to_dask(ts, "no free thread")
-        self.closed = d.action == Action.DEFER
-        if hold is None:
-            hold = self._hold(ts, tid, d.reason, d.defer_until_s)
-        else:
-            hold.reason, hold.until_s = d.reason, d.defer_until_s
-        if d.action == Action.REJECT:
-            hold.reject = d.reason
-            self.schedule_pump()
-        return HOLD
+        if self.s.is_rootish(ts):  # admitted; Dask's root-ish queue or co-assignment places it
+            self.holds.pop(ts.key, None)
+            self._admit(ts, d.node_id, task_id, now)
+            return DASK
+        ws = self.s.workers.get(d.node_id)
+        free = ws is not None and has_free_thread(ws, self.s.WORKER_SATURATION, self.on_the_way[d.node_id])
+        if free and holds_a_dependency(ts, ws):
+            self._pin(ts, ws.address, task_id, now)
+            return PIN
+        if ws is None:
+            self.m.leave(d.node_id)  # the controller had not seen it leave yet
+        self._void(task_id, self._before, now)
+        return self._to_dask(ts, "data elsewhere" if free else "chosen worker not free")
 
     def _void(self, task_id: str, before: int, now: float) -> None:
         """Undo a decision TAO does not carry out: its reservation and its events."""
@@ -276,6 +319,8 @@ class Placement:
     def _admit(self, ts: Any, node_id: str, task_id: str, now: float) -> None:
         """The controller admits ``ts`` and Dask picks its worker: the reservation stays
         (on the node the controller chose) until the task ends, so power budgets hold."""
+        if ts.worker_restrictions == {HOLD_ADDRESS}:  # it was parked
+            ts.worker_restrictions = None
         self.pins[ts.key] = Pin(node_id, None, task_id)
         self.ctl.task_started(task_id, now_s=now)
         self.counts["admitted"] += 1
@@ -285,7 +330,6 @@ class Placement:
         ts.worker_restrictions = {HOLD_ADDRESS}
         ts.loose_restrictions = False
         h = self.holds[ts.key] = Hold(task_id, time.time(), reason, until_s)
-        heapq.heappush(self._heap, (ts.priority, next(self._seq), ts.key))
         self.counts["deferred"] += 1
         return h
 
@@ -297,8 +341,11 @@ class Placement:
             ts.loose_restrictions = False
         return DASK
 
-    def _undo(self, ts: Any) -> None:
+    def _undo(self, ts: Any, task_id: Optional[str] = None) -> None:
         """After an error: whatever TAO set on ``ts`` is taken off; Dask places it."""
+        if task_id is not None and self._queue is not None:
+            self._queue.discard(task_id)
+            self._last.pop(task_id, None)
         pin = self.pins.pop(ts.key, None)
         if pin is not None and pin.restriction is not None:
             self._arrived(pin)
@@ -306,8 +353,8 @@ class Placement:
             ts.worker_restrictions = None
             ts.loose_restrictions = False
         try:
-            if pin is not None:
-                self.ctl.cancel(pin.task_id, now_s=time.time())
+            for tid in {t for t in (task_id, pin.task_id if pin else None) if t is not None}:
+                self.ctl.cancel(tid, now_s=time.time())
         except Exception:
             pass  # the controller is what failed; the task is Dask's either way
 
@@ -350,20 +397,61 @@ class Placement:
         now = time.time()
         if not pin.seceded and self.ctl is not None:
             if finish == "memory":
-                self.ctl.task_finished(pin.task_id, now_s=now, duration_s=duration_s)
+                self.ctl.task_finished(pin.task_id, now_s=now, duration_s=duration_s,
+                                       energy_pending=worker is not None)
+                if worker is not None:
+                    self._await_energy(worker, key_str(key), pin.task_id)
             else:
                 self.ctl.cancel(pin.task_id, now_s=now)
         self.reopen()
 
+    # ------------------------------------------------------------------ settled energy
+    def _await_energy(self, worker: str, key: str, task_id: str) -> None:
+        self.settling.setdefault((worker, key), []).append(task_id)
+        while len(self.settling) > MAX_SETTLING:
+            _, ids = self.settling.popitem(last=False)
+            for tid in ids:
+                self.ctl.task_energy(tid, None)
+
+    def settled(self, worker: str, energies: Any) -> None:
+        """Settled task energies from ``worker`` [(key, group, J, run s)]: each to the
+        controller's task of that key that ended there first (``Controller.task_energy``)."""
+        for key, group, energy_j, _run_s in energies:
+            self.settled_j[group] += energy_j
+            ids = self.settling.get((worker, key))
+            if not ids:
+                continue  # a task TAO did not place
+            tid = ids.pop(0)
+            if not ids:
+                del self.settling[(worker, key)]
+            if self.ctl is not None and self.ctl.task_energy(tid, energy_j):
+                self.counts["energy_settled"] += 1
+
+    def forget_settling(self, worker: str) -> None:
+        """``worker`` left: the energies it had not settled will not come."""
+        for wk in [wk for wk in self.settling if wk[0] == worker]:
+            for tid in self.settling.pop(wk):
+                if self.ctl is not None:
+                    self.ctl.task_energy(tid, None)
+
     def unparked(self, key: Any) -> None:
         """``key`` left no-worker other than to processing (released, forgotten, erred)."""
         h = self.holds.pop(key, None)
-        if h is not None and self.ctl is not None:
-            self.ctl.cancel(h.task_id, now_s=time.time())
+        if h is not None:
+            self._forget(h.task_id)
+
+    def _forget(self, task_id: str) -> None:
+        if self._queue is not None:
+            self._queue.discard(task_id)
+        self._last.pop(task_id, None)
+        if self.ctl is not None:
+            self.ctl.cancel(task_id, now_s=time.time())
 
     # ------------------------------------------------------------------ pump
     def reopen(self) -> None:
-        self.closed = False
+        """Capacity or headroom may have changed: the queue opens and is offered soon."""
+        if self._queue is not None:
+            self._queue.reopen()
         if self.holds:
             self.schedule_pump()
 
@@ -373,59 +461,52 @@ class Placement:
             self.s.loop.add_callback(self.pump)
 
     def pump(self) -> None:
-        """Release parked tasks the controller now places (runs on the event loop)."""
+        """Offer the queue: parked tasks the controller now places are released (runs on
+        the event loop); with placement off every parked task goes to Dask."""
         self._pump_scheduled = False
         if not self.holds:
-            self._heap.clear()
             return
-        recs: dict[Any, str] = {}
+        self._recs = {}
         try:
             self._err_rejected()
-            asks = 0
-            while self._heap and asks < MAX_ASKS_PER_PUMP:
-                key = self._heap[0][2]
-                ts = self._parked(key)
-                if ts is None:
-                    continue
-                if self.active and self.ctl is not None:
-                    if self.closed:
-                        break
-                    asks += 1
-                    if self._ask_parked(ts) == HOLD:
-                        if self.holds[key].reject is None:
-                            break  # still deferred: so is everything behind it
-                        continue
-                else:
-                    self._to_dask(ts, "placement off")
-                heapq.heappop(self._heap)
-                recs[key] = "processing"
-                self.counts["released"] += 1
+            if self.active and self.ctl is not None:
+                self._drop_stale()
+                self.queue.offer(time.time(), self._carry_out)
+                if not self.ctl.has_room(1.0):  # full: parked tasks wait in Dask's own queue
+                    for key in [k for k, h in self.holds.items() if h.reject is None]:
+                        self._release_to_dask(key, "no free thread")
+                for h in self.holds.values():  # the latest reason of each task still parked
+                    d = self._last.get(h.task_id)
+                    if d is not None:
+                        h.reason, h.until_s = d.reason, d.defer_until_s
+            else:
+                for key in [k for k, h in self.holds.items() if h.reject is None]:
+                    self._release_to_dask(key, "placement off")
         finally:
+            recs, self._recs = self._recs, {}
             if recs:
                 self.s.transitions(recs, stimulus_id=f"tao-release-{time.time()}")
         if any(h.reject for h in self.holds.values()):
             self.schedule_pump()
 
-    def _parked(self, key: Any) -> Any:
-        """The task at the head of the parking queue, or None (its entry dropped) when it
-        is no longer parked or waits to be failed."""
+    def _drop_stale(self) -> None:
+        """Parked tasks that are no longer in Dask's no-worker state leave the queue."""
+        tasks = self.s.tasks
+        for key in [k for k, h in self.holds.items() if h.reject is None
+                    and (tasks.get(k) is None or tasks[k].state != "no-worker")]:
+            self._forget(self.holds.pop(key).task_id)
+
+    def _release_to_dask(self, key: Any, reason: str) -> None:
         h = self.holds.get(key)
         ts = self.s.tasks.get(key)
-        if h is None or h.reject is not None or ts is None or ts.state != "no-worker":
-            heapq.heappop(self._heap)
-            if h is not None and h.reject is None:
-                del self.holds[key]
-            return None
-        return ts
-
-    def _ask_parked(self, ts: Any) -> str:
-        try:
-            return self._ask(ts, parked=True)
-        except Exception as exc:
-            self._undo(ts)
-            self.counts["fallbacks"] += 1
-            self.fail(f"deciding parked task {ts.key!r}", exc)
-            return DASK
+        if ts is not None and ts.state == "no-worker":
+            self._to_dask(ts, reason)
+            self._recs[key] = "processing"
+            self.counts["released"] += 1
+        else:
+            self.holds.pop(key, None)
+        if h is not None:
+            self._forget(h.task_id)
 
     def _err_rejected(self) -> None:
         """Fail the tasks the controller rejected, as a task error the client sees."""
@@ -462,7 +543,6 @@ class Placement:
         if self.pins:
             self._release_seceded()
         if self.holds:
-            self.closed = False
             self.pump()
 
     def _release_seceded(self) -> None:
@@ -486,22 +566,13 @@ class Placement:
 
     def hand_back(self, keys: list, reason: str) -> int:
         """Parked ``keys`` go to Dask's placement now (``reason`` is counted); how many."""
-        now = time.time()
-        recs = {}
+        self._recs = {}
         for key in keys:
-            h = self.holds.get(key)
-            ts = self.s.tasks.get(key)
-            if h is None:
-                continue
-            if ts is not None and ts.state == "no-worker":
-                self._to_dask(ts, reason)
-                recs[key] = "processing"
-            else:
-                del self.holds[key]
-            if self.ctl is not None:
-                self.ctl.cancel(h.task_id, now_s=now)
+            if key in self.holds:
+                self._release_to_dask(key, reason)
+        recs, self._recs = self._recs, {}
         if recs:
-            self.s.transitions(recs, stimulus_id=f"tao-{reason}-{now}")
+            self.s.transitions(recs, stimulus_id=f"tao-{reason}-{time.time()}")
         return len(recs)
 
     def stop(self) -> None:

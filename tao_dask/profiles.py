@@ -1,66 +1,31 @@
-"""Which power curve each Dask worker carries.
+"""Which node type each Dask worker is.
 
 A Dask worker is modeled as one node: a server of ``nthreads`` CPUs whose wall power
-follows a :class:`~tao_core.power.curve.PowerCurve`. A worker's node type is chosen, in
-this order, by
+follows its node type's :class:`~tao_core.power.curve.PowerCurve`. A worker's type is, in
+this order:
 
 1. the ``workers`` mapping given to :func:`tao_dask.register` (worker name -> type name),
 2. the ``TAO_NODE_TYPE`` environment variable of the worker process, or the Dask config
    key ``tao.node-type`` (useful with ``dask worker --preload tao_dask``),
-3. ``default_type``.
+3. ``default_type``,
+4. else (``discover``, the default) the worker describes its own hardware
+   (``tao_core.hardware.describe_this_node``): workers of the same hardware and size share
+   the type named after it.
 
-A type name is either one of the declared :class:`~tao_core.control.types.NodeType`
-objects, a server model of ``tao_core/data/specpower_servers.csv`` (for example
-``IbmX3250XeonX3470``), or ``tdp:<watts>`` (a curve of the default shape peaking at that
-many watts). Units: watts.
+A type name is a declared :class:`~tao_core.control.types.NodeType`, a server of
+``tao_core.power.catalog`` (for example ``IbmX3250XeonX3470``) or ``tdp:<watts>``.
 """
 from __future__ import annotations
 
-import csv
-import functools
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Mapping, Optional, Sequence, Union
 
 from tao_core.control.types import NodeType
-from tao_core.errors import InputError
-from tao_core.power.curve import PowerCurve
+from tao_core.power.catalog import node_type_for
 
 ENV_VAR = "TAO_NODE_TYPE"
 CONFIG_KEY = "tao.node-type"
-
-
-@functools.lru_cache(maxsize=1)
-def specpower_curves() -> dict[str, PowerCurve]:
-    """Server model name -> wall-power curve, from ``tao_core/data/specpower_servers.csv``."""
-    text = resources.files("tao_core").joinpath("data/specpower_servers.csv").read_text()
-    out: dict[str, PowerCurve] = {}
-    for row in csv.DictReader(text.splitlines()):
-        out[row["model"]] = PowerCurve(tuple(float(row[f"w_{p}"]) for p in range(0, 101, 10)))
-    return out
-
-
-def node_type_for(spec: Union[str, NodeType], cpus: float) -> NodeType:
-    """Resolve ``spec`` (a NodeType, a SPECpower model name, or ``tdp:<watts>``) into a
-    NodeType of ``cpus`` CPUs. A NodeType is returned unchanged."""
-    if isinstance(spec, NodeType):
-        return spec
-    if not isinstance(spec, str) or not spec:
-        raise InputError(f"node type: expected a NodeType or a name, got {spec!r}")
-    if spec.startswith("tdp:"):
-        try:
-            watts = float(spec[4:])
-        except ValueError:
-            raise InputError(f"node type {spec!r}: write tdp:<peak watts>, for example tdp:200") from None
-        return NodeType(name=spec, cpus=cpus, power_curve=PowerCurve.from_tdp(watts))
-    curves = specpower_curves()
-    if spec not in curves:
-        raise InputError(
-            f"node type {spec!r}: unknown; declare it as a NodeType, use tdp:<watts>, or one of "
-            + ", ".join(sorted(curves))
-        )
-    return NodeType(name=spec, cpus=cpus, power_curve=curves[spec])
 
 
 def env_node_type() -> Optional[str]:
@@ -83,6 +48,7 @@ class NodeAssignment:
     node_types: dict[str, NodeType] = field(default_factory=dict)
     workers: dict[str, str] = field(default_factory=dict)
     default_type: Optional[str] = None
+    discover: bool = True  #: a worker with no declared type describes its hardware
 
     @classmethod
     def build(
@@ -90,6 +56,7 @@ class NodeAssignment:
         node_types: Optional[Sequence[NodeType]] = None,
         workers: Optional[Mapping[object, Union[str, NodeType]]] = None,
         default_type: Optional[Union[str, NodeType]] = None,
+        discover: bool = True,
     ) -> "NodeAssignment":
         types = {t.name: t for t in (node_types or ())}
         wmap: dict[str, str] = {}
@@ -104,10 +71,15 @@ class NodeAssignment:
         for spec in list(wmap.values()) + ([default_type] if default_type else []):
             if spec not in types:
                 node_type_for(spec, 1.0)  # raises InputError naming the bad type now
-        return cls(types, wmap, default_type)
+        return cls(types, wmap, default_type, bool(discover))
+
+    @property
+    def declares_any(self) -> bool:
+        """Whether some worker can get a declared type (else only discovery types them)."""
+        return bool(self.workers or self.default_type)
 
     def type_name(self, worker_name: object, reported: Optional[str] = None) -> Optional[str]:
-        """The type name of worker ``worker_name`` (``reported``: what the worker says)."""
+        """The declared type name of worker ``worker_name`` (``reported``: what the worker says)."""
         return self.workers.get(str(worker_name)) or reported or self.default_type
 
     def resolve(self, type_name: str, nthreads: float) -> NodeType:

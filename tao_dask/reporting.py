@@ -1,10 +1,13 @@
-"""Per-task energy of a Dask run and the JSON report.
+"""Per-task energy of a Dask run and its energy report, through the core's live report.
 
-The scheduler plugin keeps, for every worker, its cumulative modeled-energy timeline and,
-for every finished task, the compute interval Dask reported (``startstops`` of the
-``processing -> memory`` transition). :func:`tao_core.attribution.attribute` splits each
-worker's energy among the tasks that ran on it and idle, conserving it. Units: joules,
-seconds (wall clock), watts.
+The scheduler plugin keeps each worker's energy timeline (the readings its sampler sent)
+and, for every task run, the compute interval Dask reported (``startstops`` of the
+``processing -> memory`` or ``-> erred`` transition) with its job and the units of work it
+counted. :func:`report_inputs` turns that export into
+:class:`tao_core.live.report.ReportInputs`; :func:`tao_core.live.report.build` attributes
+each worker's energy to its tasks and idle, conserving it, and writes the ledger records
+(``tao_core.accounting.records``, the one record shape of the simulator and tao_ray) and
+the report. Units: joules, seconds (wall clock), watts.
 """
 from __future__ import annotations
 
@@ -12,35 +15,17 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from tao_core.attribution import Attribution, TaskSpan, attribute
-from tao_core.telemetry.base import DomainReading, Reading, SourceKind
+from tao_core.attribution import Attribution
+from tao_core.live import report as live_report
+from tao_core.live.timeline import continued
+from tao_core.live.values import TimelineRow
+from tao_core.power.node_json import node_type_from_dict
+from tao_core.task_rows import TaskRow
 from tao_dask.state import Span
 
-
-def attribution_of(data: dict[str, Any], *, since_s: Optional[float] = None,
-                   until_s: Optional[float] = None) -> Attribution:
-    """Attribute the exported plugin state ``data`` (see ``TAOSchedulerPlugin.export``).
-
-    ``since_s``/``until_s`` (wall clock) cut the timelines to a window; energy outside it
-    is not counted."""
-    nodes = {n["address"]: n for n in data["nodes"]}
-    timelines: dict[str, list[Reading]] = {}
-    for addr, tl in data["timelines"].items():
-        t, e = list(tl["t_s"]), list(tl["energy_j"])
-        t, e = _window(t, e, since_s, until_s)
-        if len(t) < 2:
-            continue
-        unc = float(tl.get("uncertainty", 0.1))
-        timelines[addr] = [
-            Reading(t_s=ti, domains={"node": DomainReading("node", ei, SourceKind(tl["source"]), tl["method"],
-                                                         uncertainty=unc)})
-            for ti, ei in zip(t, e)
-        ]
-    spans = [TaskSpan(task_id=s.task_id, node_id=s.worker, start_s=s.start_s, end_s=s.end_s, group=s.group)
-             for s in spans_of(data)]
-    idle_w = {a: n["idle_w"] for a, n in nodes.items() if n.get("idle_w") is not None and a in timelines}
-    node_cpus = {a: float(n["nthreads"]) for a, n in nodes.items() if a in timelines}
-    return attribute(timelines, spans, idle_w=idle_w, node_cpus=node_cpus)
+#: how the report's task rows were known
+KNOWN_BY = "dask-startstops"
+DEFAULT_REPORT = "tao-dask-report.json"
 
 
 def spans_of(data: dict[str, Any]) -> list[Span]:
@@ -48,41 +33,57 @@ def spans_of(data: dict[str, Any]) -> list[Span]:
     return [Span(*row) for row in data["spans"]]
 
 
-def _window(t: list[float], e: list[float], lo: Optional[float], hi: Optional[float]):
-    """Cut a cumulative series to [lo, hi], interpolating the cut points."""
-    import numpy as np
+#: method of the stretch from a worker's last reading until Dask removed it
+LAST_POWER_METHOD = "worker's last sampled power carried until Dask removed it, modeled"
 
-    if not t:
-        return t, e
-    ta, ea = np.asarray(t, float), np.asarray(e, float)
-    a = ta[0] if lo is None else max(lo, ta[0])
-    b = ta[-1] if hi is None else min(hi, ta[-1])
-    if b <= a:
-        return [], []
-    inner = (ta > a) & (ta < b)
-    tt = np.concatenate([[a], ta[inner], [b]])
-    return tt.tolist(), np.interp(tt, ta, ea).tolist()
+
+def _rows(tl: dict[str, Any], left_s: Optional[float]) -> list[TimelineRow]:
+    """The worker's readings as rows; one that left is carried at its last power until then."""
+    src, method, unc = tl["source"], tl["method"], tl.get("uncertainty")
+    rows = [TimelineRow(t, e, p, None, src, method, unc, (("other", src, e),))
+            for t, e, p in zip(tl["t_s"], tl["energy_j"], tl["power_w"])]
+    if rows and left_s is not None and left_s > rows[-1].t_s:
+        rows.append(continued(rows[-1], left_s, rows[-1].power_w or 0.0, LAST_POWER_METHOD))
+    return rows
+
+
+def report_inputs(data: dict[str, Any], *, window: Optional[tuple[float, float]] = None) -> live_report.ReportInputs:
+    """The exported plugin state ``data`` (``TAOSchedulerPlugin.export``) as the core
+    report's inputs over ``window`` (wall clock; default: from registration to the export).
+    Workers without a node type are not metered; a worker that left is carried at its last
+    sampled power until Dask removed it and is off (its type's ``off_w``) from then on."""
+    types, nodes = {}, []
+    for n in data["nodes"]:
+        tl = data["timelines"].get(n["address"])
+        if n.get("node_type_json") is None or tl is None:
+            continue
+        nt = node_type_from_dict(n["node_type_json"], f"worker {n['name']}")
+        types[nt.name] = nt
+        nodes.append(live_report.NodeHistory(n["address"], nt.name, float(n["nthreads"]), _rows(tl, n["left_s"]),
+                                             removed_at=n["left_s"]))
+    tasks = [TaskRow(task_id=s.task_id, node_id=s.worker, start_s=s.start_s, end_s=s.end_s, name=s.group, job=s.job,
+                     cpus=1.0, known_by=KNOWN_BY, resolution_s=1e-6) for s in spans_of(data)]
+    units = {s.task_id: s.units for s in spans_of(data) if s.units}
+    t0, t1 = window or (data["started_s"], data["exported_s"])
+    return live_report.ReportInputs("dask", types, nodes, tasks, data["config"], t0, t1, data["decisions"],
+                                    units=units)
+
+
+def attribution_of(data: dict[str, Any]) -> Attribution:
+    """Every worker's energy split into its tasks and idle (conserved), from an export."""
+    inp = report_inputs(data)
+    return live_report.attribution(inp, live_report.window_readings(inp))
 
 
 def energy_between(data: dict[str, Any], t0: float, t1: float) -> tuple[float, dict[str, float]]:
     """Modeled joules of every worker between wall times ``t0`` and ``t1`` (total, per
-    worker address). A worker counts while it is up: one that left is counted until Dask
-    removed it (its last sampled power carried to that moment) and as 0 W afterwards."""
-    import numpy as np
-
-    left = {n["address"]: n["left_s"] for n in data["nodes"]}
-    per: dict[str, float] = {}
-    for addr, tl in data["timelines"].items():
-        t = np.asarray(tl["t_s"], float)
-        e = np.asarray(tl["energy_j"], float)
-        if len(t) < 2:
-            continue
-        end = left.get(addr)
-        if end is not None and end > t[-1]:
-            e = np.append(e, e[-1] + tl["power_w"][-1] * (end - t[-1]))
-            t = np.append(t, end)
-        a, b = max(t0, t[0]), min(t1, t[-1])
-        per[addr] = float(np.interp(b, t, e) - np.interp(a, t, e)) if b > a else 0.0
+    worker address): each worker's timeline cut to the window; a worker that left is
+    counted at its last sampled power until Dask removed it, as off (its node type's
+    ``off_w``) from then on."""
+    inp = report_inputs(data, window=(t0, t1))
+    tl = live_report.window_readings(inp)
+    per = {n: sum(d.energy_j for d in tl[n][-1].domains.values()) - sum(d.energy_j for d in tl[n][0].domains.values())
+           for n in tl}
     return sum(per.values()), per
 
 
@@ -94,84 +95,26 @@ def fetch(client: Any, name: str = "tao") -> dict[str, Any]:
     return client.run_on_scheduler(_export)
 
 
-def ledger_records(data: dict[str, Any], att: Attribution, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """The run as ledger records (kinds config, decision, energy, summary; fields as in
-    docs/architecture.md "Ledger records")."""
-    nodes = {n["address"]: n for n in data["nodes"]}
-    cfg = data.get("config") or {}
-    recs: list[tuple[str, dict[str, Any]]] = [("config", {
-        "run_id": run_id, "engine": "dask", "policy": "tao" if data["placing"] else "dask-default",
-        "controller": cfg,
-        "cluster": {"pue": cfg.get("pue", 1.0), "power_budget_w": cfg.get("power_budget_w"),
-                    "nodes": [{"node_id": a, "node_type": n["node_type"], "cpus": n["nthreads"],
-                               "gpus": n.get("gpus", 0)}
-                              for a, n in nodes.items()]},
-        "telemetry": [{"domain": nodes.get(a, {}).get("name", a), "source": tl["source"], "method": tl["method"]}
-                      for a, tl in data["timelines"].items()],
-    })]
-    recs += [("decision", d) for d in data["decisions"]]
-    for r in att.nodes.itertuples(index=False):
-        recs.append(("energy", {
-            "scope": "node", "id": r.node_id, "node_id": r.node_id, "group": None, "job": None,
-            "energy_j": r.total_j, "components": {"other": r.total_j}, "source": r.source, "method": r.method,
-            "uncertainty": r.uncertainty, "start_s": r.start_s, "end_s": r.end_s,
-            "detail": {"tasks_j": r.tasks_j, "dynamic_j": r.dynamic_j, "idle_j": r.idle_j},
-        }))
-    for r in att.tasks.itertuples(index=False):
-        if r.energy_j != r.energy_j:  # NaN: the worker had no timeline
-            continue
-        recs.append(("energy", {
-            "scope": "task", "id": r.task_id, "node_id": r.node_id, "group": r.group, "job": r.job,
-            "energy_j": r.energy_j, "components": {"other": r.energy_j}, "source": r.source,
-            "method": r.method, "uncertainty": r.uncertainty, "start_s": r.start_s, "end_s": r.end_s,
-        }))
-    t = att.tasks
-    makespan = float(t["end_s"].max() - t["start_s"].min()) if len(t) else 0.0
-    total = att.total_j
-    dyn = float(att.nodes["dynamic_j"].sum()) if len(att.nodes) else 0.0
-    pue = float(cfg.get("pue", 1.0) or 1.0)
-    peak = max((max(tl["power_w"]) for tl in data["timelines"].values() if tl["power_w"]), default=0.0)
-    recs.append(("summary", {
-        "it_energy_j": total, "facility_energy_j": total * pue, "pue": pue, "dynamic_energy_j": dyn,
-        "idle_energy_j": att.idle_j, "boot_energy_j": 0.0,
-        "overhead_share": 1.0 - dyn / (total * pue) if total > 0 else None,
-        "peak_power_w": peak, "power_budget_w": cfg.get("power_budget_w"), "budget_violation_s": None,
-        "makespan_s": makespan, "tasks_completed": int(len(t)),
-    }))
-    return recs
-
-
-DEFAULT_REPORT = "tao-dask-report.json"
-
-
-def report(client: Any, path: Optional[str] = DEFAULT_REPORT, *, fmt: str = "json",
-           ledger: Optional[str] = None, name: str = "tao") -> pd.DataFrame:
+def report(client: Any, path: Optional[str] = DEFAULT_REPORT, *, ledger: Optional[str] = None,
+           name: str = "tao", job: Optional[str] = None) -> pd.DataFrame:
     """Per-task energy of everything the cluster ran since TAO was registered.
 
     Returns one row per task run (``task_id`` ``"<key>#<run>"``, ``key``, ``run``,
-    ``group``, ``node_id``, ``start_s``, ``end_s``, ``energy_j``, ``dynamic_j``,
-    ``static_j``, ``source``, ``method``, ``uncertainty``), energy conserved per worker
-    (tasks + idle == the worker's modeled energy). A key Dask computed twice (the same
-    collection computed again, a retry) is two runs, two rows.
+    ``group``, ``job``, ``node_id``, ``start_s``, ``end_s``, ``energy_j``, ``dynamic_j``,
+    ``static_j``, the components, ``source``, ``method``, ``uncertainty``), energy
+    conserved per worker (tasks + idle == the worker's energy). A key Dask computed twice
+    is two runs, two rows.
 
     Writes the run to a signed, hash-chained ledger (``ledger``, default
-    ``<path>.ledger.jsonl``; its signing key ``.key`` and public key ``.pub`` beside it,
-    as ``tao_core.governance.Ledger`` does) and the energy report built from it (``fmt``
-    json, md or html) to ``path`` (default ``tao-dask-report.json`` in the current
-    folder); ``path=None`` writes nothing."""
+    ``<path>.ledger.jsonl``) and the JSON energy report built from it to ``path`` (default
+    ``tao-dask-report.json``; ``path=None`` writes neither). ``job``: the report of one
+    ``tao_job``. ``df.attrs``: ``summary``, ``report`` and ``nodes``, as ``tao_ray.report``."""
     data = fetch(client, name)
-    att = attribution_of(data)
-    att.check_conservation()
-    if path:
-        from tao_core.governance import Ledger, build_report, write_report
-
-        ledger = ledger or f"{path}.ledger.jsonl"
-        run_id = f"dask-{int(data['started_s'])}-{int(data['exported_s'])}"
-        with Ledger(ledger) as led:
-            for kind, payload in ledger_records(data, att, run_id):
-                led.append(kind, payload)
-        write_report(build_report(ledger, run_id=run_id), path, fmt)
-    return with_keys(att.tasks, data)
+    inp = report_inputs(data)
+    led = (ledger or f"{path}.ledger.jsonl") if path else None
+    df, _rep = live_report.build(inp, path=path or None, ledger=led, job=job,
+                                 policy="tao" if data["placing"] else "dask-default")
+    return with_keys(df, data)
 
 
 def with_keys(tasks: pd.DataFrame, data: dict[str, Any]) -> pd.DataFrame:
@@ -181,4 +124,5 @@ def with_keys(tasks: pd.DataFrame, data: dict[str, Any]) -> pd.DataFrame:
     pos = out.columns.get_loc("task_id") + 1
     out.insert(pos, "key", [runs.get(t, (t, 1))[0] for t in out["task_id"]])
     out.insert(pos + 1, "run", [runs.get(t, (t, 1))[1] for t in out["task_id"]])
+    out.attrs = dict(tasks.attrs)
     return out

@@ -22,22 +22,23 @@ Units: seconds (wall clock, ``time.time()``), joules, watts.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Mapping, Optional
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
+from tao_core.power.node_json import node_type_to_dict
+from tao_core.units import add_units
 from tao_dask.membership import Membership
 from tao_dask.placement import HOLD_ADDRESS, EnergyBudgetExceeded, Placement
 from tao_dask.profiles import NodeAssignment
 from tao_dask.scaling import ScalingAdvisor
 from tao_dask.spans import MAX_SPANS, SpanLog
 from tao_dask.state import DecisionLog
-from tao_dask.telemetry import OP, TOPIC, TelemetryInbox
+from tao_dask.telemetry import OP, TOPIC, UNITS_OP, TelemetryInbox, parse_units
 from tao_dask.watchdog import Watchdog
 
 logger = logging.getLogger("tao_dask")
@@ -49,14 +50,20 @@ GONE = "from a worker that is not connected"
 
 #: decision events kept in memory for the report and the ledger
 MAX_EVENTS = 200_000
+#: counts of tasks that ended on a worker and whose Dask end has not come yet
+MAX_PENDING_UNITS = 100_000
+#: why TAO only observes when no worker has a node type
+OBSERVE_ONLY = ("no worker has a TAO node type: TAO only observes (it places nothing and meters no worker, so no "
+                "task gets energy). Declare types (register(workers=..., default_type=...), TAO_NODE_TYPE) or let "
+                "workers describe their hardware (discover=True, the default)")
 
 #: the plugin's counters (``stats()["counts"]``): tasks TAO pinned to a worker, admitted
 #: for Dask to place, parked, released from parking, left to Dask (each dispatch Dask
 #: placed), handed back by the watchdog, moved by work stealing, seceded, rejected; TAO
 #: errors and the decisions they cost; telemetry dropped (malformed or implausible) and
-#: refused (not from a worker's own stream)
+#: refused (not from a worker's own stream); settled task energies fed to the controller
 COUNTS = ("placed", "admitted", "deferred", "released", "left_to_dask", "watchdog", "stolen", "seceded",
-          "rejected", "errors", "fallbacks", "telemetry_dropped", "telemetry_refused")
+          "rejected", "errors", "fallbacks", "telemetry_dropped", "telemetry_refused", "energy_settled")
 
 
 class TAOSchedulerPlugin(SchedulerPlugin):
@@ -123,6 +130,9 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         self.members = Membership(self.assignment, self._fail)
         self.inbox = TelemetryInbox()
         self.spans = SpanLog(self.max_spans)
+        self.pending_units: "OrderedDict[tuple[str, str], dict]" = OrderedDict()
+        self.units_by_group: dict[str, dict[str, float]] = {}
+        self.units_dropped = 0
         self.placement = Placement(scheduler, self.members, self.spans, self.events, self.counts, self._fail,
                                    min_task_s=self.min_task_s)
         self.placement.active = self._placing
@@ -130,6 +140,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         self.scaling = ScalingAdvisor(scheduler, self.members, self._pending, self.placement.reopen, self._fail)
         # first, so a worker's telemetry always has somewhere to go
         scheduler.stream_handlers[OP] = self._telemetry
+        scheduler.stream_handlers[UNITS_OP] = self._units
         scheduler.handlers["tao_telemetry_ready"] = self._telemetry_ready
         scheduler.handlers["tao_scaling"] = self.scaling.advice
         scheduler.handlers["tao_keep"] = self.scaling.keep
@@ -191,13 +202,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         return self.members.ctl
 
     def _pending(self) -> list:
-        tasks = self.scheduler.tasks
-        out = []
-        for key, h in list(self.placement.holds.items()):
-            ts = tasks.get(key)
-            if ts is not None:
-                out.append(self.placement.request(ts, h.task_id))
-        return out
+        return self.placement.pending()
 
     # ------------------------------------------------------------------ workers
     def add_worker(self, scheduler: Any, worker: str) -> None:
@@ -213,6 +218,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         try:
             self.members.leave(worker)
             self.inbox.forget_power(worker)
+            self.placement.forget_settling(worker)
             self.placement.reopen()
         except Exception as exc:
             self._fail(f"remove_worker {worker}", exc)
@@ -259,12 +265,27 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         """Give a checked sample to the controller."""
         n = self.members.nodes.get(worker)
         if n is None or n.node_type is None or n.pid is None:
-            n = self.members.join(self.scheduler.workers[worker], s.node_type, s.pid)
+            n = self.members.join(self.scheduler.workers[worker], s.node_type, s.pid, s.described)
+        if s.energies:
+            self.placement.settled(worker, s.energies)
         ctl = self.members.ctl
         if s.energy_j is not None and ctl is not None and n is not None and n.managed:
             ctl.observe_node(worker, now_s=s.t_s, power_w=s.power_w, utilization=s.utilization)
             ctl.observe_cluster_power(now_s=s.t_s, power_w=sum(self.inbox.last_power.values()))
             self.placement.reopen()
+
+    def _units(self, worker: str, msg: Any) -> None:
+        """Stream handler: what a task counted (``tao.count``), sent by its worker just
+        before Dask reports it finished; kept until its span is recorded. Never raises."""
+        got = parse_units(msg)
+        if isinstance(got, str):
+            self.inbox.dropped[got] += 1
+            self.counts["telemetry_dropped"] += 1
+            return
+        self.pending_units[(worker, got[0])] = got[1]
+        if len(self.pending_units) > MAX_PENDING_UNITS:
+            self.pending_units.popitem(last=False)
+            self.units_dropped += 1
 
     def log_event(self, topic: str, msg: Any) -> None:
         if topic == TOPIC:  # a client's event, not a worker's stream: refused
@@ -308,7 +329,12 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         if finish in ("memory", "erred"):
             ts = self.scheduler.tasks.get(key)
             group = ts.prefix.name if ts is not None else str(key)
-            span = self.spans.record(key, group, worker, kw.get("startstops"), finish)
+            job = (ts.annotations or {}).get("tao_job") if ts is not None else None
+            units = self.pending_units.pop((worker, key if isinstance(key, str) else str(key)), None)
+            span = self.spans.record(key, group, worker, kw.get("startstops"), finish,
+                                     None if job is None else str(job), units)
+            if units:
+                self.units_by_group[group] = add_units(self.units_by_group.get(group, {}), units)
         p = self.placement
         if key in p.pins:
             p.finished(key, finish, worker, None if span is None else span.end_s - span.start_s)
@@ -324,24 +350,19 @@ class TAOSchedulerPlugin(SchedulerPlugin):
 
     # ------------------------------------------------------------------ export
     def _config_dict(self) -> dict[str, Any]:
-        cfg = self.config
-        if cfg is None:
-            try:
-                from tao_core.control import ControllerConfig
+        from tao_core.control import ControllerConfig
 
-                cfg = ControllerConfig()  # what the controller runs with
-            except Exception:
-                return {}
-        if dataclasses.is_dataclass(cfg):
-            return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(cfg).items()}
-        return {"repr": repr(cfg)}
+        return (self.config if self.config is not None else ControllerConfig()).to_dict()
 
     def stats(self) -> dict[str, Any]:
         """Counters: placement outcomes, reasons tasks were left to Dask, telemetry
         refused by reason, runs kept and dropped."""
         p = self.placement
+        typed = any(n.node_type is not None and n.left_s is None for n in self.members.nodes.values())
         return {
             "placing": self._placing,
+            "mode": "placing" if self._placing and typed else "observe-only",
+            "why": "" if typed else OBSERVE_ONLY,
             "counts": {**dict.fromkeys(COUNTS, 0), **self.counts},
             "left_reasons": dict(p.left_reasons),
             "telemetry_dropped": dict(self.inbox.dropped),
@@ -353,6 +374,17 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             "events_dropped": self.events.dropped,
         }
 
+    def work_so_far(self) -> list[Any]:
+        """A work record per task group: its tasks' settled energy (J) and the units of work
+        they counted, for the live per-unit metrics."""
+        from tao_core.accounting.records import WorkRecord
+
+        groups = set(self.placement.settled_j) | set(self.units_by_group)
+        src = "+".join(sorted({tl.source for tl in self.inbox.timelines.values()})) or "modeled"
+        return [WorkRecord("group", g, float(self.placement.settled_j.get(g, 0.0)), src,
+                           "settled attribution of the workers' timelines", group=g,
+                           units=self.units_by_group.get(g, {})) for g in sorted(groups)]
+
     def export(self, start_index: int = 0) -> dict[str, Any]:
         """Everything the report needs, as plain data; ``spans`` from ``start_index`` on
         (``span_index``: where the next call may start)."""
@@ -362,7 +394,8 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             nodes.append({
                 "address": n.address, "name": n.name, "nthreads": n.nthreads, "gpus": n.gpus,
                 "node_type": n.type_name, "joined_s": n.joined_s, "left_s": n.left_s,
-                "managed": n.managed, "pid": n.pid,
+                "managed": n.managed, "pid": n.pid, "described": n.described,
+                "node_type_json": None if nt is None else node_type_to_dict(nt),
                 "idle_w": None if nt is None else nt.idle_w,
                 "peak_w": None if nt is None else nt.peak_w,
                 "power_curve_w": None if nt is None else list(nt.power_curve.points_w),

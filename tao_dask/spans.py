@@ -41,8 +41,10 @@ class SpanLog:
         k = key_str(key)
         return f"{k}#{self.run_of(k)}"
 
-    def record(self, key: Any, group: str, worker: str, startstops: Iterable[dict], status: str) -> Optional[Span]:
-        """Record the compute interval of a run that ended (``status`` memory or erred)."""
+    def record(self, key: Any, group: str, worker: str, startstops: Iterable[dict], status: str,
+               job: Optional[str] = None, units: Optional[dict] = None) -> Optional[Span]:
+        """Record the compute interval of a run that ended (``status`` memory or erred), with
+        its job and the units of work it counted."""
         t0 = t1 = None
         for ss in startstops or ():
             if ss.get("action") == "compute":
@@ -55,7 +57,7 @@ class SpanLog:
         last[k] = run
         if len(last) > self.maxlen:  # its spans have all left the buffer
             del last[next(iter(last))]
-        span = Span(f"{k}#{run}", k, run, group, worker, float(t0), float(t1), status)
+        span = Span(f"{k}#{run}", k, run, group, worker, float(t0), float(t1), status, job, units or None)
         self.buffer.append(span)
         self.index += 1
         return span

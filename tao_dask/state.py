@@ -27,6 +27,7 @@ class WorkerNode:
     left_s: Optional[float] = None
     managed: bool = False  #: known to the controller (TAO may place tasks on it)
     pid: Optional[int] = None
+    described: bool = False  #: its type is the one it described itself as (not declared)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class Span(NamedTuple):
     start_s: float
     end_s: float
     status: str  #: "memory" or "erred"
+    job: Optional[str] = None  #: its ``tao_job`` annotation
+    units: Optional[dict] = None  #: what it counted with ``tao.count`` (unit -> amount)
 
 
 @dataclass(slots=True)

@@ -29,8 +29,11 @@ from tao_dask.state import Timeline
 OP = "tao-telemetry"
 #: the event topic of earlier versions; events on it are counted as refused
 TOPIC = "tao-telemetry"
+#: the scheduler stream operation that carries what a task counted (``tao.count``)
+UNITS_OP = "tao-units"
 #: the message format this module reads
 VERSION = 2
+MAX_ENERGIES = 100_000  #: settled task energies in one message
 
 MAX_PAST_S = 300.0  #: a sample may be this much older than the scheduler's clock, s
 MAX_AHEAD_S = 30.0  #: or this much ahead of it (clock skew), s
@@ -38,6 +41,7 @@ MIN_CEILING_W = 100.0  #: the power ceiling is at least this, W
 PEAK_FACTOR = 4.0  #: and at least this many times the node type's peak
 MAX_PREFIXES = 10_000  #: task prefixes in one message's CPU seconds
 MAX_TEXT = 256  #: characters of a text field
+MAX_KEY = 4096  #: characters of a task key
 
 _SOURCES = frozenset(s.value for s in SourceKind)
 
@@ -58,6 +62,8 @@ class Sample:
     source: str = "modeled"
     method: str = ""
     uncertainty: float = 0.0
+    described: Any = None  #: the NodeType the worker described itself as (no declared type)
+    energies: tuple = ()  #: settled task energies: (key, group, J, run s)
 
 
 def _finite(v: Any, lo: float = -math.inf, hi: float = math.inf) -> Optional[float]:
@@ -69,6 +75,10 @@ def _finite(v: Any, lo: float = -math.inf, hi: float = math.inf) -> Optional[flo
 
 def _text(v: Any) -> Optional[str]:
     return v if isinstance(v, str) and len(v) <= MAX_TEXT else None
+
+
+def _key(v: Any) -> Optional[str]:
+    return v if isinstance(v, str) and len(v) <= MAX_KEY else None
 
 
 def _cpu_s(v: Any) -> Union[dict[str, float], str, None]:
@@ -101,7 +111,54 @@ def _optional(msg: dict[str, Any]) -> Union[dict[str, Any], str]:
     if isinstance(cpu, str):
         return cpu
     out["cpu_s"] = cpu
+    for name, check in (("described", _described), ("energies", _energies)):
+        if msg.get(name) is not None:
+            v = check(msg[name])
+            if v is None:
+                return name
+            out[name] = v
     return out
+
+
+def _described(v: Any) -> Any:
+    """The worker's description of itself as a NodeType (None: not one)."""
+    from tao_core.errors import InputError
+    from tao_core.power.node_json import node_type_from_dict
+
+    if not isinstance(v, dict):
+        return None
+    v = {k: list(x) if isinstance(x, tuple) else x for k, x in v.items()}  # msgpack sends lists as tuples
+    try:
+        return node_type_from_dict(v, "described", allow=("origin",))
+    except InputError:
+        return None
+
+
+def _energies(v: Any) -> Optional[tuple]:
+    """Settled task energies [(key, group, J >= 0, run s >= 0)] (None: malformed)."""
+    if not isinstance(v, (list, tuple)) or len(v) > MAX_ENERGIES:
+        return None
+    out = []
+    for e in v:
+        if not isinstance(e, (list, tuple)) or len(e) != 4 or _key(e[0]) is None or _text(e[1]) is None:
+            return None
+        j, run = _finite(e[2], 0.0), _finite(e[3], 0.0)
+        if j is None or run is None:
+            return None
+        out.append((e[0], e[1], j, run))
+    return tuple(out)
+
+
+def parse_units(msg: Any) -> Union[tuple[str, dict[str, float]], str]:
+    """A ``tao-units`` message as (key, unit -> amount), or why it is refused."""
+    from tao_core.accounting.records import checked_units
+
+    if not isinstance(msg, dict) or _key(msg.get("key")) is None:
+        return "units: not a mapping with a key"
+    try:
+        return msg["key"], checked_units(msg.get("units"), "units")
+    except ValueError:
+        return "units: bad unit or amount"
 
 
 def _energy(msg: dict[str, Any], t: float, last: Optional[Timeline], ceiling_w: float) -> Union[dict[str, Any], str]:
@@ -169,7 +226,6 @@ class TelemetryInbox:
         self.cpu_s: dict[str, dict[str, float]] = {}
         self.last_power: dict[str, float] = {}
         self.dropped: Counter[str] = Counter()  #: refused messages by reason
-        self.refused_events = 0  #: samples that came as a client's event, not a worker's stream
 
     def receive(self, addr: str, msg: Any, *, now_s: float, peak_w: Optional[float]) -> Union[Sample, str]:
         """Check and file one message from worker ``addr``; the sample, or why it was dropped."""

@@ -283,3 +283,27 @@ def cluster_power_w_types(ctl, types):
         c, g, _ = ctl.reserved(n)
         total += t.power_w(c / t.cpus, g / t.gpus if t.gpus else 0.0)
     return total
+
+
+def test_energy_that_settles_after_the_end_trains_as_if_given_at_the_end():
+    """A live adapter frees the capacity at the end (energy_pending) and brings the settled
+    attributed energy later: the correction and the job's spent joules come out as when the
+    energy is given to task_finished directly (the simulator's way)."""
+    late, now_ = _ctl(), _ctl()
+    for (ctl, _), pending in ((late, True), (now_, False)):
+        ctl.add_node("s", "small")
+        d = ctl.decide(TaskRequest("t", "g", cpus=2.0, job="etl", duration_hint_s=10.0), now_s=0.0)
+        assert d.action == Action.PLACE
+        ctl.task_started("t", now_s=0.0)
+        if pending:
+            ctl.task_finished("t", now_s=10.0, duration_s=10.0, energy_pending=True)
+            assert ctl.reserved("s") == (0.0, 0.0, 0), "the capacity is free at the end"
+            assert ctl.task_energy("t", 321.0) is True
+            assert ctl.task_energy("t", 321.0) is False, "once"
+        else:
+            ctl.task_finished("t", now_s=10.0, duration_s=10.0, energy_j=321.0)
+    (a, _), (b, _) = late, now_
+    assert a.job_spent_j["etl"] == pytest.approx(321.0) == b.job_spent_j["etl"]
+    assert list(a.predictor.correction("g")) == pytest.approx(list(b.predictor.correction("g")))
+    assert list(a.predictor.correction("g")) != pytest.approx([1.0] * len(TYPES))
+    assert a.predictor.longest_s("g", min_seen=1) == b.predictor.longest_s("g", min_seen=1)

@@ -155,43 +155,38 @@ def test_one_report_of_every_kind_builds_and_validates(tmp_path):
     assert missing == [], f"schema fields no report writes: {missing}"
 
 
-def test_records_in_the_adapters_shapes_give_one_task_work_figure():
-    """The shape tao_dask writes today (read through accounting.legacy): the headline task
-    work is the energy charged to tasks (not their dynamic part), and the by-node and
-    by-group tables add up to it. tao_ray's old shape (task work at the payload's top) is
-    refused: tao_ray writes tao-run-records/1."""
-    nodes = [("w1", 200.0, 150.0, 50.0, 40.0), ("w2", 100.0, 60.0, 40.0, 20.0)]  # id, total, tasks, idle, dynamic
-    cfg = {"run_id": "x", "engine": "ray", "policy": "tao", "controller": {"pue": 1.5},
-           "cluster": {"pue": 1.5, "power_budget_w": None,
-                       "nodes": [{"node_id": n, "node_type": "t", "cpus": 2.0, "gpus": 0.0} for n, *_ in nodes]},
-           "telemetry": [{"domain": f"node:{n}", "source": "modeled", "method": "m"} for n, *_ in nodes]}
-    ray_nodes = [{"scope": "node", "id": n, "node_id": n, "group": None, "job": None, "energy_j": tot,
-                  "components": {"other": tot}, "source": "modeled", "method": "m", "uncertainty": 0.1,
-                  "start_s": 0.0, "end_s": 9.0, "tasks_j": t, "idle_j": i} for n, tot, t, i, _ in nodes]
-    dask_nodes = [{"scope": "node", "id": n, "node_id": n, "group": None, "job": None, "energy_j": tot,
-                   "components": {"other": tot}, "source": "modeled", "method": "m", "uncertainty": 0.1,
-                   "start_s": 0.0, "end_s": 9.0, "detail": {"tasks_j": t, "dynamic_j": d, "idle_j": i}}
-                  for n, tot, t, i, d in nodes]
-    tasks = [{"scope": "task", "id": f"{n}-{k}", "node_id": n, "group": f"g{k}", "job": None, "energy_j": t / 2,
-              "components": {"other": t / 2}, "source": "modeled", "method": "split", "uncertainty": 0.1,
-              "start_s": 0.0, "end_s": 1.0} for n, _, t, _, _ in nodes for k in range(2)]
-    summary = {"it_energy_j": 300.0, "facility_energy_j": 450.0, "pue": 1.5, "dynamic_energy_j": 60.0,
-               "idle_energy_j": 90.0, "boot_energy_j": 0.0, "overhead_share": 0.8, "peak_power_w": 10.0,
-               "power_budget_w": None, "budget_violation_s": None, "makespan_s": 9.0, "tasks_completed": 4}
-    for node_recs in (ray_nodes, dask_nodes):
-        recs = [("config", cfg)] + [("energy", p) for p in node_recs + tasks] + [("summary", summary)]
-        numbered = [{"kind": k, "payload": p, "seq": i + 1, "time": 1.0} for i, (k, p) in enumerate(recs)]
-        if node_recs is ray_nodes:
-            with pytest.raises(InputError, match="without detail.tasks_j"):
-                build_report_from_records(numbered)
-            continue
-        rep = build_report_from_records(numbered)
-        assert validate_report(rep) == []
-        e = rep["energy"]
-        assert e["task_energy_j"] == 210.0 and e["idle_energy_j"] == 90.0 and e["it_energy_j"] == 300.0
-        assert sum(r["tasks_j"] for r in e["by_node"]) == 210.0 and sum(r["energy_j"] for r in e["by_group"]) == 210.0
-        assert rep["optimization_inversion"]["overhead_share"] == pytest.approx(1 - 210.0 / 450.0)
-        assert rep["ledger"]["status"] == "unverified"
+def test_the_one_record_shape_gives_one_task_work_figure_and_older_shapes_are_refused():
+    """Records written through accounting.records (as the simulator, tao_ray and tao_dask
+    write them): the headline task work is the energy charged to tasks, and the by-node and
+    by-group tables add up to it. The shape tao_dask wrote before (no record_format, task
+    work under detail, a summary with energy totals) is refused, naming what is missing."""
+    from tao_core.accounting import EnergyParts, NodeInfo, NodeRecord, RunConfig, RunSummary, WorkRecord, run_records
+
+    nodes = [("w1", 150.0, 50.0), ("w2", 60.0, 40.0)]  # id, tasks, idle
+    cfg = RunConfig("x", "dask", "tao", 1.5, tuple(NodeInfo(n, "t", 2.0) for n, *_ in nodes),
+                    telemetry=tuple({"domain": f"node:{n}", "source": "modeled", "method": "m"} for n, *_ in nodes))
+    node_recs = [NodeRecord(n, EnergyParts(t, i, 0.0, 0.0), "modeled", "m", uncertainty=0.1, start_s=0.0, end_s=9.0)
+                 for n, t, i in nodes]
+    tasks = [WorkRecord("task", f"{n}-{k}", t / 2, "modeled", "split", node_id=n, group=f"g{k}", uncertainty=0.1,
+                        start_s=0.0, end_s=1.0) for n, t, _ in nodes for k in range(2)]
+    recs = run_records(cfg, node_recs, tasks, RunSummary("x", "tao", makespan_s=9.0, tasks_completed=4))
+    numbered = [{"kind": k, "payload": p, "seq": i + 1, "time": 1.0} for i, (k, p) in enumerate(recs)]
+    rep = build_report_from_records(numbered)
+    assert validate_report(rep) == []
+    e = rep["energy"]
+    assert e["task_energy_j"] == 210.0 and e["idle_energy_j"] == 90.0 and e["it_energy_j"] == 300.0
+    assert sum(r["tasks_j"] for r in e["by_node"]) == 210.0 and sum(r["energy_j"] for r in e["by_group"]) == 210.0
+    assert rep["optimization_inversion"]["overhead_share"] == pytest.approx(1 - 210.0 / 450.0)
+    assert rep["ledger"]["status"] == "unverified"
+
+    old_cfg = {k: v for k, v in recs[0][1].items() if k != "record_format"}
+    old = [dict(numbered[0], payload=old_cfg)] + numbered[1:]
+    with pytest.raises(InputError, match="ledger seq 1 .*missing record_format"):
+        build_report_from_records(old)
+    old_node = {k: v for k, v in recs[1][1].items() if k not in ("tasks_j", "idle_j", "boot_j", "off_j")}
+    old_node["detail"] = {"tasks_j": 150.0, "dynamic_j": 40.0, "idle_j": 50.0}
+    with pytest.raises(InputError, match="ledger seq 2 .*missing tasks_j.*unexpected detail"):
+        build_report_from_records([numbered[0], dict(numbered[1], payload=old_node)] + numbered[2:])
 
 
 def test_job_report_and_run_selection(tmp_path):

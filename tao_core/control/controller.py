@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 #: seconds between asks of a task waiting for a booting node, once the predicted ends of
 #: reserved work have all passed (it may run sooner on a node that is on when room frees up)
 BOOT_RECHECK_S = 5.0
+#: tasks that may wait for their settled energy at once (``task_finished(energy_pending=True)``)
+MAX_SETTLING = 100_000
 _INF = float("inf")
 
 _DECISION_DEFAULTS = {f.name: f.default for f in fields(Decision)}
@@ -99,6 +101,8 @@ class Controller:
         self.loop = PowerLoop(cfg.it_budget_w, kp=cfg.pi_kp, ki=cfg.pi_ki, target_headroom=cfg.target_headroom,
                               margin_max=cfg.margin_max, ratio_halflife_s=cfg.ratio_halflife_s)
         self._deferred: "OrderedDict[str, float]" = OrderedDict()
+        #: tasks finished with their energy still to settle (``energy_pending``), oldest first
+        self._settling: "OrderedDict[str, tuple[Reservation, float]]" = OrderedDict()
         #: task id -> when its wait for a node that is OFF or BOOTING runs out, s; a task asking
         #: again after that goes to a node that is on when one has room (no second wait)
         self._wake_waits: dict[str, float] = {}
@@ -603,7 +607,7 @@ class Controller:
                 self.cluster.extend_busy(i, r.end_s)
 
     def task_finished(self, task_id: str, *, now_s: float, energy_j: Optional[float] = None,
-                      duration_s: Optional[float] = None) -> None:
+                      duration_s: Optional[float] = None, energy_pending: bool = False) -> None:
         """Frees the task's capacity and trains the predictions.
 
         ``energy_j``: the task's attributed energy in joules, as :mod:`tao_core.attribution`
@@ -612,22 +616,57 @@ class Controller:
         The simulator, the Ray and the Dask adapters all feed this definition (None when not
         measured: the prediction is kept). It trains the per-group energy correction against
         the model's prediction of the same quantity and counts against the task's job budget.
-        ``duration_s``: its run time (default: now - start, or now - placement)."""
+        ``duration_s``: its run time (default: now - start, or now - placement).
+        ``energy_pending``: a live adapter knows the energy only once the node's timeline has
+        settled past the task's end: the capacity is freed and the run time learned now, the
+        job charged its prediction, and :meth:`task_energy` brings the attributed energy
+        (at most ``MAX_SETTLING`` tasks wait; the oldest keep their prediction)."""
         r = self.reservations.get(task_id)
         if r is None:
             return
         if duration_s is None:
             duration_s = now_s - (r.started_s if r.started_s is not None else r.placed_s)
+        if energy_pending and energy_j is None:
+            # run time and the predicted energy now; the measured energy corrects both later
+            self.predictor.observe(r.group, r.ti, duration_s=duration_s)
+            if r.job is not None:
+                self.reservations.job_finished(r.job, r.pred_energy_j)
+            self._settling[task_id] = (r, duration_s)
+            while len(self._settling) > MAX_SETTLING:
+                self._settling.popitem(last=False)
+        else:
+            self._learn(r, duration_s, energy_j)
+        self._release(task_id, now_s=now_s)
+
+    def task_energy(self, task_id: str, energy_j: Optional[float]) -> bool:
+        """The settled attributed energy (J, as for :meth:`task_finished`) of a task that
+        finished with ``energy_pending``: it trains the energy correction and replaces the
+        prediction counted against the task's job. None: it will not be known (the
+        prediction stands). False when no such task waits."""
+        got = self._settling.pop(task_id, None)
+        if got is None:
+            return False
+        r, duration_s = got
+        if energy_j is not None and math.isfinite(energy_j):
+            self.predictor.observe(r.group, r.ti, energy_ratio=self._energy_ratio(r, duration_s, energy_j))
+            if r.job is not None:
+                self.reservations.job_finished(r.job, energy_j - r.pred_energy_j)
+        return True
+
+    @staticmethod
+    def _energy_ratio(r: Reservation, duration_s: float, energy_j: float) -> Optional[float]:
+        """Measured / predicted attributed energy, the prediction scaled to the measured run time."""
+        if r.model_attr_j <= 0:
+            return None
+        pred = r.model_attr_j * (duration_s / r.pred_dur_s if r.pred_dur_s > 0 and duration_s > 0 else 1.0)
+        return energy_j / pred if pred > 0 else None
+
+    def _learn(self, r: Reservation, duration_s: float, energy_j: Optional[float]) -> None:
         measured = energy_j is not None and math.isfinite(energy_j)
-        ratio = None
-        if measured and r.model_attr_j > 0:
-            # compare like with like: scale the model's prediction to the measured run time
-            pred = r.model_attr_j * (duration_s / r.pred_dur_s if r.pred_dur_s > 0 and duration_s > 0 else 1.0)
-            ratio = energy_j / pred if pred > 0 else None
+        ratio = self._energy_ratio(r, duration_s, energy_j) if measured else None
         self.predictor.observe(r.group, r.ti, duration_s=duration_s, energy_ratio=ratio)
         if r.job is not None:
             self.reservations.job_finished(r.job, energy_j if measured else r.pred_energy_j)
-        self._release(task_id, now_s=now_s)
 
     def cancel(self, task_id: str, *, now_s: float) -> None:
         """Frees a PLACE that never ran (or forgets a deferred task)."""

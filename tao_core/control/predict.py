@@ -156,12 +156,12 @@ class TaskPredictor:
             ref = duration_s * self._speeds[k]
             g.ref_dur = ref if g.ref_dur is None else (1 - a) * g.ref_dur + a * ref
             g.ref_dur_max = max(g.ref_dur_max, ref)
+            g.n += 1
         if energy_ratio is not None and math.isfinite(energy_ratio) and energy_ratio >= 0:
             r = min(energy_ratio, 100.0)
             g.ratio[k] = r if not g.ratio_seen[k] else (1 - a) * g.ratio[k] + a * r
             g.ratio_seen[k] = True
             g.ref_ratio = r if g.ref_ratio is None else (1 - a) * g.ref_ratio + a * r
-        g.n += 1
         if g.ratio_seen[k] or g.ref_ratio is not None:
             rr = g.ref_ratio
             g.ratio_arr = np.array([max(g.ratio[j] if g.ratio_seen[j] else rr, 1e-6) for j in range(self.k)])

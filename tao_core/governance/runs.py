@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
-from tao_core.accounting import legacy
 from tao_core.accounting.records import NodeRecord, RunConfig, RunRecords, RunSummary, WorkRecord
 from tao_core.errors import InputError, ParameterError
 
@@ -93,41 +92,24 @@ def _where(r: Mapping[str, Any]) -> str:
     return f"ledger seq {r.get('seq')} ({r.get('kind')} record)"
 
 
-def _payload(r: Mapping[str, Any], old: bool, config: Mapping[str, Any]) -> Any:
-    """The record's payload in the one record shape (upgraded from the adapters' shapes when ``old``)."""
-    kind, p = r.get("kind"), r.get("payload")
-    if not old or not isinstance(p, Mapping):
-        return p
-    if kind == "config":
-        return legacy.upgrade_config(p)
-    if kind == "energy":
-        return legacy.upgrade_energy(p, _where(r))
-    if kind == "summary":
-        return legacy.upgrade_summary(p, config)
-    return p
-
-
 def parse_run(run: Run) -> RunRecords:
-    """The run's records in the one record shape (records of the shapes tao_ray and
-    tao_dask write today go through ``accounting.legacy`` first). ``InputError`` naming
-    the record and field when a record has another shape."""
+    """The run's records in the one record shape (``tao_core.accounting.records``).
+    ``InputError`` naming the record and field when a record has another shape."""
     if run.config is None:
         first = run.records[0] if run.records else {}
         raise InputError(f"{_where(first)}: the run has no config record; a report needs the run's config")
-    old = legacy.is_legacy(run.config)
-    fmt = legacy.RECORD_FORMAT if old else run.config.get("record_format")
-    out = RunRecords(config=None, nodes=[], work=[], summary=None, decisions=[],  # type: ignore[arg-type]
+    first = next(r for r in run.records if r.get("kind") == "config")
+    config = RunConfig.from_payload(first.get("payload"), _where(first))
+    out = RunRecords(config=config, nodes=[], work=[], summary=None, decisions=[],
                      seqs=[r["seq"] for r in run.records if isinstance(r.get("seq"), int)],
                      times=[float(r["time"]) for r in run.records
                             if isinstance(r.get("time"), (int, float)) and not isinstance(r.get("time"), bool)])
     for r in run.records:
-        kind, p, where = r.get("kind"), _payload(r, old, run.config), _where(r)
-        if kind == "config":
-            out.config = RunConfig.from_payload(p, where)
-        elif kind == "energy" and isinstance(p, Mapping) and p.get("scope") == "node":
+        kind, p, where = r.get("kind"), r.get("payload"), _where(r)
+        if kind == "energy" and isinstance(p, Mapping) and p.get("scope") == "node":
             out.nodes.append(NodeRecord.from_payload(p, where))
         elif kind == "energy":
-            out.work.append(WorkRecord.from_payload(p, where, fmt))
+            out.work.append(WorkRecord.from_payload(p, where, config.record_format))
         elif kind == "summary":
             out.summary = RunSummary.from_payload(p, where)
         elif kind == "decision" and isinstance(p, Mapping):

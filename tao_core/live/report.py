@@ -32,6 +32,7 @@ from tao_core.live.values import TimelineRow
 from tao_core.task_rows import KNOWN_BY_WRAPPER, TaskRow, spans_from_rows
 from tao_core.telemetry.base import Reading
 from tao_core.timeline_ops import BudgetAdherence, check_budget, clip, cluster_power
+from tao_core.units import add_units
 
 OFF_METHOD = "node powered off by TAO: off_w of its node type, modeled"
 RELEASED_METHOD = "node released to the engine's autoscaler: idle_w of its node type until it left, modeled"
@@ -62,6 +63,8 @@ class ReportInputs:
     outcomes: Sequence[Mapping[str, Any]] = ()
     notes: Sequence[str] = ()
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: task id -> the units of work it counted (``tao.count``: unit -> amount)
+    units: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def extended(node: NodeHistory, nt: NodeType, t_end: float) -> tuple[list[TimelineRow], Optional[float]]:
@@ -99,6 +102,11 @@ def _window(inp: ReportInputs) -> _Window:
             w.readings[n.node_id] = rs
             w.off_j[n.node_id] = 0.0 if off_from is None else nt.off_w * max(0.0, inp.t1 - max(off_from, inp.t0))
     return w
+
+
+def window_readings(inp: ReportInputs) -> dict[str, list[Reading]]:
+    """Every metered node's readings cut to the window (carried on after release or removal)."""
+    return _window(inp).readings
 
 
 def attribution(inp: ReportInputs, tl: dict[str, list[Reading]]) -> Attribution:
@@ -160,20 +168,25 @@ def _node_records(att: Attribution, w: _Window) -> list[NodeRecord]:
     return out
 
 
-def _work_records(att: Attribution) -> list[WorkRecord]:
-    tasks = att.tasks[att.tasks["energy_j"].map(math.isfinite)]
+def _work_records(att: Attribution, units: Mapping[str, Mapping[str, float]]) -> list[WorkRecord]:
+    tasks = att.tasks[att.tasks["energy_j"].map(math.isfinite).astype(bool)]
     out = [WorkRecord("task", t.task_id, max(float(t.energy_j), 0.0), t.source, t.method, node_id=t.node_id,
                       group=t.group, job=t.job, components=_comps(t), uncertainty=_unc(t.uncertainty),
-                      start_s=float(t.start_s), end_s=float(t.end_s)) for t in tasks.itertuples(index=False)]
+                      start_s=float(t.start_s), end_s=float(t.end_s), units=units.get(t.task_id, {}))
+           for t in tasks.itertuples(index=False)]
     for scope in ("group", "job"):
         for key, df in tasks.groupby(scope, sort=True):
+            counted: dict[str, float] = {}
+            for tid in df["task_id"]:
+                counted = add_units(counted, units.get(tid, {}))
             e = float(df["energy_j"].clip(lower=0).sum())
             unc = float((df["uncertainty"] * df["energy_j"]).sum() / e) if e > 0 else None
             src = "+".join(sorted({s for v in df["source"] for s in str(v).split("+")}))
             comps = {c: float(df[f"{c}_j"].clip(lower=0).sum()) for c in COMPONENTS}
             comps["other"] += e - sum(comps.values())
             out.append(WorkRecord(scope, str(key), e, src, "sum of task energy", components=comps,
-                                  uncertainty=unc if unc is None or math.isfinite(unc) else None, **{scope: str(key)}))
+                                  uncertainty=unc if unc is None or math.isfinite(unc) else None, units=counted,
+                                  **{scope: str(key)}))
     return out
 
 
@@ -194,7 +207,7 @@ def records(inp: ReportInputs, att: Attribution, w: _Window, adherence: Optional
                          else 0.0, tasks_completed=int(len(tasks)), peak_power_w=peak,
                          power_budget_w=cfg.get("power_budget_w"),
                          budget_violation_s=adherence.over_s if adherence is not None else None)
-    recs = run_records(config, _node_records(att, w), _work_records(att), summary)
+    recs = run_records(config, _node_records(att, w), _work_records(att, inp.units), summary)
     decisions = [("decision", dict(ev)) for ev in inp.events]
     decisions += [("decision", {"kind": f"carried-out:{o['action']}", **o}) for o in inp.outcomes]
     return recs[:1] + decisions + recs[1:], summary
