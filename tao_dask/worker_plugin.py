@@ -17,6 +17,7 @@ joules, watts.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -79,9 +80,10 @@ class TAOWorkerPlugin(WorkerPlugin):
             return
         try:
             self._worker = worker
-            nt = self._node_type(worker)
-            if nt is not None:
-                self._sampler = self._start_sampler(worker, nt)
+            # discovery and the sampler (its imports, the power model) take about a second of
+            # CPU: in a thread, so the worker's event loop (shared by every in-process worker
+            # and the scheduler of a local cluster) keeps serving meanwhile
+            self._sampler = await asyncio.to_thread(self._prepare, worker)
             units.set_task_resolver(_current_key)
             self._send()
             self._pc = PeriodicCallback(self._send, self.interval_s * 1000.0)
@@ -90,6 +92,11 @@ class TAOWorkerPlugin(WorkerPlugin):
         except Exception:
             logger.warning("TAO: worker telemetry setup failed on %s; Dask runs on without it",
                            getattr(worker, "address", "?"), exc_info=True)
+
+    def _prepare(self, worker: Any) -> Any:
+        """The started sampler of the worker's node type (None: it has no type)."""
+        nt = self._node_type(worker)
+        return None if nt is None else self._start_sampler(worker, nt)
 
     def _node_type(self, worker: Any) -> Any:
         """The worker's declared type, else the one it describes (None: neither)."""
