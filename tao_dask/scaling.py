@@ -36,8 +36,10 @@ class ScalingAdvisor:
         self._powered_off: dict[str, float] = {}  # node -> when a plan powered it off
 
     def advice(self, target: Optional[int] = None) -> dict[str, Any]:
-        """The controller's scaling plan and the workers ordered least efficient first."""
-        out: dict[str, Any] = {"order": [], "power_off": [], "drain": [], "power_on": [], "reason": ""}
+        """The controller's scaling plan and the workers ordered least efficient first
+        (``planned``: whether a controller made the plan; without one there is none)."""
+        out: dict[str, Any] = {"order": [], "power_off": [], "drain": [], "power_on": [], "reason": "",
+                               "planned": False}
         try:
             workers = self.s.workers
             # (name, idle) of live workers, least efficient first
@@ -46,6 +48,7 @@ class ScalingAdvisor:
             ctl = self.m.ctl
             if ctl is not None:
                 out.update(self._plan(ctl))
+                out["planned"] = True
         except Exception as exc:
             self.fail("planning scaling", exc)
         return out
