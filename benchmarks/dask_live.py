@@ -24,7 +24,11 @@ Variants, each on a fresh cluster that starts with no worker (``minimum=0``, ``m
   of the node types (``boot energy / (idle W - off W)``, about 34 s) over the 1 s
   interval: a worker is retired only after a pause that costs more idle energy than a boot;
 - ``tao``: TAO places; ``EnergyAdaptive`` with Dask's defaults;
-- ``tao-tuned``: TAO places; ``EnergyAdaptive`` with the tuned settings.
+- ``tao-tuned``: TAO places; ``EnergyAdaptive`` with the tuned settings;
+- ``tao-nospare``: as ``tao`` with the controller's ``spare_horizon_s=0``: no free capacity
+  kept for expected arrivals (by default it keeps the CPUs that the recent arrival rate asks
+  for within the longest boot time, which holds workers on through a quiet phase shorter
+  than a few arrival-rate half-lives).
 
 Energy (``live_model``): the workers' modeled joules while up (TAO's worker samplers, in
 every variant), plus boot energy per worker started and off watts per slot while no worker
@@ -62,7 +66,7 @@ WASTEFUL = "HpProLiantMl110G3PentiumD930"
 EFFICIENT = "IbmX3250XeonX3470"
 WORKERS = {"0": WASTEFUL, "1": EFFICIENT, "2": WASTEFUL, "3": EFFICIENT}
 STATIC_VARIANTS = ("default", "default_adaptive", "tao_static", "tao")
-ADAPTIVE_VARIANTS = ("adaptive", "adaptive-tuned", "adaptive-breakeven", "tao", "tao-tuned")
+ADAPTIVE_VARIANTS = ("adaptive", "adaptive-tuned", "adaptive-breakeven", "tao", "tao-tuned", "tao-nospare")
 DASK_DEFAULTS = {"interval": "1s", "wait_count": 3, "target_duration": "5s"}
 TUNED = {"interval": "500ms", "wait_count": 2, "target_duration": "1s"}
 GOAL = {"energy_saving": 0.20, "makespan_ratio": 1.10}
@@ -167,7 +171,8 @@ def run_adaptive_variant(variant: str, phases: Phases, task_s: float) -> dict:
     with PoolCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0",
                      silence_logs=logging.ERROR) as cl, Client(cl) as c:
         tao = variant.startswith("tao")
-        tao_dask.register(c, node_types=list(types.values()), workers=WORKERS, default_type=WASTEFUL, place=tao)
+        tao_dask.register(c, node_types=list(types.values()), workers=WORKERS, default_type=WASTEFUL, place=tao,
+                          config={"spare_horizon_s": 0.0} if variant == "tao-nospare" else None)
         settings = adapt_settings(variant)
         cl.adapt(Adaptive=tao_dask.EnergyAdaptive if tao else Adaptive, minimum=0, maximum=len(WORKERS), **settings)
         time.sleep(2.0)
@@ -226,7 +231,7 @@ def adaptive_suite(a: argparse.Namespace) -> int:
                                          "slot while no worker holds it; first submission to last result"},
            "variants": rows}
     print_table(rows, "adaptive")
-    for tao_v, base_v in [(t, b) for t in ("tao", "tao-tuned")
+    for tao_v, base_v in [(t, b) for t in ("tao", "tao-tuned", "tao-nospare")
                           for b in ("adaptive", "adaptive-tuned", "adaptive-breakeven")]:
         if tao_v in rows and base_v in rows:
             t, b = rows[tao_v], rows[base_v]
@@ -283,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", choices=("adaptive", "static"), default="adaptive")
     ap.add_argument("--json", default=None, help="default: benchmarks/results/dask_live_adaptive.json "
                                                  "(static: dask_live.json)")
-    ap.add_argument("--variants", default=None)
+    ap.add_argument("--variants", default=None, help="adaptive: " + ",".join(ADAPTIVE_VARIANTS)
+                    + " (default adaptive,adaptive-tuned,adaptive-breakeven,tao)")
     ap.add_argument("--busy", type=float, default=45.0)
     ap.add_argument("--quiet", type=float, default=80.0)
     ap.add_argument("--cycles", type=int, default=2)

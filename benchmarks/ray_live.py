@@ -26,7 +26,11 @@ file while its cluster exists, so that no other Ray cluster shares the machine's
 - ``tao``: ``tao_ray.remote`` tasks under strict admission on the same cluster and
   autoscaler; TAO asks the autoscaler for nodes (``request_resources`` with the type's
   resource, ``launchable`` = the pool) and drains the idle nodes its controller powers off
-  (``drain="gcs"``); the idle timeout stays as in the baseline.
+  (``drain="gcs"``); the idle timeout stays as in the baseline. The controller's defaults;
+- ``tao-nospare`` (not run by default): the same with ``spare_horizon_s=0``: the controller
+  keeps no free capacity for expected arrivals (by default it keeps the CPUs that the
+  recent arrival rate asks for within the longest boot time, which holds nodes on through
+  a quiet phase shorter than a few arrival-rate half-lives).
 
 Energy (``live_model``): every variant is metered the same way from the driver
 (``ray_autoscaling.NodeMeter``) and charged boot and off energy by the same model; TAO's own
@@ -62,7 +66,7 @@ from results_file import write_json  # noqa: E402
 NODES = [("eff", 4), ("old", 2), ("old", 2), ("old", 2)]
 #: autoscaler pool: node type -> (CPUs, min_workers, max_workers)
 POOL = {"eff": (4, 1, 1), "old": (2, 0, 3)}
-AUTOSCALER_VARIANTS = ("ray-autoscaler", "ray-autoscaler-breakeven", "tao")
+AUTOSCALER_VARIANTS = ("ray-autoscaler", "ray-autoscaler-breakeven", "tao", "tao-nospare")
 GOAL = {"energy_saving": 0.20, "makespan_ratio": 1.10}
 
 
@@ -146,15 +150,18 @@ def run_autoscaler_variant(variant: str, phases: Phases, work_s: float, idle_min
             wait_for_workers({t: lo for t, (_, lo, _) in POOL.items() if lo})
             meter = NodeMeter(types).start()
             extra: dict = {}
-            if variant == "tao":
-                tao_ray.init(list(types.values()), launchable={t: hi for t, (_, _, hi) in POOL.items()},
+            if variant.startswith("tao"):
+                from tao_core.control.config import ControllerConfig
+
+                cfg = ControllerConfig(spare_horizon_s=0.0) if variant == "tao-nospare" else None
+                tao_ray.init(list(types.values()), config=cfg, launchable={t: hi for t, (_, _, hi) in POOL.items()},
                              strict_admission=True, hint_with="resource", drain="gcs")
                 fn = tao_ray.remote(timed_job)
             else:
                 fn = ray.remote(timed_job)
             time.sleep(2.0)
             out, t0, t1 = _submit(fn, phases, work_s)
-            if variant == "tao":
+            if variant.startswith("tao"):
                 extra = _tao_figures(t0, t1)
             meter.stop()
             nodes = meter.runs(t0, t1)
@@ -213,14 +220,14 @@ def autoscaler_suite(a: argparse.Namespace) -> int:
                                          "off_w per pool slot while not up; first submission to last result"},
            "variants": rows}
     print_table(rows, "ray-autoscaler")
-    for base in ("ray-autoscaler", "ray-autoscaler-breakeven"):
-        if base in rows and "tao" in rows:
-            b, t = rows[base], rows["tao"]
+    for tao_v, base in [(t, b) for t in ("tao", "tao-nospare") for b in ("ray-autoscaler", "ray-autoscaler-breakeven")]:
+        if base in rows and tao_v in rows:
+            b, t = rows[base], rows[tao_v]
             s = {"energy_saving": 1 - t["energy_j"] / b["energy_j"], "makespan_ratio": t["makespan_s"] / b["makespan_s"],
                  "goal": GOAL}
             s["goal_met"] = s["energy_saving"] >= GOAL["energy_saving"] and s["makespan_ratio"] <= GOAL["makespan_ratio"]
-            out[f"tao_vs_{base.replace('-', '_')}"] = s
-            print(f"\nTAO vs {base} (idle timeout {b['idle_timeout_minutes']:.2f} min): {100 * s['energy_saving']:.1f} % "
+            out[f"{tao_v}_vs_{base}".replace("-", "_")] = s
+            print(f"\n{tao_v} vs {base} (idle timeout {b['idle_timeout_minutes']:.2f} min): {100 * s['energy_saving']:.1f} % "
                   f"less modeled energy (goal >= 20 %), makespan {s['makespan_ratio']:.3f}x (goal <= 1.1x): "
                   f"{'met' if s['goal_met'] else 'NOT met'}")
     write_json(out, a.json)
@@ -261,7 +268,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", choices=("autoscaler", "static"), default="autoscaler")
     ap.add_argument("--json", default=None, help="default: benchmarks/results/ray_live_autoscaler.json "
                                                  "(static: ray_live.json)")
-    ap.add_argument("--variants", default=None)
+    ap.add_argument("--variants", default=None, help="autoscaler: " + ",".join(AUTOSCALER_VARIANTS)
+                    + " (default ray-autoscaler,tao)")
     ap.add_argument("--lock", default=None, help="file to hold an exclusive lock on while a cluster runs")
     ap.add_argument("--idle-minutes", type=float, default=1.0, help="Ray's idle_timeout_minutes")
     ap.add_argument("--busy", type=float, default=45.0)
