@@ -29,8 +29,10 @@ class EnergyAdaptive(Adaptive):
     _advice: Any = None
 
     async def _get_advice(self, target: int) -> Any:
+        # a worker powered off waits for Dask to retire it: wait_count equal recommendations
+        grace_s = float(self.interval or 1.0) * (int(self.wait_count) + 2)
         try:
-            return await self.scheduler.tao_scaling(target=target)
+            return await self.scheduler.tao_scaling(target=target, grace_s=grace_s)
         except Exception as exc:
             logger.warning("TAO: scaling advice unavailable (%s); Dask's own adaptive scaling is used", exc)
             return None

@@ -268,7 +268,7 @@ def test_adaptive_keeps_an_idle_worker_until_its_break_even_time():
         _wait_telemetry(c, 2)
         assert c.gather(c.map(busy, range(4), seconds=0.05, pure=False)) == list(range(4))
         idle_from = time.time()
-        cl.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=0, maximum=2, interval="200ms", wait_count=1)
+        cl.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=0, maximum=2, interval="200ms", wait_count=3)
         time.sleep(1.5)
         assert len(_names(c)) == 2, "an idle worker was retired before its break-even time"
         _wait_for(lambda: len(_names(c)) == 0, timeout=40, what="idle workers retired after the break-even time")
