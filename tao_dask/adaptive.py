@@ -1,9 +1,12 @@
 """``EnergyAdaptive``: Dask's ``Adaptive`` with energy-aware scaling.
 
-``target()`` starts from Dask's own demand-based target and lowers it when the
-controller's scaling plan powers nodes off (idle workers whose capacity is not needed);
-``workers_to_close()`` retires idle workers least efficient first (highest watts per
-unit of work at full load), the controller's ``power_off`` choices ahead of the rest.
+``target()`` scales up as Dask's own demand-based target says; below the workers up it
+retires only those the controller's scaling plan powers off: idle workers whose capacity
+is not needed and that sat idle past their node type's idle timeout (by default the
+break-even time ``boot energy / (idle W - off W)``, so a worker is not retired for a pause
+that costs less idle energy than booting it again would). ``workers_to_close()`` retires
+idle workers least efficient first (highest watts per unit of work at full load), the
+controller's ``power_off`` choices ahead of the rest.
 Both ask the scheduler plugin through its ``tao_scaling`` handler; if that fails they fall
 back to Dask's own behaviour (fail open).
 
@@ -26,8 +29,10 @@ class EnergyAdaptive(Adaptive):
     _advice: Any = None
 
     async def _get_advice(self, target: int) -> Any:
+        # a worker powered off waits for Dask to retire it: wait_count equal recommendations
+        grace_s = float(self.interval or 1.0) * (int(self.wait_count) + 2)
         try:
-            return await self.scheduler.tao_scaling(target=target)
+            return await self.scheduler.tao_scaling(target=target, grace_s=grace_s)
         except Exception as exc:
             logger.warning("TAO: scaling advice unavailable (%s); Dask's own adaptive scaling is used", exc)
             return None
@@ -36,13 +41,12 @@ class EnergyAdaptive(Adaptive):
         base = await super().target()
         advice = await self._get_advice(base)
         self._advice = advice
-        if not advice:
+        if not advice or not advice.get("planned"):
             return base
         live = len(advice["order"])
         off = list(advice["power_off"])
-        if off:
-            base = min(base, live - len(off))
-        target = max(int(base), int(self.minimum))
+        # more workers: Dask's demand; fewer: the controller's power-off choices only
+        target = max(int(base) if base > live else live - len(off), int(self.minimum))
         # powered-off choices beyond what ``minimum`` lets Dask retire stay on: say so,
         # least efficient retired first (the plan lists them in that order)
         keep = off[max(0, live - target):]

@@ -23,7 +23,7 @@ class ScalingAdvisor:
     ``valid_workers_downscaling`` order. ``pending()`` lists the parked tasks' requests;
     ``reopen()`` tells placement that capacity came back."""
 
-    #: seconds a worker the plan powered off may stay before TAO counts it as kept (ON)
+    #: seconds a worker the plan powered off may stay before TAO counts it as kept (ON), at least
     retire_grace_s = 5.0
 
     def __init__(self, scheduler: Any, membership: Membership, pending: Callable[[], list],
@@ -35,9 +35,15 @@ class ScalingAdvisor:
         self.fail = fail
         self._powered_off: dict[str, float] = {}  # node -> when a plan powered it off
 
-    def advice(self, target: Optional[int] = None) -> dict[str, Any]:
-        """The controller's scaling plan and the workers ordered least efficient first."""
-        out: dict[str, Any] = {"order": [], "power_off": [], "drain": [], "power_on": [], "reason": ""}
+    def advice(self, target: Optional[int] = None, grace_s: Optional[float] = None) -> dict[str, Any]:
+        """The controller's scaling plan and the workers ordered least efficient first
+        (``planned``: whether a controller made the plan; without one there is none).
+        ``power_off``: every live worker a plan powered off (this one or an earlier one
+        within the grace), least efficient first, so that an adaptive loop that waits for
+        several equal recommendations sees the same choice each time. ``grace_s``: how
+        long such a worker may wait for Dask to retire it (at least ``retire_grace_s``)."""
+        out: dict[str, Any] = {"order": [], "power_off": [], "drain": [], "power_on": [], "reason": "",
+                               "planned": False}
         try:
             workers = self.s.workers
             # (name, idle) of live workers, least efficient first
@@ -45,12 +51,13 @@ class ScalingAdvisor:
                             for a in self.m.efficiency_order(workers)]
             ctl = self.m.ctl
             if ctl is not None:
-                out.update(self._plan(ctl))
+                out.update(self._plan(ctl, max(self.retire_grace_s, float(grace_s or 0.0))))
+                out["planned"] = True
         except Exception as exc:
             self.fail("planning scaling", exc)
         return out
 
-    def _plan(self, ctl: Any) -> dict[str, Any]:
+    def _plan(self, ctl: Any, grace_s: float) -> dict[str, Any]:
         now = time.time()
         workers = self.s.workers
         # nodes an earlier plan powered off that Dask did not retire: back ON
@@ -58,7 +65,7 @@ class ScalingAdvisor:
             n = self.m.nodes.get(addr)
             if addr not in workers or n is None or not n.managed:
                 del self._powered_off[addr]
-            elif now - t_off > self.retire_grace_s:
+            elif now - t_off > grace_s:
                 del self._powered_off[addr]
                 ctl.set_node_state(addr, NodeState.ON, now_s=now)
         plan = ctl.plan_scaling(now_s=now, pending=self.pending()[:MAX_PENDING])
@@ -74,7 +81,8 @@ class ScalingAdvisor:
         def names(addrs: Any) -> list[str]:
             return [str(workers[a].name) for a in addrs if a in workers]
 
-        return {"power_off": names(plan.power_off), "drain": names(plan.drain),
+        waiting = [a for a in self.m.efficiency_order(workers) if a in self._powered_off]
+        return {"power_off": names(waiting), "drain": names(plan.drain),
                 "power_on": list(plan.power_on), "reason": plan.reason}
 
     def keep(self, names: list[str]) -> None:

@@ -256,6 +256,25 @@ def test_adaptive_retires_least_efficient_first():
         assert set(_names(c).values()) == {"0"}
 
 
+def test_adaptive_keeps_an_idle_worker_until_its_break_even_time():
+    from tao_core.power.catalog import specpower_node_type
+
+    # booting costs 4 s of idle power and off draws 0 W: an idle worker is worth keeping
+    # for 4 s (the controller's default idle timeout); Dask's own loop here would retire
+    # both idle workers within half a second
+    nt = specpower_node_type(EFFICIENT, cpus=1, boot_s=4.0)
+    with _cluster(2) as cl, Client(cl) as c:
+        tao_dask.register(c, node_types=[nt], default_type=nt.name, config={"spare_horizon_s": 0.0})
+        _wait_telemetry(c, 2)
+        assert c.gather(c.map(busy, range(4), seconds=0.05, pure=False)) == list(range(4))
+        idle_from = time.time()
+        cl.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=0, maximum=2, interval="200ms", wait_count=3)
+        time.sleep(1.5)
+        assert len(_names(c)) == 2, "an idle worker was retired before its break-even time"
+        _wait_for(lambda: len(_names(c)) == 0, timeout=40, what="idle workers retired after the break-even time")
+        assert time.time() - idle_from >= 4.0
+
+
 def test_scheduler_preload(tmp_path, monkeypatch):
     import dask
 
