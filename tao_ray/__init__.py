@@ -164,8 +164,10 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     """Per-task energy of every task on the cluster in the window (default: from ``init`` to
     now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
     start_s, end_s, energy_j, dynamic_j, static_j, the components, source, method,
-    uncertainty, known_by, actor_id); ``job`` (a Ray job id or a Ray Jobs submission id)
-    limits the report and the frame to that job. Writes the JSON energy report to ``path``
+    uncertainty, known_by, actor_id, units); ``job`` (a Ray job id or a Ray Jobs submission id)
+    limits the report and the frame to that job. ``units`` (unit -> amount): the units of
+    work the task counted (``tao.count``); the report's ``work_units`` section gives joules
+    and gCO2e per unit per group and job. Writes the JSON energy report to ``path``
     and the records to a signed ledger at ``ledger``. ``df.attrs``: ``summary`` (the run's
     figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
     Every figure carries its source (``modeled`` without power counters) and method."""
@@ -173,18 +175,22 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
 
     rt = _runtime("report")
     t_call = time.time()
-    rt.close_timelines()
+    # Ray's task events and the workers' unit counts (sent every 0.2 s) of tasks that
+    # ended before this call are on their way: wait for them, then read every node
     time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
+    rt.close_timelines()
     rt.task_events.poll()
     t0, t1 = window or (rt.t_start, t_call)
     nodes, wrapped, outcomes = rt.book.window(t0, t1)
     events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
     inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
                                    rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
-                                   dict(rt.task_events.jobs))
-    df, _rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
-                                 job=rt.task_events.resolve_job(job) if job else None)
+                                   dict(rt.task_events.jobs), rt.book.counts())
+    df, rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
+                                job=rt.task_events.resolve_job(job) if job else None)
     rt.last_summary = df.attrs["summary"]
+    if window is None and job is None:
+        rt.export_unit_metrics(rep)
     return df
 
 

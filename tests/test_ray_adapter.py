@@ -12,12 +12,16 @@ ray = pytest.importorskip("ray")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from ray_cluster import LocalCluster  # noqa: E402
 
+from tao import UnitCountError, count  # noqa: E402
 import tao_ray  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
 from tao_core.live.sampler import SPAN_LAG_S  # noqa: E402
 from tao_core.live.timeline import GAP_METHOD  # noqa: E402
 from tao_ray.nodes import RayNode, resolve_type  # noqa: E402
 from tao_ray.records import NAMESPACE, sampler_name  # noqa: E402
+
+# Ray's workers cannot import this test module: its plain remote functions travel by value
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def _sampler(nid):
@@ -301,6 +305,78 @@ def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, t
     assert any(v == pytest.approx(budget) for _, v in got["ray_tao_power_budget_watts"])
     assert task_j == pytest.approx(probe_j, rel=1e-4)
     assert any(name.startswith("ray_tao_node_idle_energy_joules") for name in got)
+
+
+def _spin(seconds):
+    t = time.time() + seconds
+    while time.time() < t:
+        sum(range(2000))
+
+
+@ray.remote(num_cpus=1)
+def plain_tokens(n):
+    _spin(0.3)
+    count("tokens", n)
+    return n
+
+
+@tao_ray.remote(num_cpus=1)
+def wrapped_images(n):
+    count("images", n)
+    _spin(0.3)
+    count("images", 1)  # counts of one task add up
+    return n
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def bad_count():
+    count("tokens", -1)
+
+
+def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_path):
+    """``tao.count`` in a plain ``@ray.remote`` task and in a TAO-wrapped one is charged to
+    that task: the ledger's task records carry the units, the report gives joules per unit
+    per group and the Ray metrics export them; a negative count fails the task, saying why."""
+    pytest.importorskip("prometheus_client")
+    from tao_core.governance.validate import load_report, validate_report
+
+    tao()
+    assert ray.get([plain_tokens.remote(10 * (i + 1)) for i in range(4)], timeout=120) == [10, 20, 30, 40]
+    ray.get([wrapped_images.options(tao_group="imgs").remote(i) for i in range(3)], timeout=120)
+    with pytest.raises(Exception, match="must be a finite number >= 0") as err:
+        ray.get(bad_count.remote(), timeout=60)
+    assert "tokens" in str(err.value) and isinstance(err.value, UnitCountError)
+
+    df = tao_ray.report(str(tmp_path / "report.json"))
+    plain = df[df["group"] == "plain_tokens"]
+    imgs = df[df["group"] == "imgs"]
+    assert len(plain) == 4 and set(plain["known_by"]) == {"ray-task-events"}
+    assert len(imgs) == 3 and set(imgs["known_by"]) == {"tao-wrapper"}
+    assert sorted(u["tokens"] for u in plain["units"]) == [10, 20, 30, 40]
+    assert sorted(u["images"] for u in imgs["units"]) == [1, 2, 3]
+    rep = load_report(tmp_path / "report.json")
+    assert validate_report(rep) == []
+    wu = rep["work_units"]
+    assert wu["counted"] and wu["basis"] == "task records"
+    rows = {(r["group"], r["unit"]): r for r in wu["by_group"]}
+    tok, img = rows[("plain_tokens", "tokens")], rows[("imgs", "images")]
+    assert tok["amount"] == 100 and img["amount"] == 6
+    assert tok["energy_j_per_unit"] > 0 and img["energy_j_per_unit"] > 0
+    assert tok["energy_j_per_unit"] == pytest.approx(float(plain["energy_j"].sum()) / 100, rel=1e-9)
+    assert img["energy_j_per_unit"] == pytest.approx(float(imgs["energy_j"].sum()) / 6, rel=1e-9)
+    assert {t["unit"]: t["amount"] for t in wu["totals"]} == {"images": 6, "tokens": 100}
+
+    end, got = time.time() + 30, {}
+    while time.time() < end:
+        got = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
+            "ray_tao_energy_per_unit_joules", [])}
+        units_total = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
+            "ray_tao_work_units_total", [])}
+        if ("group", "plain_tokens", "tokens") in got and ("group", "imgs", "images") in units_total:
+            break
+        time.sleep(1.0)
+    assert got[("group", "plain_tokens", "tokens")] == pytest.approx(tok["energy_j_per_unit"], rel=1e-6)
+    assert units_total[("group", "imgs", "images")] == 6
 
 
 def test_live_attribution_waits_for_a_running_task(tao):
