@@ -168,7 +168,9 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     limits the report and the frame to that job. ``units`` (unit -> amount): the units of
     work the task counted (``tao.count``); the report's ``work_units`` section gives joules
     and gCO2e per unit per group and job. Writes the JSON energy report to ``path``
-    and the records to a signed ledger at ``ledger``. ``df.attrs``: ``summary`` (the run's
+    and the records to a signed ledger at ``ledger``; the report says per node type where
+    its power curve came from (``hardware.node_types[].curve``: declared, discovered or
+    fitted, and from what). ``df.attrs``: ``summary`` (the run's
     figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
     Every figure carries its source (``modeled`` without power counters) and method."""
     from tao_core.live import report as live_report
@@ -185,7 +187,8 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
     inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
                                    rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
-                                   dict(rt.task_events.jobs), rt.book.counts())
+                                   dict(rt.task_events.jobs), rt.book.counts(),
+                                   rt.nodes.curve_provenance(lambda: rt.call("fitted_models")))
     df, rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
                                 job=rt.task_events.resolve_job(job) if job else None)
     rt.last_summary = df.attrs["summary"]

@@ -13,7 +13,7 @@ A run whose ``config`` record has no ``record_format`` is one of these. What dif
 - summary: no ``run_id``; energy totals (``it_energy_j``, ``dynamic_energy_j``,
   ``overhead_share``, ...) that the report now derives from the node records. Only the
   fields of ``records.RunSummary`` are kept.
-- config: no ``record_format`` and no ``cluster.name``.
+- config: no ``record_format``, no ``cluster.name`` and no ``curves`` (read as not recorded).
 - work records: no ``units`` (read as nothing counted).
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ def upgrade_config(p: Mapping[str, Any]) -> dict[str, Any]:
                     "power_budget_w": cluster.get("power_budget_w"), "nodes": nodes},
         "telemetry": [{"domain": t.get("domain"), "source": t.get("source"), "method": t.get("method")}
                       for t in p.get("telemetry") or [] if isinstance(t, Mapping)],
+        "curves": [],
     }
 
 

@@ -2,7 +2,9 @@
 
 Inputs (:class:`ReportInputs`): each metered node's timeline, the task rows (wrapper spans
 and the engine's own records), the units of work tasks counted (``tao.count``, charged to
-the task row of the same task id: :func:`task_units`), the controller's decision events,
+the task row of the same task id: :func:`task_units`), where each node type's power curve
+came from (declared, discovered or fitted: the config record's ``curves``), the
+controller's decision events,
 what was done to nodes, and one time window ``[t0, t1]`` (wall-clock s) for every figure: timelines are cut to it
 and only tasks inside it count. :mod:`tao_core.task_rows` keeps one row per task,
 :func:`tao_core.attribution.attribute` splits each node's energy into tasks and idle,
@@ -25,7 +27,8 @@ from typing import Any, Mapping, Optional, Sequence
 import pandas as pd
 
 from tao_core.accounting.figures import EnergyParts
-from tao_core.accounting.records import NodeInfo, NodeRecord, RunConfig, RunSummary, WorkRecord, run_records
+from tao_core.accounting.records import (NodeInfo, NodeRecord, RunConfig, RunSummary, WorkRecord, curve_entry,
+                                         run_records)
 from tao_core.attribution import COMPONENTS, Attribution, attribute
 from tao_core.control.types import NodeType
 from tao_core.live.timeline import continued, reading_of
@@ -65,6 +68,8 @@ class ReportInputs:
     notes: Sequence[str] = ()
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     counts: Sequence[UnitCount] = ()
+    #: node type -> where its power curve came from (``CurveProvenance.to_dict()``)
+    curves: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _attempt(row_id: str, task_id: str) -> int:
@@ -229,7 +234,8 @@ def records(inp: ReportInputs, att: Attribution, w: _Window, adherence: Optional
                     for n in inp.nodes),
         controller=cfg, power_budget_w=cfg.get("power_budget_w"),
         telemetry=tuple({"domain": f"node:{r.node_id}", "source": r.source, "method": r.method}
-                        for r in att.nodes.itertuples(index=False)))
+                        for r in att.nodes.itertuples(index=False)),
+        curves=tuple(curve_entry(t, inp.curves[t]) for t in sorted({n.node_type for n in inp.nodes}) if t in inp.curves))
     tasks = att.tasks
     peak = adherence.peak_w if adherence is not None else _peak(w.readings)
     summary = RunSummary(run_id, policy, makespan_s=float(tasks["end_s"].max() - tasks["start_s"].min()) if len(tasks)
