@@ -150,7 +150,8 @@ class RayNodes:
         out: list[TaskEnergy] = []
         with self._collect_lock:
             live = self.book.live()
-            refs = [r.handle.fetch.remote(self.token, r.timeline.next) for r in live]
+            # the incarnation keeps a restarted sampler from taking the old one's indexes as fetched
+            refs = [r.handle.fetch.remote(self.token, r.timeline.next, r.timeline.incarnation) for r in live]
             for rec, ref in zip(live, refs):
                 try:
                     got = rec.timeline.take(ray.get(ref, timeout=self._timeout_s))

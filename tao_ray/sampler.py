@@ -151,9 +151,10 @@ class NodeSampler(Guarded):
         self._check(token)
         return self.core.sample()
 
-    def fetch(self, token: str, since: tuple[int, ...] = (0, 0, 0, 0)) -> SamplerBatch:
+    def fetch(self, token: str, since: tuple[int, ...] = (0, 0, 0, 0),
+              incarnation: Optional[str] = None) -> SamplerBatch:
         self._check(token)
-        return self.core.fetch(since)
+        return self.core.fetch(since, incarnation)
 
     def add_spans(self, token: str, spans: list[SpanRow], pid: Optional[int] = None,
                   running_since: Optional[float] = None) -> None:

@@ -233,3 +233,18 @@ def test_a_sampler_hands_over_unit_counts_once():
     assert b.counts == [UnitCount("t1", "n", "tokens", 4.0, 1.0)] and b.first_count == 0
     assert smp.fetch((len(b.rows), 0, 0, 1)).counts == []
     assert smp.fetch((0, 0, 0)).first_count == 1  # three indexes: counts from the start, those fetched dropped
+
+
+def test_a_restarted_sampler_keeps_spans_the_driver_has_not_fetched():
+    """The driver's indexes belong to the old sampler: a fetch with them must not drop the
+    new sampler's first spans as if fetched (the driver then reads it from the start)."""
+    old = NodeSampler("n", Steps([100.0, 100.5, 101.0]), cpus=2, idle_w=30.0, interval_s=1.0)
+    old.add_spans([SpanRow("a", "n", 100.0, 100.2, 0.1, "g", "j", 1.0), SpanRow("b", "n", 100.1, 100.3, 0.1, "g", "j", 1.0)])
+    tl = NodeTimeline("n", 30.0)
+    tl.take(old.fetch(tl.next, tl.incarnation))
+    assert tl.next[1] == 2
+    new = NodeSampler("n", Steps([102.0, 102.5, 103.0]), cpus=2, idle_w=30.0, interval_s=1.0)
+    new.add_spans([SpanRow("c", "n", 102.0, 102.2, 0.1, "g", "j", 1.0), SpanRow("d", "n", 102.1, 102.3, 0.1, "g", "j", 1.0)])
+    assert tl.take(new.fetch(tl.next, tl.incarnation)) is None  # another sampler: read it again from the start
+    tl.take(new.fetch(tl.next, tl.incarnation))
+    assert [s.task_id for s in tl.spans] == ["a", "b", "c", "d"]

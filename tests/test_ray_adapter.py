@@ -407,10 +407,15 @@ def test_live_attribution_waits_for_a_running_task(tao):
 def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     """Ray restarts a sampler whose process died; its counters start from zero, and the
     driver continues the node's timeline with the gap modeled at idle power."""
-    tao()
+    rt = tao()
     tok = tao_ray.session_token()
     ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
-    time.sleep(SPAN_LAG_S + 1.2)  # the driver has these tasks' spans (it collects every second)
+    # a sampler that dies loses the spans it had not handed over: wait until the driver has
+    # these (it collects about every second, later when its sync round is slow)
+    end = time.time() + 30
+    while time.time() < end and len(rt.book.window(0.0, time.time())[1]) < 4:
+        time.sleep(0.1)
+    assert len(rt.book.window(0.0, time.time())[1]) == 4
     nid = _live()[0]
     old = ray.get(_sampler(nid).info.remote(tok), timeout=30)["incarnation"]
     ray.kill(_sampler(nid), no_restart=False)

@@ -168,14 +168,17 @@ class NodeSampler:
                 del self._counts[:drop]
                 self._bases[3] += drop
 
-    def fetch(self, since: tuple[int, ...] = (0, 0, 0, 0)) -> SamplerBatch:
+    def fetch(self, since: tuple[int, ...] = (0, 0, 0, 0), incarnation: Optional[str] = None) -> SamplerBatch:
         """Rows, spans, task energies and unit counts from absolute indexes ``since`` on
         (missing trailing indexes: 0); spans, energies and counts before ``since`` count as
-        fetched and are dropped (spans once settled)."""
+        fetched and are dropped (spans once settled). ``incarnation``: the sampler the
+        caller's indexes belong to; when it is another (this sampler was restarted since),
+        nothing is dropped: the caller reads this one from the start."""
         since = tuple(since) + (0,) * (4 - len(since))
         with self._lock:
             firsts = [max(s, b) for s, b in zip(since, self._bases)]
-            for k, held in ((1, self._spans), (2, self._energies), (3, self._counts)):
+            mine = incarnation is None or incarnation == self.incarnation
+            for k, held in ((1, self._spans), (2, self._energies), (3, self._counts)) if mine else ():
                 drop = min(since[k], self._bases[k] + len(held)) - self._bases[k]
                 if drop > 0:
                     del held[:drop]
