@@ -147,6 +147,8 @@ def test_every_task_and_job_gets_energy_and_other_jobs_are_refused(cluster, tao,
     out = json.loads(cli.stdout)
     jobs = {r["job"]: r["energy_j"] for r in out["energy"]["by_job"]}
     assert jobs[res["job"]] > 0 and out["subject"]["job"] == res["job"]
+    assert {t["node_type"]: t["curve"]["origin"] for t in out["hardware"]["node_types"]} == {
+        "eff": "declared", "old": "declared"}
     bad = subprocess.run([sys.executable, "-m", "tao_core.cli.main", "ray", "report", "--address", c.address,
                           "--token", "wrong"], capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2 and "refused" in bad.stderr and "Traceback" not in bad.stderr
