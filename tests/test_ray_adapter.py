@@ -328,14 +328,22 @@ def wrapped_images(n):
     return n
 
 
+@ray.remote(num_cpus=0)
+class Reader:
+    def read(self, n):
+        _spin(0.2)
+        count("pages", n)
+        return n
+
+
 @ray.remote(num_cpus=1, max_retries=0)
 def bad_count():
     count("tokens", -1)
 
 
 def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_path):
-    """``tao.count`` in a plain ``@ray.remote`` task and in a TAO-wrapped one is charged to
-    that task: the ledger's task records carry the units, the report gives joules per unit
+    """``tao.count`` in a plain ``@ray.remote`` task, an actor method and a TAO-wrapped task
+    is charged to that task: the ledger's task records carry the units, the report gives joules per unit
     per group and the Ray metrics export them; a negative count fails the task, saying why."""
     pytest.importorskip("prometheus_client")
     from tao_core.governance.validate import load_report, validate_report
@@ -343,6 +351,8 @@ def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_
     tao()
     assert ray.get([plain_tokens.remote(10 * (i + 1)) for i in range(4)], timeout=120) == [10, 20, 30, 40]
     ray.get([wrapped_images.options(tao_group="imgs").remote(i) for i in range(3)], timeout=120)
+    reader = Reader.remote()
+    assert ray.get([reader.read.remote(5) for _ in range(2)], timeout=120) == [5, 5]  # actor methods count too
     with pytest.raises(Exception, match="must be a finite number >= 0") as err:
         ray.get(bad_count.remote(), timeout=60)
     assert "tokens" in str(err.value) and isinstance(err.value, UnitCountError)
@@ -364,7 +374,9 @@ def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_
     assert tok["energy_j_per_unit"] > 0 and img["energy_j_per_unit"] > 0
     assert tok["energy_j_per_unit"] == pytest.approx(float(plain["energy_j"].sum()) / 100, rel=1e-9)
     assert img["energy_j_per_unit"] == pytest.approx(float(imgs["energy_j"].sum()) / 6, rel=1e-9)
-    assert {t["unit"]: t["amount"] for t in wu["totals"]} == {"images": 6, "tokens": 100}
+    assert rows[("Reader.read", "pages")]["amount"] == 10 and rows[("Reader.read", "pages")]["energy_j_per_unit"] > 0
+    assert {t["unit"]: t["amount"] for t in wu["totals"]} == {"images": 6, "pages": 10, "tokens": 100}
+    ray.kill(reader)
 
     end, got = time.time() + 30, {}
     while time.time() < end:
