@@ -160,14 +160,16 @@ def session_token() -> str:
 
 
 def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: str = "tao",
-           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> "pd.DataFrame":
+           job: Optional[str] = None, window: Optional[tuple[float, float]] = None,
+           carbon_intensity_g_per_kwh: Optional[float] = None) -> "pd.DataFrame":
     """Per-task energy of every task on the cluster in the window (default: from ``init`` to
     now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
     start_s, end_s, energy_j, dynamic_j, static_j, the components, source, method,
     uncertainty, known_by, actor_id, units); ``job`` (a Ray job id or a Ray Jobs submission id)
     limits the report and the frame to that job. ``units`` (unit -> amount): the units of
     work the task counted (``tao.count``); the report's ``work_units`` section gives joules
-    and gCO2e per unit per group and job. Writes the JSON energy report to ``path``
+    per unit per group and job, and gCO2e per unit at ``carbon_intensity_g_per_kwh`` (the
+    grid's location-based intensity, gCO2e/kWh; None: no emissions). Writes the JSON energy report to ``path``
     and the records to a signed ledger at ``ledger``; the report says per node type where
     its power curve came from (``hardware.node_types[].curve``: declared, discovered or
     fitted, and from what). ``df.attrs``: ``summary`` (the run's
@@ -190,7 +192,8 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
                                    dict(rt.task_events.jobs), rt.book.counts(),
                                    rt.nodes.curve_provenance(lambda: rt.call("fitted_models")))
     df, rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
-                                job=rt.task_events.resolve_job(job) if job else None)
+                                job=rt.task_events.resolve_job(job) if job else None,
+                                carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh)
     rt.last_summary = df.attrs["summary"]
     if window is None and job is None:
         rt.export_unit_metrics(rep)

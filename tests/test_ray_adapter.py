@@ -357,7 +357,7 @@ def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_
         ray.get(bad_count.remote(), timeout=60)
     assert "tokens" in str(err.value) and isinstance(err.value, UnitCountError)
 
-    df = tao_ray.report(str(tmp_path / "report.json"))
+    df = tao_ray.report(str(tmp_path / "report.json"), carbon_intensity_g_per_kwh=400.0)
     plain = df[df["group"] == "plain_tokens"]
     imgs = df[df["group"] == "imgs"]
     assert len(plain) == 4 and set(plain["known_by"]) == {"ray-task-events"}
@@ -374,6 +374,7 @@ def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_
     assert tok["energy_j_per_unit"] > 0 and img["energy_j_per_unit"] > 0
     assert tok["energy_j_per_unit"] == pytest.approx(float(plain["energy_j"].sum()) / 100, rel=1e-9)
     assert img["energy_j_per_unit"] == pytest.approx(float(imgs["energy_j"].sum()) / 6, rel=1e-9)
+    assert tok["emissions_g_co2e_per_unit"] == pytest.approx(tok["facility_energy_j_per_unit"] / 3.6e6 * 400.0)
     assert rows[("Reader.read", "pages")]["amount"] == 10 and rows[("Reader.read", "pages")]["energy_j_per_unit"] > 0
     assert {t["unit"]: t["amount"] for t in wu["totals"]} == {"images": 6, "pages": 10, "tokens": 100}
     ray.kill(reader)
@@ -384,10 +385,13 @@ def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_
             "ray_tao_energy_per_unit_joules", [])}
         units_total = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
             "ray_tao_work_units_total", [])}
-        if ("group", "plain_tokens", "tokens") in got and ("group", "imgs", "images") in units_total:
+        grams = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
+            "ray_tao_emissions_per_unit_grams", [])}
+        if ("group", "plain_tokens", "tokens") in got and ("group", "imgs", "images") in units_total and grams:
             break
         time.sleep(1.0)
     assert got[("group", "plain_tokens", "tokens")] == pytest.approx(tok["energy_j_per_unit"], rel=1e-6)
+    assert grams[("group", "plain_tokens", "tokens")] == pytest.approx(tok["emissions_g_co2e_per_unit"], rel=1e-6)
     assert units_total[("group", "imgs", "images")] == 6
 
 

@@ -265,9 +265,11 @@ def _unmetered(inp: ReportInputs, att: Attribution) -> list[str]:
 
 
 def build(inp: ReportInputs, *, path: Optional[str] = None, ledger: Optional[str] = None, job: Optional[str] = None,
-          policy: str = "tao") -> tuple[pd.DataFrame, dict]:
+          policy: str = "tao", carbon_intensity_g_per_kwh: Optional[float] = None) -> tuple[pd.DataFrame, dict]:
     """(per-task DataFrame, report dict) of the window, or of one ``job`` of it; writes the
-    JSON report to ``path`` and the records to a signed ledger at ``ledger``. ``df.attrs``:
+    JSON report to ``path`` and the records to a signed ledger at ``ledger``.
+    ``carbon_intensity_g_per_kwh``: the grid's intensity for the report's emissions (and
+    gCO2e per unit of work; None: none). ``df.attrs``:
     ``summary`` (the summary record's figures, the budget adherence, what could not be
     accounted, the window and the jobs), ``report`` and ``nodes`` (each node's split)."""
     from tao_core.governance import Ledger, build_report, build_report_from_records, write_report
@@ -282,10 +284,11 @@ def build(inp: ReportInputs, *, path: Optional[str] = None, ledger: Optional[str
         with Ledger(ledger) as led:
             for kind, payload in recs:
                 led.append(kind, payload)
-        report = build_report(ledger, run_id=run_id, job=job)
+        report = build_report(ledger, run_id=run_id, job=job, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh)
     else:
         report = build_report_from_records([{"kind": k, "payload": p, "seq": i + 1, "time": time.time()}
-                                            for i, (k, p) in enumerate(recs)], job=job)
+                                            for i, (k, p) in enumerate(recs)], job=job,
+                                           carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh)
     if path:
         write_report(report, path, "json")
     df = (att.tasks if job is None else att.tasks[att.tasks["job"] == job]).copy()
