@@ -328,7 +328,7 @@ def wrapped_images(n):
     return n
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=1)  # on a worker node: the head (no CPUs, no TAO type) is not metered
 class Reader:
     def read(self, n):
         _spin(0.2)
