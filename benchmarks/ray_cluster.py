@@ -2,6 +2,11 @@
 benchmarks and tests, plus the paced workload they run with Ray's default scheduling and
 with TAO. The head node runs Ray's dashboard: TAO reads Ray's task events through it.
 
+No fixed port is needed: the dashboard takes 8265 or the next free one (Ray tries 50),
+and the head's dashboard agent, like every node's metrics export, runtime-env agent, GCS
+and raylet, a free port the OS picks; the state API and ``tao ray report --address`` find
+them through the GCS. Several clusters can run on one machine.
+
 Each worker node carries the label ``tao-node-type`` of its node type. ``power_off(node_id)``
 removes the node from the cluster (its processes end: the stand-in for an autoscaler
 terminating it) and ``power_on(node_type)`` adds a fresh node of that type; pass them to
@@ -44,7 +49,9 @@ class LocalCluster:
         # functions live here) wherever the driver was started
         pp = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         os.environ["PYTHONPATH"] = os.pathsep.join([*(str(d) for d in (ROOT, ROOT / "benchmarks") if str(d) not in pp), *pp])
-        head = dict(num_cpus=self.head_cpus, include_dashboard=True)
+        # dashboard_port None: Ray tries 8265 and the next 50; agent port None: the OS picks one
+        head = dict(num_cpus=self.head_cpus, include_dashboard=True, dashboard_port=None,
+                    dashboard_agent_listen_port=None)
         if self.system_config:
             head["_system_config"] = dict(self.system_config)
         self.cluster = Cluster(initialize_head=True, head_node_args=head)
@@ -113,13 +120,17 @@ def paced_workload(fn: Any, *, tasks: int, interval_s: float, work_s: float,
 
 
 def job(i: int, work_s: float) -> tuple[int, str]:
-    """A request-like task: ``work_s`` seconds, about a fifth of them busy on the CPU."""
+    """A request-like task: ``work_s`` seconds, about a fifth of them busy on the CPU; it
+    counts one unit of work, a request (``tao.count``)."""
+    import tao
+
     end = time.time() + work_s
     while time.time() < end:
         busy = time.time() + 0.01
         while time.time() < busy:
             pass
         time.sleep(0.04)
+    tao.count("requests", 1)
     return i, ray.get_runtime_context().get_node_id()
 
 
@@ -168,6 +179,8 @@ def compare(nodes: Sequence[tuple[str, int]], node_types: Sequence[Any], *, task
                    "nodes_added": len(lc.added), "window_s": [t0, t1],
                    "energy_by_node_j": {f"{types.get(r['node_id'], '?')}:{r['node_id'][:8]}": round(r["energy_j"], 1)
                                         for r in rep["energy"]["by_node"]},
+                   "energy_j_per_request": next((r["energy_j_per_unit"] for r in rep["work_units"]["by_group"]
+                                                 if r["unit"] == "requests"), None),
                    "source": "modeled"}
             if path:
                 res["report"] = path

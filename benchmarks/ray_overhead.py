@@ -13,6 +13,7 @@ variants, so the ratio measures the per-task path only.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     a = ap.parse_args(argv)
 
+    load_before = os.getloadavg()
     lc = LocalCluster([("eff", 2), ("old", 2), ("old", 2)]).start()
     try:
         tao_ray.init([tao_ray.specpower_node_type("IbmX3250XeonX3470", name="eff", cpus=2),
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
                 for k in (("default", "tao") if i % 2 == 0 else ("tao", "default")):
                     rates[work][k].append(run(work, k))
         st = tao_ray.stats()["counters"]
+        load_after = os.getloadavg()
     finally:
         tao_ray.shutdown()
         lc.stop()
@@ -77,7 +80,8 @@ def main(argv=None) -> int:
         "ratio": ratio["map"], "ratio_noop": ratio["noop"],
         "default_tasks_per_s": med["map"]["default"], "tao_tasks_per_s": med["map"]["tao"],
         "median_tasks_per_s": med, "runs": rates, "tasks": n, "goal_ratio": GOAL,
-        "tao_counters": st,
+        "tao_counters": st, "load_average_1_5_15": {"before": list(load_before), "after": list(load_after)},
+        "cpus": os.cpu_count(),
         "setup": "ray.cluster_utils.Cluster: head 0 CPUs (with Ray's dashboard) + 3 nodes x 2 CPUs on one "
                  "machine; TAO running in both variants (samplers, controller, task-event reads); no power "
                  "budget (open admission); no-op and map workloads interleaved, variants alternated; median",
@@ -88,6 +92,8 @@ def main(argv=None) -> int:
             print(f"{w:<8}{k:<10}{med[w][k]:>16.0f}   {', '.join(f'{x:.0f}' for x in rates[w][k])}")
     print(f"ratio tao/default: map {ratio['map']:.3f} (goal >= {GOAL}), no-op {ratio['noop']:.3f}; TAO placed "
           f"{st['placed']}, default-fallback {st['default']}")
+    print(f"load average (1, 5, 15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, after "
+          f"{', '.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} CPUs (the machine is shared)")
     write_json(out, a.json)
     return 0
 

@@ -1,6 +1,7 @@
 """TAO on Ray in two minutes: the same paced workload on a heterogeneous local Ray cluster,
 first with Ray's default scheduling, then with TAO, a printed comparison (modeled energy,
-makespan, where tasks ran) and TAO's energy report.
+makespan, where tasks ran, task work per request each task counted with ``tao.count``) and
+TAO's energy report.
 
 The cluster (``ray.cluster_utils.Cluster`` on this machine): one efficient node (4 CPUs,
 SPECpower curve of an IBM x3250 Xeon X3470: 41.6 W idle, 113 W busy) and two old ones (2 CPUs
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     print(f"\n{'':<10}{'energy (J)':>12}{'makespan (s)':>14}   tasks by node type")
     for name, r in (("default", d), ("TAO", t)):
         print(f"{name:<10}{r['energy_j']:>12.1f}{r['makespan_s']:>14.2f}   {r['tasks_by_node_type']}")
+    print(f"task work per request (tao.count): default {d['energy_j_per_request']:.2f} J, "
+          f"TAO {t['energy_j_per_request']:.2f} J")
     print(f"\nTAO used {100 * (1 - t['energy_j'] / d['energy_j']):.1f} % less modeled energy, makespan "
           f"{t['makespan_s'] / d['makespan_s']:.2f}x; it powered off {t['nodes_powered_off']} idle node(s).")
     rep = json.loads(Path(a.report).read_text())

@@ -12,7 +12,11 @@ Which task is current:
    plain Python without an engine), that task;
 2. else whatever the resolver an adapter registered with ``set_task_resolver(fn)``
    returns (e.g. the key of the task the calling thread executes);
-3. else none: ``count`` raises ``UnitCountError`` (never a silent drop).
+3. else, once per process, the engines' installers: functions named under the entry-point
+   group ``tao.task_resolvers`` (``RESOLVER_GROUP``) are called in turn until one
+   registers its resolver (``tao_ray`` does in a Ray worker process, for every task and
+   actor method, wrapped by TAO or not); a process where nobody counts never looks;
+4. else none: ``count`` raises ``UnitCountError`` (never a silent drop).
 
 Unit names: lower case letters, digits and ``_``, starting with a letter (``tokens``,
 ``images``, ``requests``, ``flops``): they become Prometheus label values and
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 import re
 import threading
@@ -32,9 +37,16 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 #: what a unit's name may look like
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: entry-point group of the engines' installers: ``install() -> bool`` registers the engine's
+#: resolver (``set_task_resolver``) when the calling process is one of its workers
+RESOLVER_GROUP = "tao.task_resolvers"
+
+log = logging.getLogger("tao_core.units")
 
 _scope: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("tao_units_task", default=None)
 _resolver: Optional[Callable[[], Optional[str]]] = None
+_installers_tried = False
+_install_lock = threading.Lock()
 _lock = threading.Lock()
 _buffer: dict[str, dict[str, float]] = {}
 
@@ -62,9 +74,29 @@ def check_amount(unit: str, n: Any) -> float:
 def current_task() -> Optional[str]:
     """The id of the task a count would be charged to now, or None."""
     task = _scope.get()
+    if task is None and _resolver is None and not _installers_tried:
+        _try_installers()
     if task is None and _resolver is not None:
         task = _resolver()
     return None if task is None else str(task)
+
+
+def _try_installers() -> None:
+    """Call the engines' installers (``RESOLVER_GROUP``) once per process until one registers."""
+    global _installers_tried
+    with _install_lock:
+        if _installers_tried:
+            return
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=RESOLVER_GROUP):
+            try:
+                if ep.load()() and _resolver is not None:
+                    break
+            except Exception as e:  # noqa: BLE001 - an engine that cannot say stays out
+                log.warning("units: the task resolver of %s could not be installed (%s: %s)", ep.name,
+                            type(e).__name__, e)
+        _installers_tried = True
 
 
 def count(unit: str, n: float) -> None:

@@ -160,31 +160,43 @@ def session_token() -> str:
 
 
 def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: str = "tao",
-           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> "pd.DataFrame":
+           job: Optional[str] = None, window: Optional[tuple[float, float]] = None,
+           carbon_intensity_g_per_kwh: Optional[float] = None) -> "pd.DataFrame":
     """Per-task energy of every task on the cluster in the window (default: from ``init`` to
     now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
     start_s, end_s, energy_j, dynamic_j, static_j, the components, source, method,
-    uncertainty, known_by, actor_id); ``job`` (a Ray job id or a Ray Jobs submission id)
-    limits the report and the frame to that job. Writes the JSON energy report to ``path``
-    and the records to a signed ledger at ``ledger``. ``df.attrs``: ``summary`` (the run's
+    uncertainty, known_by, actor_id, units); ``job`` (a Ray job id or a Ray Jobs submission id)
+    limits the report and the frame to that job. ``units`` (unit -> amount): the units of
+    work the task counted (``tao.count``); the report's ``work_units`` section gives joules
+    per unit per group and job, and gCO2e per unit at ``carbon_intensity_g_per_kwh`` (the
+    grid's location-based intensity, gCO2e/kWh; None: no emissions). Writes the JSON energy report to ``path``
+    and the records to a signed ledger at ``ledger``; the report says per node type where
+    its power curve came from (``hardware.node_types[].curve``: declared, discovered or
+    fitted, and from what). ``df.attrs``: ``summary`` (the run's
     figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
     Every figure carries its source (``modeled`` without power counters) and method."""
     from tao_core.live import report as live_report
 
     rt = _runtime("report")
     t_call = time.time()
-    rt.close_timelines()
+    # Ray's task events and the workers' unit counts (sent every 0.2 s) of tasks that
+    # ended before this call are on their way: wait for them, then read every node
     time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
+    rt.close_timelines()
     rt.task_events.poll()
     t0, t1 = window or (rt.t_start, t_call)
     nodes, wrapped, outcomes = rt.book.window(t0, t1)
     events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
     inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
                                    rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
-                                   dict(rt.task_events.jobs))
-    df, _rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
-                                 job=rt.task_events.resolve_job(job) if job else None)
+                                   dict(rt.task_events.jobs), rt.book.counts(),
+                                   rt.nodes.curve_provenance(lambda: rt.call("fitted_models")))
+    df, rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
+                                job=rt.task_events.resolve_job(job) if job else None,
+                                carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh)
     rt.last_summary = df.attrs["summary"]
+    if window is None and job is None:
+        rt.export_unit_metrics(rep)
     return df
 
 

@@ -19,16 +19,21 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tao_core.control.types import NodeType
+from tao_core.hardware import curve_provenance
 from tao_core.live.nodes import NodeBook, TrackedNode
 from tao_core.live.sampler import SPAN_LAG_S
 from tao_core.live.timeline import NodeTimeline
 from tao_core.live.values import TaskEnergy
+from tao_core.power.fitted_cache import MEASURED_SOURCES
 from tao_core.power.node_json import node_type_to_dict
+from tao_core.power.provenance import CurveOrigin
 from tao_ray.nodes import RayNode, alive_nodes, discovered_type, resolve_type
 from tao_ray.records import NAMESPACE, sampler_name
 from tao_ray.sampler import NodeSampler
 
 log = logging.getLogger("tao_ray")
+#: the curve provenance a sampler's ``info`` gives
+PROVENANCE_KEYS = ("curve_origin", "curve_method", "curve_uncertainty", "hardware_key", "fit_source", "fit_samples")
 
 
 class RayNodes:
@@ -45,6 +50,9 @@ class RayNodes:
         self._last_end = last_end  # when the latest task the driver placed ended
         self._starting: dict[str, tuple[RayNode, Optional[str], bool, Any, Any]] = {}
         self._collect_lock = threading.Lock()
+        #: node type -> where the curve its samplers use came from (``CurveProvenance.to_dict()``)
+        #: and their energy source
+        self.curves: dict[str, dict[str, Any]] = {}
 
     def discover(self, wait: bool = False) -> bool:
         """Start samplers on new nodes, take in those that are up (``wait``: wait for them)
@@ -90,9 +98,27 @@ class RayNodes:
             if typ is None:
                 nt = discovered_type(n, info)
                 typ = self.node_types.setdefault(nt.name, nt).name
+            self.curves.setdefault(typ, {**{k: info[k] for k in PROVENANCE_KEYS}, "source": info["source"]})
             self.book.join(TrackedNode(n.node_id, typ, cpus=n.cpus, present=True, shared=shared, handle=h,
                                        timeline=NodeTimeline(n.node_id, self.node_types[typ].idle_w)))
         return bool(ready)
+
+    def curve_provenance(self, fits: Callable[[], Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Node type -> where its curve came from, as its samplers started (declared,
+        discovered, or fitted in an earlier run); a type whose nodes measure power and whose
+        curve the controller fitted this run (``fits()``: its ``fitted_models``) is fitted."""
+        out = {t: {k: c[k] for k in PROVENANCE_KEYS} for t, c in self.curves.items()}
+        measured = [t for t, c in self.curves.items() if c["source"] in MEASURED_SOURCES]
+        try:
+            snaps = fits() if measured else {}
+        except Exception:  # noqa: BLE001 - controller down: as the samplers started
+            snaps = {}
+        for t in measured:
+            if snaps.get(t) is not None:
+                prov = curve_provenance(self.node_types[t], snapshot=snaps[t], source=self.curves[t]["source"])
+                if prov.origin == CurveOrigin.FITTED:
+                    out[t] = {**prov.to_dict(), "hardware_key": out[t]["hardware_key"]}
+        return out
 
     # ------------------------------------------------------------------ samplers
     def stop_sampler(self, rec: TrackedNode) -> None:
@@ -124,7 +150,8 @@ class RayNodes:
         out: list[TaskEnergy] = []
         with self._collect_lock:
             live = self.book.live()
-            refs = [r.handle.fetch.remote(self.token, r.timeline.next) for r in live]
+            # the incarnation keeps a restarted sampler from taking the old one's indexes as fetched
+            refs = [r.handle.fetch.remote(self.token, r.timeline.next, r.timeline.incarnation) for r in live]
             for rec, ref in zip(live, refs):
                 try:
                     got = rec.timeline.take(ray.get(ref, timeout=self._timeout_s))

@@ -1,7 +1,8 @@
 """The controller actor: a named, detached, restartable Ray actor around one
 :class:`tao_core.live.session.ControllerSession` (its module doc gives the protocol). On
 restart it starts afresh with a new epoch; the driver then re-registers its nodes and
-sends its waiting tasks again. Every call carries the session token; Ray records no task
+sends its waiting tasks again. It also exports the per-unit metrics of the driver's latest
+report (``unit_metrics``). Every call carries the session token; Ray records no task
 events for this actor's calls (``enable_task_events=False``).
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Optional
 
 import ray
 
+from tao_core.accounting.per_unit import METRIC_LABELS, METRICS
 from tao_core.control.config import ControllerConfig
 from tao_core.live.session import ControllerSession, Gauges, node_types_of
 from tao_core.power.node_json import node_type_from_dict
@@ -48,10 +50,37 @@ def _gauges() -> Gauges:
         return Gauges()
 
 
+class UnitMetrics:
+    """``tao_core.accounting.per_unit.METRICS`` as Ray metrics (``ray_tao_...`` in
+    Prometheus): counters grow by what a report adds to the session's totals, gauges are set."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        self._metrics = {name: (Counter if kind == "counter" else Gauge)(name, description=doc, tag_keys=METRIC_LABELS)
+                         for name, (kind, doc) in METRICS.items()}
+        self._totals: dict[tuple, float] = {}
+
+    def export(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        for name, labels, value in samples:
+            m = self._metrics.get(name)
+            if m is None:
+                continue
+            if METRICS[name][0] == "counter":
+                key = (name, *sorted(labels.items()))
+                delta = float(value) - self._totals.get(key, 0.0)
+                if delta > 0:
+                    m.inc(delta, tags=labels)
+                    self._totals[key] = float(value)
+            else:
+                m.set(float(value), tags=labels)
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, enable_task_events=False)
 class ControllerActor(Guarded):
     def __init__(self, token: str, node_types: list[dict[str, Any]], config: dict[str, Any]) -> None:
         self._token, self._who = token, "tao-controller"
+        self._units: Optional[UnitMetrics] = None
         self.session = ControllerSession(node_types_of(node_types), ControllerConfig(**config), gauges=_gauges())
 
     def ping(self, token: str) -> str:
@@ -62,6 +91,17 @@ class ControllerActor(Guarded):
         """A node type a node described itself with (JSON form)."""
         self._check(token)
         self.session.add_node_type(node_type_from_dict(node_type))
+
+    def unit_metrics(self, token: str, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        """Export the per-unit samples of the driver's latest report (``UnitMetrics``)."""
+        self._check(token)
+        if self._units is None:
+            try:
+                self._units = UnitMetrics()
+            except Exception as e:  # noqa: BLE001 - Ray's metrics are optional
+                log.warning("tao controller: Ray metrics unavailable (%s); no per-unit metrics", e)
+                return
+        self._units.export(samples)
 
     def do(self, token: str, method: str, *args: Any) -> Any:
         """``session.method(*args)`` for the methods in :data:`CALLS`."""

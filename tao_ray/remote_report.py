@@ -4,8 +4,9 @@ configuration and decisions, and Ray's task events.
 
 It needs the session's token (:func:`tao_ray.session_token`; the driver also writes it,
 readable by its user only, to ``tao_core.live.token.token_file("ray")``). Work is known from Ray's task events
-only (millisecond resolution; TAO's wrapper spans stay with the driver), and nodes that
-left the cluster took their timelines with them: the report says both.
+only (millisecond resolution; TAO's wrapper spans and the units of work tasks counted stay
+with the driver), and nodes that left the cluster took their timelines with them: the
+report says these. Where each node type's curve came from is read from its samplers.
 """
 from __future__ import annotations
 
@@ -34,21 +35,27 @@ def _session(address: str, token: str) -> tuple[dict[str, Any], list[dict[str, A
         raise
 
 
-def _histories(nodes: list, types: dict[str, Any], token: str) -> tuple[list[report.NodeHistory], list[str]]:
-    """Each session node's whole timeline from its sampler, and notes on those gone."""
+def _histories(nodes: list, types: dict[str, Any], token: str
+               ) -> tuple[list[report.NodeHistory], list[str], dict[str, dict[str, Any]]]:
+    """Each session node's whole timeline from its sampler, notes on those gone, and where
+    each node type's curve came from (node type -> ``CurveProvenance.to_dict()``)."""
     import ray
 
+    from tao_ray.cluster import PROVENANCE_KEYS
+
     cpus = {n["NodeID"]: float((n.get("Resources") or {}).get("CPU", 0.0)) for n in ray.nodes() if n["Alive"]}
-    out, notes = [], []
+    out, notes, curves = [], [], {}
     for nid, typ, _state in nodes:
         try:
-            b = ray.get(ray.get_actor(sampler_name(nid), namespace=NAMESPACE).fetch.remote(token), timeout=30)
+            sampler = ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
+            b, info = ray.get([sampler.fetch.remote(token), sampler.info.remote(token)], timeout=30)
         except Exception:  # noqa: BLE001 - gone with its node
             if not str(nid).startswith("launchable-"):
                 notes.append(f"node {nid[:12]} has no sampler any more: its energy is not in this report")
             continue
         out.append(report.NodeHistory(nid, typ, cpus.get(nid) or types[typ].cpus, b.rows))
-    return out, notes
+        curves.setdefault(typ, {k: info[k] for k in PROVENANCE_KEYS})
+    return out, notes, curves
 
 
 def build(address: str, token: str, *, job: Optional[str] = None, path: Optional[str] = None,
@@ -62,16 +69,17 @@ def build(address: str, token: str, *, job: Optional[str] = None, path: Optional
         ray.init(address=address, log_to_driver=False)
     sess, events = _session(address, token)
     types = {t.name: t for t in node_types_of(sess["node_types"])}
-    nodes, notes = _histories(sess["nodes"], types, token)
+    nodes, notes, curves = _histories(sess["nodes"], types, token)
     if not any(n.rows for n in nodes):
         raise InputError(f"--address {address}: the TAO session there meters no node")
     t0 = min(n.rows[0].t_s for n in nodes if n.rows)
     reader = TaskEventReader(since_s=t0)
     reader.poll()
-    notes += reader.notes() + ["read from outside the driver: tasks are known from Ray's task events only"]
+    notes += reader.notes() + ["read from outside the driver: tasks are known from Ray's task events only, and "
+                               "the units of work they counted are with the driver (tao_ray.report gives them)"]
     jid = reader.resolve_job(job) if job else None
     if jid is not None and jid not in reader.jobs:
         raise InputError(f"--job {job}: no such Ray job on this cluster (known: {sorted(reader.jobs)})")
     inp = report.ReportInputs("ray", types, nodes, reader.rows(), sess["config"], t0, time.time(), events,
-                              notes=notes, jobs=dict(reader.jobs))
+                              notes=notes, jobs=dict(reader.jobs), curves=curves)
     return report.build(inp, path=path, ledger=ledger, job=jid)

@@ -178,6 +178,16 @@ class Runtime(DriverPort):
         while not self.driver.stopped.wait(self.opts.task_events_poll_s):
             self.task_events.poll()
 
+    def export_unit_metrics(self, report: dict[str, Any]) -> None:
+        """The per-unit figures of a report of the whole session as Ray metrics (through the
+        controller actor, fire and forget)."""
+        from tao_core.accounting.per_unit import samples_of_rows
+
+        wu = report.get("work_units") or {}
+        samples = samples_of_rows({"group": wu.get("by_group") or [], "job": wu.get("by_job") or []})
+        if samples:
+            self.controller.unit_metrics.remote(self.token, [(s.name, s.labels, s.value) for s in samples])
+
     # ------------------------------------------------------------------ reading back, stopping
     def close_timelines(self) -> None:
         """A reading on every live node now, once the spans of the tasks that ended before

@@ -5,12 +5,16 @@ dies). It describes the node's hardware when the node has no declared type
 nodes on one machine from their own raylet's processes, forwards power to the controller
 actor, exports Ray metrics and keeps a fitted curve for the next run at shutdown.
 
-Every method takes the session token first and refuses callers without it; Ray records
-no task events for this actor's calls (``enable_task_events=False``).
+Every method but ``add_counts`` takes the session token first and refuses callers without
+it: units of work come from tasks of every job (:mod:`tao_ray.counting`), and only add to
+tasks Ray says ran on this node. Ray records no task events for this actor's calls
+(``enable_task_events=False``).
 """
 from __future__ import annotations
 
 import logging
+import re
+import time
 from typing import Any, Optional
 
 import psutil
@@ -20,12 +24,17 @@ from tao_core.attribution import Attribution
 from tao_core.hardware import curve_provenance, describe_this_node
 from tao_core.live.sampler import NodeSampler as CoreSampler
 from tao_core.live.sampler import SamplerSink, make_source
-from tao_core.live.values import SamplerBatch, SpanRow, TimelineRow
+from tao_core.live.values import SamplerBatch, SpanRow, TimelineRow, UnitCount
 from tao_core.power.fitted_cache import remember_fit
 from tao_core.power.node_json import node_type_from_dict, node_type_to_dict
+from tao_core.units import UnitCountError, check_amount, check_unit_name
 from tao_ray.records import CONTROLLER_NAME, NAMESPACE, Guarded
 
 log = logging.getLogger("tao_ray")
+#: what a Ray task id looks like (hex)
+TASK_ID = re.compile(r"^[0-9a-f]{8,64}$")
+#: most counts one call may carry
+MAX_COUNTS = 100_000
 
 
 def find_raylet_pid() -> Optional[int]:
@@ -142,14 +151,31 @@ class NodeSampler(Guarded):
         self._check(token)
         return self.core.sample()
 
-    def fetch(self, token: str, since: tuple[int, int, int] = (0, 0, 0)) -> SamplerBatch:
+    def fetch(self, token: str, since: tuple[int, ...] = (0, 0, 0, 0),
+              incarnation: Optional[str] = None) -> SamplerBatch:
         self._check(token)
-        return self.core.fetch(since)
+        return self.core.fetch(since, incarnation)
 
     def add_spans(self, token: str, spans: list[SpanRow], pid: Optional[int] = None,
                   running_since: Optional[float] = None) -> None:
         self._check(token)
         self.core.add_spans(spans, pid, running_since)
+
+    def add_counts(self, counts: list[tuple[str, str, float]], pid: Optional[int] = None) -> int:
+        """Units of work (Ray task id, unit, amount) counted by tasks on this node
+        (:mod:`tao_ray.counting`); malformed items are refused and logged. How many were kept."""
+        kept, now = [], time.time()
+        for item in list(counts)[:MAX_COUNTS] if isinstance(counts, (list, tuple)) else ():
+            try:
+                tid, unit, n = item
+                if not isinstance(tid, str) or not TASK_ID.match(tid):
+                    raise UnitCountError(f"task id {tid!r} is not a Ray task id")
+                kept.append(UnitCount(tid, self.node_id, check_unit_name(unit), check_amount(unit, n), now))
+            except (TypeError, ValueError) as e:
+                self.refused += 1
+                log.warning("%s: refused a unit count from worker %s (%s)", self._who, pid, e)
+        self.core.add_counts(kept)
+        return len(kept)
 
     def settle(self, token: str) -> tuple[float, float]:
         self._check(token)

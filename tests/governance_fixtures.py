@@ -15,6 +15,14 @@ from tao_core.control.types import Alternative, DecisionEvent
 from tao_core.governance import Ledger
 from tao_core.governance.canonical import canonical_bytes, sha256_hex
 
+#: where each node type's curve came from (the config record's ``curves``)
+CURVES = (
+    {"node_type": "xeon-2s", "origin": "declared", "method": "power curve declared with the node type",
+     "uncertainty": 0.15, "hardware_key": None, "fit_source": None, "fit_samples": 0},
+    {"node_type": "gpu-a100", "origin": "fitted", "method": "fitted to 900 measured-nvml samples",
+     "uncertainty": 0.03, "hardware_key": "gpu-a100-key", "fit_source": "measured-nvml", "fit_samples": 900},
+)
+
 NODES = [
     NodeInfo("n1", "xeon-2s", 32.0, 0.0),
     NodeInfo("n2", "xeon-2s", 32.0, 0.0),
@@ -63,7 +71,8 @@ def run_parts(*, run_id: str = "run-1", pue: float = 1.4, budget_w: Optional[flo
         controller={"lambda_j_per_s": 50.0, "mu": 1.0, "power_budget_w": budget_w, "pue": pue,
                     "job_budgets_j": {"job-a": 3000.0 * scale, "job-b": 1000.0 * scale}, "job_budget_mode": "warn"},
         telemetry=({"domain": "package-0", "source": source, "method": "powercap sysfs energy_uj"},
-                   {"domain": "gpu-0", "source": "measured-nvml", "method": "nvmlDeviceGetTotalEnergyConsumption"}))
+                   {"domain": "gpu-0", "source": "measured-nvml", "method": "nvmlDeviceGetTotalEnergyConsumption"}),
+        curves=CURVES)
     summary = RunSummary(run_id=run_id, policy=policy, makespan_s=30.0, tasks_completed=len(tasks), peak_power_w=1850.0,
                          power_budget_w=budget_w, budget_violation_s=violation_s)
     return config, nodes, tasks, summary

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from governance_fixtures import append_run, run_parts, write_run
+from tao_core.accounting.records import run_records
 from tao_core.errors import InputError, ParameterError
 from tao_core.governance import (
     Ledger, MemberEvidence, build_report, build_report_from_records, content_sha256, load_public_key, load_report,
@@ -382,3 +383,26 @@ def test_bad_pue_is_refused(tmp_path):
         led.append("config", payload)
     with pytest.raises(InputError, match="cluster.pue is 0.8.*>= 1"):
         build_report(path)
+
+
+def test_each_node_type_says_where_its_power_curve_came_from(report, tmp_path):
+    """The config record's ``curves`` reach ``hardware.node_types[].curve``; a run written
+    before ``tao-run-records/3`` (no ``curves``) reads as not recorded (null)."""
+    from governance_fixtures import CURVES
+
+    types = {t["node_type"]: t["curve"] for t in report["hardware"]["node_types"]}
+    want = {c["node_type"]: {k: v for k, v in c.items() if k != "node_type"} for c in CURVES}
+    assert types == want and types["gpu-a100"]["origin"] == "fitted"
+    config, nodes, tasks, summary = run_parts()
+    recs = run_records(config, nodes, tasks, summary)
+    old = copy.deepcopy(recs)
+    old[0][1]["record_format"] = "tao-run-records/2"
+    del old[0][1]["curves"]
+    rep = build_report_from_records([{"kind": k, "payload": p, "seq": i + 1, "time": 1.0}
+                                     for i, (k, p) in enumerate(old)])
+    assert validate_report(rep) == []
+    assert {t["curve"] is None for t in rep["hardware"]["node_types"]} == {True}
+    bad = copy.deepcopy(recs)
+    bad[0][1]["curves"][0]["origin"] = "guessed"
+    with pytest.raises(InputError, match="origin.*declared, discovered, fitted"):
+        build_report_from_records([{"kind": k, "payload": p, "seq": i + 1, "time": 1.0} for i, (k, p) in enumerate(bad)])

@@ -211,3 +211,40 @@ def test_the_cluster_power_reaches_the_closed_loop_only_once_every_node_that_is_
     assert s.stats()["budget"]["measured_power_w"] is None  # node c has not reported: no cluster figure
     s.observe("c", clock.t, 110.0, 0.1)
     assert s.stats()["budget"]["measured_power_w"] == pytest.approx(280.0)
+
+
+def test_unit_counts_go_to_the_row_of_their_task_and_a_retry_to_its_last_attempt():
+    from tao_core.live.report import task_units
+    from tao_core.live.values import UnitCount
+
+    counts = [UnitCount("a1", "n", "tokens", 5.0, 1.0), UnitCount("a1", "n", "tokens", 2.0, 1.1),
+              UnitCount("b2", "n", "images", 1.0, 1.2), UnitCount("gone", "n", "tokens", 3.0, 1.3)]
+    got, missing = task_units(["a1", "b2", "b2:1", "b2:2", "c3"], counts)
+    assert got == {"a1": {"tokens": 7.0}, "b2:2": {"images": 1.0}}
+    assert missing == {"gone"}
+
+
+def test_a_sampler_hands_over_unit_counts_once():
+    from tao_core.live.values import UnitCount
+
+    smp = NodeSampler("n", Steps([100.0, 100.5]), cpus=2, idle_w=30.0, interval_s=1.0)
+    smp.add_counts([UnitCount("t1", "n", "tokens", 4.0, 1.0)])
+    b = smp.fetch()
+    assert b.counts == [UnitCount("t1", "n", "tokens", 4.0, 1.0)] and b.first_count == 0
+    assert smp.fetch((len(b.rows), 0, 0, 1)).counts == []
+    assert smp.fetch((0, 0, 0)).first_count == 1  # three indexes: counts from the start, those fetched dropped
+
+
+def test_a_restarted_sampler_keeps_spans_the_driver_has_not_fetched():
+    """The driver's indexes belong to the old sampler: a fetch with them must not drop the
+    new sampler's first spans as if fetched (the driver then reads it from the start)."""
+    old = NodeSampler("n", Steps([100.0, 100.5, 101.0]), cpus=2, idle_w=30.0, interval_s=1.0)
+    old.add_spans([SpanRow("a", "n", 100.0, 100.2, 0.1, "g", "j", 1.0), SpanRow("b", "n", 100.1, 100.3, 0.1, "g", "j", 1.0)])
+    tl = NodeTimeline("n", 30.0)
+    tl.take(old.fetch(tl.next, tl.incarnation))
+    assert tl.next[1] == 2
+    new = NodeSampler("n", Steps([102.0, 102.5, 103.0]), cpus=2, idle_w=30.0, interval_s=1.0)
+    new.add_spans([SpanRow("c", "n", 102.0, 102.2, 0.1, "g", "j", 1.0), SpanRow("d", "n", 102.1, 102.3, 0.1, "g", "j", 1.0)])
+    assert tl.take(new.fetch(tl.next, tl.incarnation)) is None  # another sampler: read it again from the start
+    tl.take(new.fetch(tl.next, tl.incarnation))
+    assert [s.task_id for s in tl.spans] == ["a", "b", "c", "d"]

@@ -117,6 +117,10 @@ def test_every_task_and_job_gets_energy_and_other_jobs_are_refused(cluster, tao,
     assert "refused" in res["tao-sampler-" + node]
 
     df = tao_ray.report(str(tmp_path / "all.json"))
+    # declared types say so, in the report of every engine (hardware.node_types[].curve)
+    curves = {t["node_type"]: t["curve"] for t in df.attrs["report"]["hardware"]["node_types"]}
+    assert {t: c["origin"] for t, c in curves.items()} == {"eff": "declared", "old": "declared"}
+    assert curves["eff"]["method"] == "power curve declared with the node type"
     mine = ray.get_runtime_context().get_job_id()
     by_group = df.groupby("group")["energy_j"].sum()
     assert by_group["plain"] > 0 and by_group["Counter.add"] > 0
@@ -143,6 +147,8 @@ def test_every_task_and_job_gets_energy_and_other_jobs_are_refused(cluster, tao,
     out = json.loads(cli.stdout)
     jobs = {r["job"]: r["energy_j"] for r in out["energy"]["by_job"]}
     assert jobs[res["job"]] > 0 and out["subject"]["job"] == res["job"]
+    assert {t["node_type"]: t["curve"]["origin"] for t in out["hardware"]["node_types"]} == {
+        "eff": "declared", "old": "declared"}
     bad = subprocess.run([sys.executable, "-m", "tao_core.cli.main", "ray", "report", "--address", c.address,
                           "--token", "wrong"], capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2 and "refused" in bad.stderr and "Traceback" not in bad.stderr
@@ -234,6 +240,9 @@ def test_with_no_arguments_nodes_describe_themselves_and_tao_places(cluster, tmp
         # the curve and its uncertainty are the discovered ones, and the records say so
         for tel in rep["hardware"]["telemetry"]:
             assert f"{here.node_type.name} power curve (discovered: " in tel["method"]
+        (curve,) = [t["curve"] for t in rep["hardware"]["node_types"]]
+        assert curve["origin"] == "discovered" and curve["method"] == here.model.provenance.method
+        assert curve["hardware_key"] == here.hardware_key
         wrapped = df[df["known_by"] == "tao-wrapper"]
         assert len(wrapped) == 6
         assert wrapped["uncertainty"].to_numpy() == pytest.approx(here.model.provenance.uncertainty)

@@ -12,12 +12,16 @@ ray = pytest.importorskip("ray")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from ray_cluster import LocalCluster  # noqa: E402
 
+from tao import UnitCountError, count  # noqa: E402
 import tao_ray  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
 from tao_core.live.sampler import SPAN_LAG_S  # noqa: E402
 from tao_core.live.timeline import GAP_METHOD  # noqa: E402
 from tao_ray.nodes import RayNode, resolve_type  # noqa: E402
 from tao_ray.records import NAMESPACE, sampler_name  # noqa: E402
+
+# Ray's workers cannot import this test module: its plain remote functions travel by value
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def _sampler(nid):
@@ -303,6 +307,94 @@ def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, t
     assert any(name.startswith("ray_tao_node_idle_energy_joules") for name in got)
 
 
+def _spin(seconds):
+    t = time.time() + seconds
+    while time.time() < t:
+        sum(range(2000))
+
+
+@ray.remote(num_cpus=1)
+def plain_tokens(n):
+    _spin(0.3)
+    count("tokens", n)
+    return n
+
+
+@tao_ray.remote(num_cpus=1)
+def wrapped_images(n):
+    count("images", n)
+    _spin(0.3)
+    count("images", 1)  # counts of one task add up
+    return n
+
+
+@ray.remote(num_cpus=1)  # on a worker node: the head (no CPUs, no TAO type) is not metered
+class Reader:
+    def read(self, n):
+        _spin(0.2)
+        count("pages", n)
+        return n
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def bad_count():
+    count("tokens", -1)
+
+
+def test_units_counted_in_wrapped_and_plain_tasks_give_energy_per_unit(tao, tmp_path):
+    """``tao.count`` in a plain ``@ray.remote`` task, an actor method and a TAO-wrapped task
+    is charged to that task: the ledger's task records carry the units, the report gives joules per unit
+    per group and the Ray metrics export them; a negative count fails the task, saying why."""
+    pytest.importorskip("prometheus_client")
+    from tao_core.governance.validate import load_report, validate_report
+
+    tao()
+    assert ray.get([plain_tokens.remote(10 * (i + 1)) for i in range(4)], timeout=120) == [10, 20, 30, 40]
+    ray.get([wrapped_images.options(tao_group="imgs").remote(i) for i in range(3)], timeout=120)
+    reader = Reader.remote()
+    assert ray.get([reader.read.remote(5) for _ in range(2)], timeout=120) == [5, 5]  # actor methods count too
+    with pytest.raises(Exception, match="must be a finite number >= 0") as err:
+        ray.get(bad_count.remote(), timeout=60)
+    assert "tokens" in str(err.value) and isinstance(err.value, UnitCountError)
+
+    df = tao_ray.report(str(tmp_path / "report.json"), carbon_intensity_g_per_kwh=400.0)
+    plain = df[df["group"] == "plain_tokens"]
+    imgs = df[df["group"] == "imgs"]
+    assert len(plain) == 4 and set(plain["known_by"]) == {"ray-task-events"}
+    assert len(imgs) == 3 and set(imgs["known_by"]) == {"tao-wrapper"}
+    assert sorted(u["tokens"] for u in plain["units"]) == [10, 20, 30, 40]
+    assert sorted(u["images"] for u in imgs["units"]) == [1, 2, 3]
+    rep = load_report(tmp_path / "report.json")
+    assert validate_report(rep) == []
+    wu = rep["work_units"]
+    assert wu["counted"] and wu["basis"] == "task records"
+    rows = {(r["group"], r["unit"]): r for r in wu["by_group"]}
+    tok, img = rows[("plain_tokens", "tokens")], rows[("imgs", "images")]
+    assert tok["amount"] == 100 and img["amount"] == 6
+    assert tok["energy_j_per_unit"] > 0 and img["energy_j_per_unit"] > 0
+    assert tok["energy_j_per_unit"] == pytest.approx(float(plain["energy_j"].sum()) / 100, rel=1e-9)
+    assert img["energy_j_per_unit"] == pytest.approx(float(imgs["energy_j"].sum()) / 6, rel=1e-9)
+    assert tok["emissions_g_co2e_per_unit"] == pytest.approx(tok["facility_energy_j_per_unit"] / 3.6e6 * 400.0)
+    assert rows[("Reader.read", "pages")]["amount"] == 10 and rows[("Reader.read", "pages")]["energy_j_per_unit"] > 0
+    assert {t["unit"]: t["amount"] for t in wu["totals"]} == {"images": 6, "pages": 10, "tokens": 100}
+    ray.kill(reader)
+
+    end, got = time.time() + 30, {}
+    while time.time() < end:
+        got = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
+            "ray_tao_energy_per_unit_joules", [])}
+        units_total = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
+            "ray_tao_work_units_total", [])}
+        grams = {(lb["scope"], lb["name"], lb["unit"]): v for lb, v in _scrape_tao_metrics().get(
+            "ray_tao_emissions_per_unit_grams", [])}
+        if ("group", "plain_tokens", "tokens") in got and ("group", "imgs", "images") in units_total and grams:
+            break
+        time.sleep(1.0)
+    assert got[("group", "plain_tokens", "tokens")] == pytest.approx(tok["energy_j_per_unit"], rel=1e-6)
+    assert grams[("group", "plain_tokens", "tokens")] == pytest.approx(tok["emissions_g_co2e_per_unit"], rel=1e-6)
+    assert units_total[("group", "imgs", "images")] == 6
+
+
 def test_live_attribution_waits_for_a_running_task(tao):
     """A sampler never settles past the start of a task still running on its node, and once
     the task ended its settled joules are what the report gives it."""
@@ -331,10 +423,15 @@ def test_live_attribution_waits_for_a_running_task(tao):
 def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     """Ray restarts a sampler whose process died; its counters start from zero, and the
     driver continues the node's timeline with the gap modeled at idle power."""
-    tao()
+    rt = tao()
     tok = tao_ray.session_token()
     ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
-    time.sleep(SPAN_LAG_S + 1.2)  # the driver has these tasks' spans (it collects every second)
+    # a sampler that dies loses the spans it had not handed over: wait until the driver has
+    # these (it collects about every second, later when its sync round is slow)
+    end = time.time() + 30
+    while time.time() < end and len(rt.book.window(0.0, time.time())[1]) < 4:
+        time.sleep(0.1)
+    assert len(rt.book.window(0.0, time.time())[1]) == 4
     nid = _live()[0]
     old = ray.get(_sampler(nid).info.remote(tok), timeout=30)["incarnation"]
     ray.kill(_sampler(nid), no_restart=False)

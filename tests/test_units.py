@@ -147,3 +147,33 @@ def test_counts_made_in_dask_tasks_reach_the_adapter_and_bad_ones_fail_the_task(
     assert {k: v for k, v in drained.items() if k.startswith("gen-")} == {
         f"gen-{n}": {"tokens": float(n), "requests": 1.0} for n in (10, 20, 30)}
     assert drained["bad-1"] == {} and drained["bad-2"] == {}
+
+
+def test_an_engine_installer_is_looked_up_once_when_a_task_first_counts(monkeypatch):
+    """Outside any scope and with no resolver, the first count calls the installers named
+    under ``tao.task_resolvers`` (how tao_ray reaches plain Ray tasks); never again after."""
+    import importlib.metadata
+
+    calls = []
+
+    def install():
+        calls.append(1)
+        units.set_task_resolver(lambda: "engine-task")
+        return True
+
+    class EP:
+        name = "fake-engine"
+
+        def load(self):
+            return install
+
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [EP()] if group == units.RESOLVER_GROUP else [])
+    monkeypatch.setattr(units, "_installers_tried", False)
+    tao.count("tokens", 3)
+    tao.count("tokens", 4)
+    assert units.drain("engine-task") == {"tokens": 7.0} and calls == [1]
+    units.set_task_resolver(None)
+    with pytest.raises(tao.UnitCountError, match="no current task"):
+        tao.count("tokens", 1)  # looked up once per process: not again
+    assert calls == [1]

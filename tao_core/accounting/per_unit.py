@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from tao_core.units import add_units
 
@@ -155,10 +155,17 @@ def metric_samples(records: Sequence[Any], *, pue: float = 1.0,
     """The samples of ``METRICS`` for work records (``WorkRecord``s of one run so far), per
     group and per job. ``pue``: facility watts per IT watt; ``carbon_intensity_g_per_kwh``:
     the grid's location-based intensity (None: no emissions samples)."""
+    return samples_of_rows({by: per_unit_rows(records, by, pue=pue, intensity_g_per_kwh=carbon_intensity_g_per_kwh)
+                            for by in ("group", "job")})
+
+
+def samples_of_rows(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[MetricSample]:
+    """The samples of ``METRICS`` for per-unit rows (``per_unit_rows`` output, or a report's
+    ``work_units.by_group`` / ``by_job``), given by scope: ``{"group": [...], "job": [...]}``."""
     out: list[MetricSample] = []
     for by in ("group", "job"):
-        for row in per_unit_rows(records, by, pue=pue, intensity_g_per_kwh=carbon_intensity_g_per_kwh):
-            labels = {"scope": by, "name": row[by], "unit": row["unit"]}
+        for row in rows.get(by, ()):
+            labels = {"scope": by, "name": str(row[by]), "unit": row["unit"]}
             out.append(MetricSample("tao_work_units_total", labels, row["amount"]))
             out.append(MetricSample("tao_energy_per_unit_joules", labels, row["energy_j_per_unit"]))
             if row["standard_uncertainty_j_per_unit"] is not None:

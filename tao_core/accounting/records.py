@@ -1,4 +1,4 @@
-"""The one shape of a run's ledger records (``tao-run-records/2``), written and read here.
+"""The one shape of a run's ledger records (``tao-run-records/3``), written and read here.
 
 A run is a ``config`` record, ``decision`` records (``DecisionEvent.to_dict()``, before or
 after the config), ``energy`` records and one ``summary`` record that ends it. Writers (the
@@ -7,9 +7,14 @@ simulator, the Ray and Dask adapters) build the dataclasses below and append
 ``InputError`` naming the record and field when a payload has another shape). Payloads,
 every field always present (``null`` where it does not apply):
 
-- ``config``: ``{"record_format": "tao-run-records/2", "run_id", "engine", "policy",
+- ``config``: ``{"record_format": "tao-run-records/3", "run_id", "engine", "policy",
   "controller": {...}, "cluster": {"name", "pue", "power_budget_w", "nodes": [{"node_id",
-  "node_type", "cpus", "gpus"}]}, "telemetry": [{"domain", "source", "method"}]}``
+  "node_type", "cpus", "gpus"}]}, "telemetry": [{"domain", "source", "method"}],
+  "curves": [{"node_type", "origin", "method", "uncertainty", "hardware_key", "fit_source",
+  "fit_samples"}]}``; ``curves``: where each node type's power curve came from
+  (``tao_core.power.provenance``: ``origin`` declared by the user, discovered from the
+  hardware or fitted to measurements; ``method`` says from what), one per node type the
+  writer knows it of (``[]``: none)
 - ``energy`` of a node (one per node, its whole energy over the run)::
 
     {"scope": "node", "id": node_id, "node_id": node_id, "group": null, "job": null,
@@ -38,8 +43,9 @@ every field always present (``null`` where it does not apply):
 ``+`` when a figure mixes several; ``uncertainty``: relative standard uncertainty (>= 0) or
 null when unknown. Times: ``start_s``/``end_s`` on the writer's clock (seconds).
 
-Formats read: ``tao-run-records/2`` (written) and ``tao-run-records/1`` (the same without
-``units``: read as nothing counted).
+Formats read: ``tao-run-records/3`` (written), ``tao-run-records/2`` (the same without
+``curves``: read as not recorded) and ``tao-run-records/1`` (also without ``units``: read
+as nothing counted).
 """
 from __future__ import annotations
 
@@ -51,9 +57,12 @@ from tao_core.accounting.figures import EnergyParts, close_enough
 from tao_core.errors import InputError
 from tao_core.units import UnitCountError, check_amount, check_unit_name
 
-RECORD_FORMAT = "tao-run-records/2"
-#: formats the reader accepts (``/1``: work records without ``units``)
-READ_FORMATS = ("tao-run-records/1", RECORD_FORMAT)
+RECORD_FORMAT = "tao-run-records/3"
+#: formats the reader accepts (``/1``: work records without ``units``; ``/1``, ``/2``: config without ``curves``)
+READ_FORMATS = ("tao-run-records/1", "tao-run-records/2", RECORD_FORMAT)
+#: keys of one ``curves`` entry of a config record
+CURVE_KEYS = ("node_type", "origin", "method", "uncertainty", "hardware_key", "fit_source", "fit_samples")
+CURVE_ORIGINS = ("declared", "discovered", "fitted")
 COMPONENTS = ("cpu_package", "dram", "gpu", "other")
 WORK_SCOPES = ("task", "group", "job")
 
@@ -165,6 +174,8 @@ class RunConfig:
     telemetry: tuple[Mapping[str, Any], ...] = ()
     cluster_name: Optional[str] = None
     record_format: str = RECORD_FORMAT  #: the format of the run's records (one of READ_FORMATS)
+    #: where each node type's power curve came from (``curve_entry``; empty: not recorded)
+    curves: tuple[Mapping[str, Any], ...] = ()
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -173,13 +184,23 @@ class RunConfig:
             "cluster": {"name": self.cluster_name, "pue": self.pue, "power_budget_w": self.power_budget_w,
                         "nodes": [n.payload() for n in self.nodes]},
             "telemetry": [{"domain": t["domain"], "source": t["source"], "method": t["method"]} for t in self.telemetry],
+            "curves": [{k: c[k] for k in CURVE_KEYS} for c in self.curves],
         }
+
+    def curve_of(self, node_type: str) -> Optional[Mapping[str, Any]]:
+        """The ``curves`` entry of ``node_type`` (None: not recorded)."""
+        return next((c for c in self.curves if c["node_type"] == node_type), None)
 
     @classmethod
     def from_payload(cls, p: Any, where: str) -> "RunConfig":
-        p = _exact(where, p, ("record_format", "run_id", "engine", "policy", "controller", "cluster", "telemetry"))
+        fmt = p.get("record_format") if isinstance(p, Mapping) else None
+        keys = ("record_format", "run_id", "engine", "policy", "controller", "cluster", "telemetry")
+        p = _exact(where, p, keys if fmt in READ_FORMATS[:2] else keys + ("curves",))
         if p["record_format"] not in READ_FORMATS:
             raise InputError(f"{where}: record_format {p['record_format']!r} is not one of {', '.join(READ_FORMATS)}")
+        curves = p.get("curves", [])
+        if not isinstance(curves, list):
+            raise InputError(f"{where}: curves must be a list")
         c = _exact(f"{where} cluster", p["cluster"], ("name", "pue", "power_budget_w", "nodes"))
         if not isinstance(c["nodes"], list) or not isinstance(p["telemetry"], list) or not isinstance(p["controller"], Mapping):
             raise InputError(f"{where}: cluster.nodes and telemetry must be lists, controller an object")
@@ -192,7 +213,29 @@ class RunConfig:
             power_budget_w=_number(where, "cluster.power_budget_w", c["power_budget_w"], optional=True, minimum=0.0),
             telemetry=tel, cluster_name=_text(where, "cluster.name", c["name"], optional=True),
             record_format=p["record_format"],
+            curves=tuple(_curve(f"{where} curves[{i}]", e) for i, e in enumerate(curves)),
         )
+
+
+def curve_entry(node_type: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``curves`` entry from ``CurveProvenance.to_dict()`` (keys ``curve_origin``,
+    ``curve_method``, ``curve_uncertainty``, ``hardware_key``, ``fit_source``, ``fit_samples``)."""
+    return _curve(f"curve of node type {node_type}", {
+        "node_type": node_type, "origin": provenance["curve_origin"], "method": provenance["curve_method"],
+        "uncertainty": provenance["curve_uncertainty"], "hardware_key": provenance.get("hardware_key"),
+        "fit_source": provenance.get("fit_source"), "fit_samples": int(provenance.get("fit_samples") or 0)})
+
+
+def _curve(where: str, p: Any) -> dict[str, Any]:
+    p = _exact(where, p, CURVE_KEYS)
+    if p["origin"] not in CURVE_ORIGINS:
+        raise InputError(f"{where}: field origin is {p['origin']!r}; it must be one of {', '.join(CURVE_ORIGINS)}")
+    return {"node_type": _text(where, "node_type", p["node_type"]), "origin": p["origin"],
+            "method": _text(where, "method", p["method"]),
+            "uncertainty": _number(where, "uncertainty", p["uncertainty"], optional=True, minimum=0.0),
+            "hardware_key": _text(where, "hardware_key", p["hardware_key"], optional=True),
+            "fit_source": _text(where, "fit_source", p["fit_source"], optional=True),
+            "fit_samples": _count(where, "fit_samples", p["fit_samples"])}
 
 
 @dataclass(frozen=True)
@@ -283,7 +326,7 @@ class WorkRecord:
     @classmethod
     def from_payload(cls, p: Any, where: str, record_format: str = RECORD_FORMAT) -> "WorkRecord":
         """The record of payload ``p`` of a run written in ``record_format``."""
-        p = _exact(where, p, WORK_KEYS if record_format == RECORD_FORMAT else WORK_KEYS_V1)
+        p = _exact(where, p, WORK_KEYS_V1 if record_format == READ_FORMATS[0] else WORK_KEYS)
         try:
             units = checked_units(p.get("units", {}), "field units")
         except ValueError as exc:

@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--token-file", help="file holding the token (default: where the driver wrote it)")
     r.add_argument("--out", help="write the JSON energy report here")
     r.add_argument("--ledger", help="also write the records to this signed ledger")
-    r.add_argument("--json", action="store_true", help="print the report's energy section as JSON")
+    r.add_argument("--json", action="store_true", help="print the report's subject, energy and hardware sections as JSON")
     r.set_defaults(func=run)
 
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     df, rep = remote_report.build(args.address, token, job=args.job, path=args.out, ledger=args.ledger)
     e = rep["energy"]
     if args.json:
-        print(json.dumps({"subject": rep["subject"], "energy": e}, indent=1, default=str))
+        print(json.dumps({"subject": rep["subject"], "energy": e, "hardware": rep["hardware"]}, indent=1, default=str))
         return 0
     print(f"{'job':<12}{'tasks':>8}{'energy (J)':>14}")
     for row in e["by_job"]:

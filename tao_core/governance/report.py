@@ -138,14 +138,21 @@ def _subject(rr: RunRecords, params: ReportParameters, basis: Basis) -> dict:
 
 
 def _hardware(rr: RunRecords) -> dict:
+    """Nodes, node types (each with where its power curve came from: ``curve``, None when
+    the run did not record it) and telemetry."""
     nodes = [n.payload() for n in rr.config.nodes]
     types: "OrderedDict[str, dict]" = OrderedDict()
     for n in nodes:
         t = types.setdefault(n["node_type"], {"node_type": n["node_type"], "count": 0, "cpus": n["cpus"],
-                                              "gpus": n["gpus"], "cluster": None})
+                                              "gpus": n["gpus"], "cluster": None,
+                                              "curve": _curve(rr.config.curve_of(n["node_type"]))})
         t["count"] += 1
     return {"nodes": nodes, "node_types": list(types.values()),
             "telemetry": [dict(t, cluster=None) for t in rr.config.telemetry]}
+
+
+def _curve(entry: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    return None if entry is None else {k: v for k, v in entry.items() if k != "node_type"}
 
 
 def _emissions(rr: RunRecords, fig: RunFigures, params: ReportParameters) -> Optional[dict]:

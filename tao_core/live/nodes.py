@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 from tao_core.control.types import NodeState
 from tao_core.live.report import NodeHistory
 from tao_core.live.timeline import NodeTimeline, wrapper_rows
+from tao_core.live.values import UnitCount
 from tao_core.task_rows import TaskRow
 
 SCALE_COUNTERS = ("scale_up_hints", "power_off", "drain")
@@ -95,6 +96,11 @@ class NodeBook:
             nodes = self.metered()
             return ([r.history() for r in nodes], wrapper_rows([s for r in nodes for s in r.timeline.spans]),
                     [dict(o) for o in self.scale_log if t0 <= o["t_s"] <= t1])
+
+    def counts(self) -> list[UnitCount]:
+        """Every unit count the metered nodes' samplers handed over (for the report)."""
+        with self.lock:
+            return [c for r in self.metered() for c in r.timeline.counts]
 
     # ------------------------------------------------------------------ membership
     def join(self, rec: TrackedNode) -> None:

@@ -15,9 +15,13 @@ stretch gets the joules the final report gives it; each task whose span it cover
 :class:`~tao_core.live.timeline.TaskEnergy` (what the controller learns from) and the sink
 hears of the stretch (live metrics). A worker silent for ``STALE_S`` is taken as gone.
 
+Units of work the node's tasks counted (``tao.count``) arrive as
+:class:`~tao_core.live.values.UnitCount` items (``add_counts``) and are handed over with the
+rest; the report charges them to the tasks by task id.
+
 Memory: the whole timeline up to ``max_rows`` readings (about 11 hours at 0.2 s, oldest
-dropped first once settled), spans until fetched and settled, task energies until fetched
-(at most ``max_energies``).
+dropped first once settled), spans until fetched and settled, task energies and unit counts
+until fetched (at most ``max_energies`` each).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from tao_core.telemetry.base import EnergySource
 from tao_core.telemetry.composite import CompositeSource
 from tao_core.telemetry.estimator import CURVE_UNCERTAINTY, ModeledSource
 from tao_core.live.timeline import reading_of, row_of, wrapper_rows
-from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow
+from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow, UnitCount
 
 log = logging.getLogger("tao_core.live")
 
@@ -98,10 +102,11 @@ class NodeSampler:
         self._unsettled: list[SpanRow] = []  # spans ending after the settled instant
         self._partial: dict[str, float] = {}  # joules of tasks settled in part
         self._energies: list[TaskEnergy] = []  # settled, not fetched yet
+        self._counts: list[UnitCount] = []  # not fetched yet
         self.max_energies = max_energies
         self._running: dict[int, tuple[float, float]] = {}  # worker pid -> (heard at, oldest running start)
         self._settled_idx = 0  # index in _rows of the last settled reading
-        self._bases = [0, 0, 0]  # absolute index of the first row, span and energy held
+        self._bases = [0, 0, 0, 0]  # absolute index of the first row, span, energy and count held
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tao-sampler", daemon=True)
         self.sample()
@@ -154,19 +159,34 @@ class NodeSampler:
                 else:
                     self._running[pid] = (time.time(), float(running_since))
 
-    def fetch(self, since: tuple[int, int, int] = (0, 0, 0)) -> SamplerBatch:
-        """Rows, spans and task energies from absolute indexes ``since`` on; spans and
-        energies before ``since`` count as fetched and are dropped (spans once settled)."""
+    def add_counts(self, counts: list[UnitCount]) -> None:
+        """Units of work counted by tasks on this node (oldest dropped beyond ``max_energies``)."""
+        with self._lock:
+            self._counts.extend(counts)
+            drop = len(self._counts) - self.max_energies
+            if drop > 0:
+                del self._counts[:drop]
+                self._bases[3] += drop
+
+    def fetch(self, since: tuple[int, ...] = (0, 0, 0, 0), incarnation: Optional[str] = None) -> SamplerBatch:
+        """Rows, spans, task energies and unit counts from absolute indexes ``since`` on
+        (missing trailing indexes: 0); spans, energies and counts before ``since`` count as
+        fetched and are dropped (spans once settled). ``incarnation``: the sampler the
+        caller's indexes belong to; when it is another (this sampler was restarted since),
+        nothing is dropped: the caller reads this one from the start."""
+        since = tuple(since) + (0,) * (4 - len(since))
         with self._lock:
             firsts = [max(s, b) for s, b in zip(since, self._bases)]
-            for k, held in ((1, self._spans), (2, self._energies)):
+            mine = incarnation is None or incarnation == self.incarnation
+            for k, held in ((1, self._spans), (2, self._energies), (3, self._counts)) if mine else ():
                 drop = min(since[k], self._bases[k] + len(held)) - self._bases[k]
                 if drop > 0:
                     del held[:drop]
                     self._bases[k] += drop
-            return SamplerBatch(self.incarnation, tuple(since), firsts[0], self._rows[firsts[0] - self._bases[0]:],
+            return SamplerBatch(self.incarnation, since, firsts[0], self._rows[firsts[0] - self._bases[0]:],
                                 firsts[1], self._spans[firsts[1] - self._bases[1]:], firsts[2],
-                                self._energies[firsts[2] - self._bases[2]:])
+                                self._energies[firsts[2] - self._bases[2]:], firsts[3],
+                                self._counts[firsts[3] - self._bases[3]:])
 
     # ------------------------------------------------------------------ settling
     def _settled_stretch(self, now: float) -> Optional[tuple[list[TimelineRow], list[SpanRow]]]:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from tao_core.attribution import component_of
 from tao_core.task_rows import KNOWN_BY_WRAPPER, TaskRow
-from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow
+from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow, UnitCount
 from tao_core.telemetry.base import DomainReading, Reading, SourceKind
 
 log = logging.getLogger("tao_core.live")
@@ -69,32 +69,35 @@ def wrapper_rows(spans: Sequence[SpanRow]) -> list[TaskRow]:
 
 
 class NodeTimeline:
-    """The driver's copy of one node's timeline, spans and settled energies. A new sampler
+    """The driver's copy of one node's timeline, spans, unit counts and settled energies. A new sampler
     on the node (Ray restarted it, or TAO replaced it) starts its counters at zero: the
     timeline continues from the last row plus the gap at the node's idle watts
-    (:data:`GAP_METHOD`), and spans the old sampler had not handed over are lost."""
+    (:data:`GAP_METHOD`), and spans and counts the old sampler had not handed over are lost."""
+
+    START = (0, 0, 0, 0)  #: the indexes of a sampler read from its start
 
     def __init__(self, node_id: str, idle_w: float) -> None:
         self.node_id = node_id
         self.idle_w = float(idle_w)
         self.rows: list[TimelineRow] = []
         self.spans: list[SpanRow] = []
+        self.counts: list[UnitCount] = []
         self.incarnation: Optional[str] = None
-        self.next = (0, 0, 0)
+        self.next = self.START
         self._base: dict[tuple[str, str], float] = {}  # cumulative J the new sampler's rows add to
         self._first: dict[tuple[str, str], float] = {}  # its first row's
 
     def renew(self) -> None:
         """The node gets a new sampler: read it from the start."""
         self.incarnation = None
-        self.next = (0, 0, 0)
+        self.next = self.START
 
     def take(self, b: SamplerBatch) -> Optional[list[TaskEnergy]]:
         """Append a batch; its settled energies, or None when it comes from a new sampler and
-        was not read from the start (read again with ``since`` (0, 0, 0))."""
+        was not read from the start (read again with ``since`` :attr:`START`)."""
         if b.incarnation != self.incarnation and (self.incarnation is not None or self.rows):
-            if b.since != (0, 0, 0):
-                self.next = (0, 0, 0)
+            if any(b.since):
+                self.next = self.START
                 return None
             if not b.rows:
                 return []
@@ -105,7 +108,9 @@ class NodeTimeline:
                         self.node_id[:12])
         self.rows.extend([self._shifted(r) for r in b.rows] if self._base else b.rows)
         self.spans.extend(b.spans)
-        self.next = (b.first_row + len(b.rows), b.first_span + len(b.spans), b.first_energy + len(b.energies))
+        self.counts.extend(b.counts)
+        self.next = (b.first_row + len(b.rows), b.first_span + len(b.spans), b.first_energy + len(b.energies),
+                     b.first_count + len(b.counts))
         return list(b.energies)
 
     def _bridge(self, first: TimelineRow) -> None:

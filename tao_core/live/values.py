@@ -4,7 +4,7 @@ batch a sampler hands over. Plain tuples and dataclasses with no heavy imports, 
 worker process loads them fast. Times are wall-clock seconds, energy joules."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
 Parts = tuple[tuple[str, str, float], ...]  #: (component, source, cumulative J)
@@ -39,6 +39,18 @@ class SpanRow(NamedTuple):
     cpus: float
 
 
+class UnitCount(NamedTuple):
+    """Units of work a task counted (``tao.count``) that reached its node's sampler: the
+    engine's task id, the node, the unit, the amount (added up over the task's counts since
+    the previous send) and when the sampler got it (wall-clock s)."""
+
+    task_id: str
+    node_id: str
+    unit: str
+    amount: float
+    t_s: float
+
+
 class TaskEnergy(NamedTuple):
     """A wrapped task's attributed energy (J) once its node's timeline settled past its end,
     and its run time (s)."""
@@ -50,19 +62,21 @@ class TaskEnergy(NamedTuple):
 
 @dataclass(frozen=True)
 class SamplerBatch:
-    """What a sampler hands over: rows, spans and settled task energies from absolute
-    indexes ``since`` on (``first_*``: the index of the first item, above ``since`` when older
-    ones were dropped). A new ``incarnation`` is a new sampler: its indexes and counters start
-    from zero."""
+    """What a sampler hands over: rows, spans, settled task energies and unit counts from
+    absolute indexes ``since`` on (``first_*``: the index of the first item, above ``since``
+    when older ones were dropped). A new ``incarnation`` is a new sampler: its indexes and
+    counters start from zero."""
 
     incarnation: str
-    since: tuple[int, int, int]
+    since: tuple[int, ...]
     first_row: int
     rows: list[TimelineRow]
     first_span: int
     spans: list[SpanRow]
     first_energy: int
     energies: list[TaskEnergy]
+    first_count: int = 0
+    counts: list[UnitCount] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
