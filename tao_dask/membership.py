@@ -44,10 +44,11 @@ class Membership:
 
     # ------------------------------------------------------------------ workers
     def join(self, ws: Any, reported_type: Optional[str] = None, pid: Optional[int] = None,
-             described: Optional[NodeType] = None) -> Optional[WorkerNode]:
+             described: Optional[NodeType] = None, curve: Optional[dict] = None) -> Optional[WorkerNode]:
         """Record worker ``ws`` (a scheduler ``WorkerState``); type it when its type is known:
         declared (``reported_type``: what the worker says it was started as), else the type
-        it ``described`` itself as (named after its hardware and size)."""
+        it ``described`` itself as (named after its hardware and size; ``curve``: where that
+        type's power curve came from, ``CurveProvenance.to_dict()``)."""
         n = self.nodes.get(ws.address)
         fresh = n is None or n.left_s is not None
         if n is None:
@@ -65,7 +66,7 @@ class Membership:
                 if tname is not None:
                     n.node_type = sized_type(self.assignment.resolve(tname, n.nthreads), n.nthreads, n.gpus)
                 else:
-                    tname, n.node_type, n.described = described.name, described, True
+                    tname, n.node_type, n.described, n.curve = described.name, described, True, curve
                 n.type_name = tname
             except Exception as exc:
                 self.fail(f"node type {tname!r} of worker {ws.name}", exc)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from tao_core.attribution import Attribution
+from tao_core.hardware import curve_provenance
 from tao_core.live import report as live_report
 from tao_core.live.timeline import continued
 from tao_core.live.values import TimelineRow
@@ -52,13 +53,14 @@ def report_inputs(data: dict[str, Any], *, window: Optional[tuple[float, float]]
     report's inputs over ``window`` (wall clock; default: from registration to the export).
     Workers without a node type are not metered; a worker that left is carried at its last
     sampled power until Dask removed it and is off (its type's ``off_w``) from then on."""
-    types, nodes = {}, []
+    types, nodes, curves = {}, [], {}
     for n in data["nodes"]:
         tl = data["timelines"].get(n["address"])
         if n.get("node_type_json") is None or tl is None:
             continue
         nt = node_type_from_dict(n["node_type_json"], f"worker {n['name']}")
         types[nt.name] = nt
+        curves.setdefault(nt.name, n.get("curve") or curve_provenance(nt).to_dict())
         nodes.append(live_report.NodeHistory(n["address"], nt.name, float(n["nthreads"]), _rows(tl, n["left_s"]),
                                              removed_at=n["left_s"]))
     tasks = [TaskRow(task_id=s.task_id, node_id=s.worker, start_s=s.start_s, end_s=s.end_s, name=s.group, job=s.job,
@@ -66,7 +68,7 @@ def report_inputs(data: dict[str, Any], *, window: Optional[tuple[float, float]]
     units = {s.task_id: s.units for s in spans_of(data) if s.units}
     t0, t1 = window or (data["started_s"], data["exported_s"])
     return live_report.ReportInputs("dask", types, nodes, tasks, data["config"], t0, t1, data["decisions"],
-                                    units=units)
+                                    units=units, curves=curves)
 
 
 def attribution_of(data: dict[str, Any]) -> Attribution:

@@ -265,7 +265,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         """Give a checked sample to the controller."""
         n = self.members.nodes.get(worker)
         if n is None or n.node_type is None or n.pid is None:
-            n = self.members.join(self.scheduler.workers[worker], s.node_type, s.pid, s.described)
+            n = self.members.join(self.scheduler.workers[worker], s.node_type, s.pid, *(s.described or (None, None)))
         if s.energies:
             self.placement.settled(worker, s.energies)
         ctl = self.members.ctl
@@ -394,7 +394,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             nodes.append({
                 "address": n.address, "name": n.name, "nthreads": n.nthreads, "gpus": n.gpus,
                 "node_type": n.type_name, "joined_s": n.joined_s, "left_s": n.left_s,
-                "managed": n.managed, "pid": n.pid, "described": n.described,
+                "managed": n.managed, "pid": n.pid, "described": n.described, "curve": n.curve,
                 "node_type_json": None if nt is None else node_type_to_dict(nt),
                 "idle_w": None if nt is None else nt.idle_w,
                 "peak_w": None if nt is None else nt.peak_w,

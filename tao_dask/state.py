@@ -28,6 +28,7 @@ class WorkerNode:
     managed: bool = False  #: known to the controller (TAO may place tasks on it)
     pid: Optional[int] = None
     described: bool = False  #: its type is the one it described itself as (not declared)
+    curve: Optional[dict] = None  #: where a described type's curve came from (``CurveProvenance.to_dict()``)
 
 
 @dataclass

@@ -62,7 +62,7 @@ class Sample:
     source: str = "modeled"
     method: str = ""
     uncertainty: float = 0.0
-    described: Any = None  #: the NodeType the worker described itself as (no declared type)
+    described: Any = None  #: (NodeType, curve provenance or None) the worker described itself as
     energies: tuple = ()  #: settled task energies: (key, group, J, run s)
 
 
@@ -121,7 +121,9 @@ def _optional(msg: dict[str, Any]) -> Union[dict[str, Any], str]:
 
 
 def _described(v: Any) -> Any:
-    """The worker's description of itself as a NodeType (None: not one)."""
+    """The worker's description of itself: (NodeType, where its curve came from as
+    ``CurveProvenance.to_dict()``, or None) (None: not a node type)."""
+    from tao_core.accounting.records import curve_entry
     from tao_core.errors import InputError
     from tao_core.power.node_json import node_type_from_dict
 
@@ -129,9 +131,15 @@ def _described(v: Any) -> Any:
         return None
     v = {k: list(x) if isinstance(x, tuple) else x for k, x in v.items()}  # msgpack sends lists as tuples
     try:
-        return node_type_from_dict(v, "described", allow=("origin",))
+        nt = node_type_from_dict(v, "described", allow=("origin",))
     except InputError:
         return None
+    origin = v.get("origin")
+    try:
+        curve_entry(nt.name, origin)  # checks its fields
+    except (InputError, TypeError, KeyError):
+        origin = None
+    return nt, (dict(origin) if origin is not None else None)
 
 
 def _energies(v: Any) -> Optional[tuple]:

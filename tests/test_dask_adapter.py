@@ -156,6 +156,8 @@ def test_energy_is_conserved_and_reported(hetero, tmp_path):
 
     assert validate_report(rep) == []
     verify_ledger(str(out) + ".ledger.jsonl")
+    curves = {t["node_type"]: t["curve"] for t in rep["hardware"]["node_types"]}
+    assert curves and all(c is not None and c["origin"] == "declared" for c in curves.values()), curves
     # the report and the returned frame come from the same export
     assert sum(g["energy_j"] for g in rep["energy"]["by_group"]) == pytest.approx(df["energy_j"].sum())
     assert rep["energy"]["it_energy_j"] == pytest.approx(

@@ -93,6 +93,11 @@ def test_units_counted_in_tasks_reach_the_report_and_the_metrics(plain, tmp_path
     from tao_core.governance import read_records, validate_report
 
     assert validate_report(rep) == []
+    expected = describe_this_node(cpus=1)
+    curves = [t["curve"] for t in rep["hardware"]["node_types"]]
+    assert curves and all(c is not None and c["origin"] == "discovered" for c in curves), \
+        "the report says each described type's curve was discovered"
+    assert curves[0]["method"] == expected.model.provenance.method
     rows = [r for r in rep["work_units"]["by_group"] if r["group"] == "tokens"]
     assert len(rows) == 1 and rows[0]["unit"] == "tokens" and rows[0]["amount"] == 100.0
     group_j = df.loc[df["group"] == "tokens", "energy_j"].sum()  # the erred run's work counts too
