@@ -189,8 +189,8 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
     inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
                                    rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
-                                   dict(rt.task_events.jobs), rt.book.counts(),
-                                   rt.nodes.curve_provenance(lambda: rt.call("fitted_models")))
+                                   dict(rt.task_events.jobs), counts=rt.book.counts(),
+                                   curves=rt.nodes.curve_provenance(lambda: rt.call("fitted_models")))
     df, rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
                                 job=rt.task_events.resolve_job(job) if job else None,
                                 carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh)
