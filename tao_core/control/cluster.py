@@ -39,8 +39,12 @@ class ClusterView:
     arrays ``type_speed``, ``type_cpus``, ``type_gpus``, ``type_boot_s``."""
 
     def __init__(self, node_types: Sequence[NodeType], *, calibration_prior: float = 5.0, allow_wake: bool = True,
-                 node_caps_w: Optional[Mapping[str, float]] = None) -> None:
+                 node_caps_w: Optional[Mapping[str, float]] = None, idle_timeout_s: Optional[float] = None,
+                 min_idle_timeout_s: float = 1.0, wake_tail_cap_s: float = 300.0) -> None:
         self.types: list[NodeType] = []
+        self._idle_timeout_s = idle_timeout_s
+        self._min_idle_timeout_s = min_idle_timeout_s
+        self._wake_tail_cap_s = wake_tail_cap_s
         self.type_index: dict[str, int] = {}
         self.models: list[NodeModel] = []
         self.curves = CurveTable()
@@ -88,9 +92,15 @@ class ClusterView:
         self._model_tables()
 
     def _model_tables(self) -> None:
-        """Per-type watts of the calibrated models (after a type is added or a curve refit)."""
+        """Per-type watts of the calibrated models (after a type is added or a curve refit),
+        the idle timeouts and what waking a node costs."""
         self.type_peak_w = np.array([m.peak_w for m in self.models], dtype=float)
         self.type_idle_w = np.array([m.idle_w for m in self.models], dtype=float)
+        self.type_timeout_s = self.idle_timeouts_s(self._idle_timeout_s, self._min_idle_timeout_s)
+        # waking a node costs its boot and the idle watts (above off) it draws after its work
+        # until it is powered off again: its idle timeout (capped when it is never powered off)
+        tail = np.minimum(self.type_timeout_s, self._wake_tail_cap_s)
+        self.type_wake_j = self.type_boot_j + np.maximum(self.type_idle_w - self.type_off_w, 0.0) * tail
 
     def type_of(self, name: str) -> int:
         """Row of the node type called ``name``; InputError when none is."""
@@ -267,7 +277,7 @@ class ClusterView:
         nt.p_static[i] = ps
         if state_changed:
             off = st == OFF
-            nt.wake_j[i] = self.type_boot_j.item(k) if off else 0.0
+            nt.wake_j[i] = self.type_wake_j.item(k) if off else 0.0
             nt.boot_wait[i] = self.type_boot_s.item(k) if off else 0.0
         self.scorer.row_changed(i, st, used_c, nt.free_c.item(i), nt.free_g.item(i), inv10, k, gs, gd, p_on, p)
 
@@ -297,6 +307,7 @@ class ClusterView:
         self._model_tables()
         rows = np.flatnonzero(self.nodes.ti == k)
         self.nodes.idle_w[rows] = self.models[k].idle_w
+        self.nodes.wake_j[rows] = np.where(self.nodes.state[rows] == OFF, self.type_wake_j[k], 0.0)
         self.refresh_rows(rows)
 
     # ------------------------------------------------------------- telemetry

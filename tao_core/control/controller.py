@@ -91,7 +91,9 @@ class Controller:
         self.event_sink = event_sink
         #: nodes and node types as the controller sees them (read them, do not change them)
         self.cluster = ClusterView(node_types, calibration_prior=cfg.calibration_prior,
-                                   allow_wake=cfg.wake_in_decide, node_caps_w=cfg.node_caps_w)
+                                   allow_wake=cfg.wake_in_decide, node_caps_w=cfg.node_caps_w,
+                                   idle_timeout_s=cfg.idle_timeout_s if cfg.scale_down else math.inf,
+                                   min_idle_timeout_s=cfg.min_idle_timeout_s, wake_tail_cap_s=cfg.boot_amortize_s)
         self.scorer = self.cluster.scorer
         self.reservations = Reservations()
         self.predictor = TaskPredictor(self.cluster.type_speed, default_duration_s=cfg.default_duration_s,
@@ -354,13 +356,8 @@ class Controller:
         dur_k, edur_k = self.predictor.predict(task.group, task.duration_hint_s)
         lp = self.loop
         any_not_on = cv.not_on > 0
-        share_k = None
-        if any_not_on:
-            share_k = cpus / cv.type_cpus
-            if gpus > 0:
-                share_k = np.maximum(share_k, gpus * cv.type_inv_gpus)
         p_now = lp.predict_w(cv.modeled_static_w, cv.modeled_w - cv.modeled_static_w)
-        sc = self.scorer.score(cpus, gpus, dur_k, edur_k, share_k, now_s, cfg.lambda_j_per_s, cfg.mu, p_now,
+        sc = self.scorer.score(cpus, gpus, dur_k, edur_k, now_s, cfg.lambda_j_per_s, cfg.mu, p_now,
                                lp.dynamic_scale, lp.effective_budget_w, cfg.scale_down, any_not_on, cv.any_temp,
                                cv.any_cap)
         return sc, dur_k, p_now

@@ -16,9 +16,10 @@ Terms and units:
     watts over the extra time the task keeps it on beyond the work already reserved on
     it (0 when it packs inside a busy node's window, the whole run time on an empty node),
     counted only when the controller may power idle nodes off (``scale_down``);
-  * wake: for a node that is off, its boot energy times the share of the node the task
-    uses (``max(cpus / node cpus, gpus / node gpus)``), i.e. boot cost amortised over a
-    full node's worth of work.
+  * wake: for a node that is off, what waking it costs whatever share of it the task
+    uses: its boot energy plus its idle watts (above its off watts) over the idle timeout
+    it stays on after its work before it is powered off again (the timeout capped at
+    ``boot_amortize_s`` when nodes are never powered off).
 
 - ``T_n / T_ref``, dimensionless: node temperature over the reference temperature, both
   kelvin (default 298.15 K; no reading counts as ``T_ref``). Landauer's bound ``k T ln 2``
@@ -165,15 +166,13 @@ class Scorer:
 
     # ------------------------------------------------------------ scoring
     def score(self, cpus: float, gpus: float, dur_k: np.ndarray, edur_k: np.ndarray,
-              share_k: Optional[np.ndarray], now_s: float, lambda_j_per_s: float, mu: float,
+              now_s: float, lambda_j_per_s: float, mu: float,
               power_now_w: float, ratio: float, budget_w: Optional[float], keep_on: bool,
               any_not_on: bool, any_temp: bool, any_cap: bool) -> Scores:
         """Score all nodes for a task of ``cpus`` CPUs and ``gpus`` GPUs.
 
         ``dur_k``: predicted run time per node type (s); ``edur_k``: run time times the
-        learned energy correction per node type (s); ``share_k``: per node type, the
-        share of a node the task uses (wake term; needed when nodes are off);
-        ``power_now_w``: predicted cluster IT watts now (modeled x ``ratio``);
+        learned energy correction per node type (s); ``power_now_w``: predicted cluster IT watts now (modeled x ``ratio``);
         ``budget_w``: IT budget less admission margin (None: no barrier). Over-budget
         nodes get a large finite barrier here; :meth:`choose` makes them infeasible."""
         nt = self.nt
@@ -196,8 +195,7 @@ class Scorer:
                 np.maximum(x, 0.0, out=x)
                 x *= nt.idle_w
                 e += x
-            if share_k is not None:
-                e += nt.wake_j * share_k[ti]
+            e += nt.wake_j
             d += wait  # delay = wait + run time
             dpw = dp
         else:

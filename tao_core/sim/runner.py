@@ -17,7 +17,8 @@ from tao_core.sim.metrics import lower_bound_j, summarize
 from tao_core.sim.model import ClusterSpec, Workload
 from tao_core.sim.policies import BASELINES
 
-POLICY_NAMES = ("ray-default", "ray-default-autoscale", "dask-default", "dask-adaptive", "spread", "pack", "tao")
+POLICY_NAMES = ("ray-default", "ray-default-autoscale", "ray-autoscale-1min", "dask-default", "dask-adaptive",
+                "dask-adaptive-tuned", "spread", "pack", "tao")
 
 #: seconds between scaling ticks of the controller while tasks wait
 TAO_TICK_S = 1.0
@@ -45,7 +46,7 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
     if name in BASELINES:
         cls = BASELINES[name]
         pol = cls(cluster.node_types, seed=seed, event_sink=event_sink)
-        return PolicySetup(name, pol, cls.tick_interval_s, tuple(cls.activity_horizons_s),
+        return PolicySetup(name, pol, pol.tick_interval_s, tuple(pol.activity_horizons_s),
                            {"policy": name, "seed": seed})
     if name != "tao":
         raise InputError(f"--policy: unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
