@@ -12,10 +12,14 @@ Terms and units:
     model adds at its reserved load plus this task (CPU curve, and GPU idle-to-busy watts
     for each GPU asked for), times the predicted run time ``d`` (s), times the learned
     energy correction ``c`` (measured / predicted for the task's group, 1.0 cold);
-  * keep-on: ``P_idle,n * max(0, start + d - max(busy_until_n, start))``, the node's idle
+  * keep-on: ``P_idle,n * max(0, start + d - max(end_n, start))``, the node's idle
     watts over the extra time the task keeps it on beyond the work already reserved on
     it (0 when it packs inside a busy node's window, the whole run time on an empty node),
-    counted only when the controller may power idle nodes off (``scale_down``);
+    counted only when the controller may power idle nodes off (``scale_down``). ``end_n``
+    is when the node's reserved work is expected to end: its latest predicted end, or as
+    far ahead as the node has been busy so far when that is later (a stretch of work that
+    has lasted ``a`` seconds is expected to last about as long again: run times are
+    heavy-tailed, and a node that has been refilled keeps being refilled);
   * wake: for a node that is off, what waking it costs whatever share of it the task
     uses: its boot energy plus its idle watts (above its off watts) over the idle timeout
     it stays on after its work before it is powered off again (the timeout capped at
@@ -154,6 +158,13 @@ class Scorer:
                 dyn[i] = inf
                 dp[i] = inf
 
+    def _window(self, now_s: float, out: np.ndarray) -> None:
+        """Per node, seconds until its reserved work is expected to end (``end_n - now``;
+        see the module docstring; -inf without reserved work), into ``out``."""
+        nt = self.nt
+        np.subtract(now_s, nt.busy_from, out=out)  # how long it has been busy (-inf: not)
+        np.maximum(out, nt.busy_until - now_s, out=out)
+
     def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._scratch_cap < n:
             cap = max(16, 2 * n)
@@ -188,7 +199,7 @@ class Scorer:
             wait = np.maximum(nt.ready_at - now_s, nt.boot_wait)
             np.maximum(wait, 0.0, out=wait)
             if keep_on:
-                np.subtract(nt.busy_until, now_s, out=x)
+                self._window(now_s, x)
                 x -= wait
                 np.maximum(x, 0.0, out=x)
                 np.subtract(d, x, out=x)
@@ -200,7 +211,7 @@ class Scorer:
             dpw = dp
         else:
             if keep_on:
-                np.subtract(nt.busy_until, now_s, out=x)
+                self._window(now_s, x)
                 np.maximum(x, 0.0, out=x)
                 np.subtract(d, x, out=x)
                 np.maximum(x, 0.0, out=x)

@@ -6,18 +6,21 @@ Run time (seconds) on node type ``k``:
 1. the task's own ``duration_hint_s`` (run time at speed 1.0) divided by the speed of
    ``k``, when given;
 2. else the group's reference run time (measured run time x speed of the node type it ran
-   on, averaged over every type) divided by the speed of ``k``, times a per-type
+   on, a geometric mean over every type) divided by the speed of ``k``, times a per-type
    correction;
 3. else ``default_duration_s`` divided by the speed.
 
 One reference time shared by every type is the best guess for a type few of the group's
 tasks ran on: run times of one group vary from task to task (a lognormal spread of 50 %
 is common), so a handful of runs on one type says little about that type. A type's own
-correction (the mean of measured / predicted there) counts in proportion to its evidence:
-``1 + (c_k - 1) x n_k / (n_k + evidence)``, ``n_k`` runs measured there. Types of equal
+correction (the geometric mean of measured / predicted there) counts in proportion to its
+evidence: ``c_k ** (n_k / (n_k + evidence))``, ``n_k`` runs measured there. Types of equal
 speed then get equal predictions until one of them has proved different.
 
-Means are running means of every measurement until ``1 / alpha`` of them were seen, then
+Run times are averaged in log space (a geometric mean, the median of a lognormal spread):
+in a group whose runs span seconds to days, an arithmetic mean is set by the few longest
+runs and jumps with each one, and would make every task of the group look days long. The
+means are running means of every measurement until ``1 / alpha`` of them were seen, then
 exponentially weighted with weight ``alpha`` (a drift is followed; early ones are not
 noisier than later ones).
 
@@ -58,9 +61,9 @@ class _Group:
     __slots__ = ("ref", "ref_max", "type_dur", "ratio", "type_ratio", "n", "cache", "ratio_arr")
 
     def __init__(self, k: int) -> None:
-        self.ref = _Mean()                                   #: run time at speed 1.0, s
+        self.ref = _Mean()                                   #: log of the run time at speed 1.0
         self.ref_max = 0.0                                   #: longest run time seen at speed 1.0, s
-        self.type_dur = [_Mean() for _ in range(k)]          #: measured / predicted run time per type
+        self.type_dur = [_Mean() for _ in range(k)]          #: log of measured / predicted run time per type
         self.ratio = _Mean()                                 #: measured / predicted energy, every type
         self.type_ratio = [_Mean() for _ in range(k)]        #: measured / group-predicted energy per type
         self.n = 0
@@ -73,6 +76,16 @@ def _shrunk(m: _Mean, evidence: float) -> float:
     if m.n == 0:
         return 1.0
     return 1.0 + (m.value - 1.0) * m.n / (m.n + evidence)
+
+
+def _shrunk_log(m: _Mean, evidence: float) -> float:
+    """A per-type run-time factor from a mean of log ratios, shrunk towards 1 by evidence."""
+    if m.n == 0:
+        return 1.0
+    return math.exp(m.value * m.n / (m.n + evidence))
+
+
+_MIN_S = 1e-3  # run times are floored at a millisecond before their log is taken
 
 
 class TaskPredictor:
@@ -91,6 +104,7 @@ class TaskPredictor:
         self.evidence = float(evidence)
         self._groups: "OrderedDict[str, _Group]" = OrderedDict()
         self._cold_cache: dict[Optional[float], tuple[np.ndarray, np.ndarray]] = {}
+        self._all = _Mean()  #: run time at speed 1.0 over every group, s
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -139,9 +153,9 @@ class TaskPredictor:
         return self._build(g)
 
     def _build(self, g: _Group) -> tuple[np.ndarray, np.ndarray]:
-        ref = g.ref.value if g.ref.n else self.default_duration_s
+        ref = math.exp(g.ref.value) if g.ref.n else self.default_duration_s
         ev = self.evidence
-        durs = np.array([max(ref / sp * _shrunk(td, ev), 1e-9) for sp, td in zip(self._speeds, g.type_dur)])
+        durs = np.array([max(ref / sp * _shrunk_log(td, ev), 1e-9) for sp, td in zip(self._speeds, g.type_dur)])
         if g.ratio.n:
             rr = g.ratio.value
             g.ratio_arr = np.array([max(rr * _shrunk(tr, ev), 1e-6) for tr in g.type_ratio])
@@ -151,10 +165,16 @@ class TaskPredictor:
             g.cache = (durs, durs)
         return g.cache
 
+    def overall_mean_s(self) -> float:
+        """Mean run time at speed 1.0 over every finished task (``default_duration_s`` before
+        any), s."""
+        return self._all.value if self._all.n else self.default_duration_s
+
     def mean_s(self, group: str) -> Optional[float]:
-        """The group's reference run time at speed 1.0 (s), None before any run finished."""
+        """The group's reference run time at speed 1.0 (s; a geometric mean), None before any
+        run finished."""
         g = self._groups.get(group)
-        return g.ref.value if g is not None and g.ref.n else None
+        return math.exp(g.ref.value) if g is not None and g.ref.n else None
 
     def longest_s(self, group: str, min_seen: int = 3) -> Optional[float]:
         """The longest run time seen for ``group`` at speed 1.0 (s), once at least
@@ -182,9 +202,11 @@ class TaskPredictor:
         if duration_s is not None and math.isfinite(duration_s) and duration_s >= 0:
             sp = self._speeds[k]
             ref = duration_s * sp
-            if g.ref.n and g.ref.value > 0:
-                g.type_dur[k].add(ref / g.ref.value, a)  # measured / shared prediction on this type
-            g.ref.add(ref, a)
+            lr = math.log(max(ref, _MIN_S))
+            if g.ref.n:
+                g.type_dur[k].add(lr - g.ref.value, a)  # log of measured / shared prediction on this type
+            g.ref.add(lr, a)
+            self._all.add(ref, min(a, 0.05))
             g.ref_max = max(g.ref_max, ref)
         if energy_ratio is not None and math.isfinite(energy_ratio) and energy_ratio >= 0:
             r = min(energy_ratio, 100.0)

@@ -128,7 +128,8 @@ def load_alibaba_nodes(path: str | Path) -> ClusterSpec:
             name = f"{model}-{cpus:g}c-{gpus}g"
             if name not in types:
                 types[name] = NodeType(name=name, cpus=cpus, power_curve=cpu_curve_for(cpus), gpus=gpus,
-                                       gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W)
+                                       gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W,
+                                       gpu_model=None if model == "cpu" else ("V100" if max_w == V100_MAX_W else model))
             nodes.append(SimNode(sn, name))
     if not nodes:
         raise InputError(f"{p}: no node rows; give the trace's node list")

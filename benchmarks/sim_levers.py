@@ -1,0 +1,103 @@
+"""Each of the controller's levers measured on its own: TAO with every lever on, then with
+one switched off at a time, on the scenarios and held-out variations of
+``sim_workloads.py``.
+
+    python benchmarks/sim_levers.py [--scenario NAME ...] [--json OUT]
+
+Levers (``ControllerConfig`` switches): ``predictive_scaling`` (capacity held and booted
+for forecast arrivals, idle nodes off at once when the forecast says the quiet outlasts
+their break-even), ``size_boots`` (boots for a queue sized by the energy-delay trade),
+``pack_efficient`` (nodes kept and drained by the watts their curves say they draw at the
+load they would carry), ``gpu_power_limits`` (a GPU power limit learned per task group,
+from the measured per-limit profiles), ``defer_to_on_windows`` (deferrable work with a
+deadline waits for nodes that are on anyway). For each run: facility energy (kWh), the p95
+wait of the tasks without a deadline (s), the mean wait (s), boots, deadlines missed, and
+TAO's own objective, energy + lambda x the summed waits (J), which is what a lever trades.
+Writes ``benchmarks/results/sim_levers.json`` and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_file import write_json  # noqa: E402
+from sim_workloads import GOAL_SCENARIOS, HELD_OUT, SCENARIOS  # noqa: E402
+from tao_core.control import ControllerConfig  # noqa: E402
+from tao_core.sim.runner import run_all  # noqa: E402
+
+LEVERS = ("predictive_scaling", "size_boots", "pack_efficient", "gpu_power_limits", "defer_to_on_windows")
+SHORT = {"predictive_scaling": "predictive", "size_boots": "sized boots", "pack_efficient": "packing",
+         "gpu_power_limits": "GPU limits", "defer_to_on_windows": "on-window deferral"}
+
+
+def _figures(m: dict[str, Any], n_tasks: int, lam: float) -> dict[str, Any]:
+    return {"energy_kwh": m["energy_j"] / 3.6e6, "p95_wait_s": m["service_wait_p95_s"], "mean_wait_s": m["wait_mean_s"],
+            "boots": m["boots"], "deadlines_missed": m.get("deadlines_missed", 0),
+            "tasks_completed": m["tasks_completed"], "tasks_total": m["tasks_total"],
+            "objective_j": m["energy_j"] + lam * m["wait_mean_s"] * n_tasks,
+            "gpu_limited_tasks": m.get("gpu_limited_tasks", 0)}
+
+
+def measure(name: str) -> dict[str, Any] | None:
+    sc = SCENARIOS[name]()
+    if sc is None:
+        return None
+    lam = ControllerConfig().lambda_j_per_s
+    out: dict[str, Any] = {"tasks": len(sc.workload), "nodes": len(sc.cluster.nodes), "runs": {}}
+    t0 = time.perf_counter()
+    for off in (None,) + LEVERS:
+        opts = {} if off is None else {off: False}
+        m = run_all(sc.cluster, sc.workload, ["tao"], budget_w=sc.budget_w, controller_options=opts, strict=False,
+                    sweep=())["policies"]["tao"]
+        out["runs"]["all on" if off is None else f"without {off}"] = _figures(m, len(sc.workload), lam)
+        print(f"  {name}: {'all on' if off is None else 'without ' + off}: {m['energy_j'] / 3.6e6:.4g} kWh, "
+              f"p95 {m['service_wait_p95_s']:.0f} s", flush=True)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def table(doc: dict[str, Any]) -> str:
+    """Markdown: per scenario, every lever on, and each lever's effect when switched off."""
+    head = "| scenario | all on: kWh, p95 s | " + " | ".join(f"without {SHORT[lv]}" for lv in LEVERS) + " |"
+    lines = [head, "|" + "---|" * (len(LEVERS) + 2)]
+    for name, d in doc["scenarios"].items():
+        on = d["runs"]["all on"]
+        cells = [f"{on['energy_kwh']:.4g}, {on['p95_wait_s']:.0f}"]
+        for lv in LEVERS:
+            r = d["runs"][f"without {lv}"]
+            diff = r["energy_kwh"] / on["energy_kwh"] - 1.0
+            cells.append(f"{r['energy_kwh']:.4g} ({100 * diff:+.1f} %), {r['p95_wait_s']:.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenario", action="append", help="scenario (repeatable; default: the goals, modern, held-out)")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "sim_levers.json"))
+    args = ap.parse_args(argv)
+    names = args.scenario or list(GOAL_SCENARIOS) + ["modern"] + list(HELD_OUT)
+    doc: dict[str, Any] = {"levers": list(LEVERS), "lambda_j_per_s": ControllerConfig().lambda_j_per_s,
+                           "scenarios": {}, "source": "modeled (discrete-event simulation)"}
+    for n in names:
+        print(f"== {n}", flush=True)
+        d = measure(n)
+        if d is None:
+            print(f"{n}: input not found; skipped")
+            continue
+        doc["scenarios"][n] = d
+    print(table(doc))
+    write_json(doc, args.json)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
