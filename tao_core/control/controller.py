@@ -17,6 +17,7 @@ Units: seconds, joules, watts, kelvin.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import OrderedDict
@@ -121,6 +122,7 @@ class Controller:
                                         history_s=max(cfg.forecast_history_s, cfg.forecast_bin_s),
                                         eval_window_s=cfg.forecast_bin_s)
         self._forecast_holds = False  #: the last plan kept idle nodes on for forecast arrivals
+        self._early_off = scaling.EarlyOffRecord(len(self.cluster.types))
         self.carbon: Optional[CarbonShifter] = None
         self.gpu_limits: dict[str, PowerLimitLearner] = {}  # by node type name
 
@@ -156,6 +158,7 @@ class Controller:
         self.cluster.add_type(node_type)
         self._last_fit_s.append(-_INF)
         self.predictor.add_type(node_type.speed)
+        self._early_off.add_type()
 
     def _emit(self, ev: DecisionEvent) -> None:
         sink = self.event_sink
@@ -495,10 +498,16 @@ class Controller:
     # -------------------------------------------------------- GPU power limits
     def enable_gpu_power_limits(self, node_type: str, limits_w: Sequence[float]) -> None:
         """Let the controller choose GPU power limits (watts, among ``limits_w``) for the
-        GPUs of ``node_type``, learned per task group from measured time and energy."""
-        self.cluster.type_of(node_type)
+        GPUs of ``node_type``, learned per task group from measured time and energy.
+
+        A unit of work is judged by its GPU energy plus ``lambda`` and the node's idle draw
+        per GPU times its run time: a slower unit keeps its share of the node's static draw
+        on for longer, which a GPU's own energy figure leaves out."""
+        k = self.cluster.type_of(node_type)
+        t = self.cluster.types[k]
+        static = float(self.cluster.type_idle_w[k]) / t.gpus if t.gpus else 0.0
         self.gpu_limits[node_type] = PowerLimitLearner(limits_w, max_slowdown=self.config.gpu_max_slowdown,
-                                                       lambda_j_per_s=self.config.lambda_j_per_s)
+                                                       lambda_j_per_s=self.config.lambda_j_per_s + static)
 
     def gpu_power_limit(self, group: str, node_id: str, *, now_s: float) -> Optional[float]:
         """The power limit in watts for the next unit of ``group``'s work on each GPU of
@@ -734,9 +743,15 @@ class Controller:
 
     def _demand(self, now_s: float) -> scaling.Demand:
         fc = self.forecast
-        return scaling.Demand(arrival_rate=self.arrival_rate(now_s), forecast=fc, mean_cpus=fc.mean_cpus,
-                              mean_gpus=fc.gpus_asked / fc.tasks if fc.tasks else 0.0,
-                              mean_run_s=self.predictor.overall_mean_s())
+        d = scaling.Demand(arrival_rate=self.arrival_rate(now_s), forecast=fc, mean_cpus=fc.mean_cpus,
+                           mean_gpus=fc.gpus_asked / fc.tasks if fc.tasks else 0.0,
+                           mean_run_s=self.predictor.overall_mean_s())
+        if not self.config.predictive_scaling:
+            return d
+        cv = self.cluster
+        ok = self._early_off.ok(now_s, cv.idle_timeouts_s(None, self.config.min_idle_timeout_s),
+                                scaling.early_off_thresholds(cv, self.config, d))
+        return dataclasses.replace(d, early_off_ok=ok, early_off_record=self._early_off)
 
     def idle_timeouts_s(self, now_s: float = 0.0) -> dict[str, float]:
         """Seconds of idleness before a node of each type is powered off, by type name: the

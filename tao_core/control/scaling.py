@@ -72,6 +72,72 @@ HELD_BY_FORECAST = "idle node(s) held for forecast arrivals"
 _MIN_WINDOWS = 10
 
 
+class EarlyOffRecord:
+    """The track record of powering idle nodes off before their idle timeout, per node
+    type. An early power-off was wrong when a node of its type had to boot within its
+    break-even time afterwards (the idle energy it saved is less than the boot). It pays
+    while the share of wrong ones stays below ``keep / (keep + miss)``, the newsvendor
+    threshold of :meth:`_Planner._fractile`'s costs; the share is exponentially weighted
+    (``halflife`` decisions) and starts from ``prior`` right ones."""
+
+    def __init__(self, n_types: int, *, halflife: float = 20.0, prior: float = 3.0) -> None:
+        self.decay = 0.5 ** (1.0 / halflife)
+        self.prior = prior
+        self.wrong = np.zeros(n_types)
+        self.total = np.zeros(n_types)
+        self._recent: list[list[float]] = [[] for _ in range(n_types)]  # early power-off times per type
+
+    def add_type(self) -> None:
+        self.wrong = np.append(self.wrong, 0.0)
+        self.total = np.append(self.total, 0.0)
+        self._recent.append([])
+
+    def powered_off(self, k: int, now_s: float) -> None:
+        self._recent[k].append(now_s)
+
+    def booted(self, k: int, now_s: float, horizon_s: float) -> None:
+        """A node of type ``k`` boots: the early power-offs of the last ``horizon_s`` were wrong."""
+        self._settle(k, now_s, horizon_s)
+        if self._recent[k]:
+            self._recent[k].pop()  # the latest one is what this boot undoes
+            self._count(k, 1.0)
+
+    def _settle(self, k: int, now_s: float, horizon_s: float) -> None:
+        """Early power-offs older than ``horizon_s`` with no boot since were right."""
+        kept = []
+        for t in self._recent[k]:
+            if now_s - t > horizon_s:
+                self._count(k, 0.0)
+            else:
+                kept.append(t)
+        self._recent[k] = kept
+
+    def _count(self, k: int, wrong: float) -> None:
+        self.wrong[k] = self.wrong[k] * self.decay + wrong
+        self.total[k] = self.total[k] * self.decay + 1.0
+
+    def ok(self, now_s: float, horizons_s: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        """Per type, whether early power-offs have paid so far."""
+        for k in range(len(self._recent)):
+            self._settle(k, now_s, float(horizons_s[k]))
+        share = self.wrong / (self.total + self.prior)
+        return share < thresholds
+
+
+def early_off_thresholds(view: ClusterView, cfg: ControllerConfig, demand: "Demand") -> np.ndarray:
+    """Per node type, the share of wrong early power-offs above which they cost more than
+    they save: ``keep / (keep + miss)`` with the costs of :meth:`_Planner._fractile`."""
+    out = np.empty(len(view.types))
+    for k, t in enumerate(view.types):
+        boot_j = float(view.type_boot_j[k])
+        per = min(t.cpus / max(demand.mean_cpus, _EPS),
+                  t.gpus / demand.mean_gpus if t.gpus and demand.mean_gpus > 0 else math.inf)
+        miss = boot_j + cfg.lambda_j_per_s * t.boot_s * max(per, 1.0)
+        keep = max(boot_j, _EPS)
+        out[k] = keep / (keep + miss)
+    return out
+
+
 def idle_timeouts(view: ClusterView, cfg: ControllerConfig, demand: "Demand") -> np.ndarray:
     """Per node type, seconds an idle node stays on before it is powered off:
     ``idle_timeout_s`` when given; else the break-even of what a later boot would cost,
@@ -96,14 +162,17 @@ def idle_timeouts(view: ClusterView, cfg: ControllerConfig, demand: "Demand") ->
 @dataclass(frozen=True)
 class Demand:
     """What the controller knows of demand to come: the recent arrival rate (CPUs/s,
-    GPUs/s), the arrival forecast (None: none), the mean CPUs and GPUs one task asks and
-    the mean run time at speed 1.0 (s)."""
+    GPUs/s), the arrival forecast (None: none), the mean CPUs and GPUs one task asks, the
+    mean run time at speed 1.0 (s), and per node type whether powering idle nodes off before
+    their timeout has paid so far (:class:`EarlyOffRecord`)."""
 
     arrival_rate: tuple[float, float] = (0.0, 0.0)
     forecast: Optional[ArrivalForecast] = None
     mean_cpus: float = 1.0
     mean_gpus: float = 0.0
     mean_run_s: float = 10.0
+    early_off_ok: Optional[np.ndarray] = None  #: per node type: early power-offs have paid (None: all)
+    early_off_record: Optional["EarlyOffRecord"] = None  #: where this plan's early power-offs are counted
 
 
 def plan(view: ClusterView, cfg: ControllerConfig, loop: PowerLoop, *, now_s: float,
@@ -127,8 +196,18 @@ def plan(view: ClusterView, cfg: ControllerConfig, loop: PowerLoop, *, now_s: fl
         p.power_off_idle()
         if cfg.consolidate and not (cfg.pack_efficient and pending):
             p.drain_one()  # (packing drains no capacity while tasks wait for it)
-    return ScalePlan(power_on=tuple(p.power_on), power_off=tuple(p.power_off), drain=tuple(p.drain),
-                     reason="; ".join(p.reasons))
+    plan_ = ScalePlan(power_on=tuple(p.power_on), power_off=tuple(p.power_off), drain=tuple(p.drain),
+                      reason="; ".join(p.reasons))
+    if demand.early_off_record is not None:
+        rec = demand.early_off_record
+        nt = view.nodes
+        be = view.idle_timeouts_s(None, cfg.min_idle_timeout_s)
+        for nid in p.early_off:
+            rec.powered_off(int(nt.ti[nt.index[nid]]), now_s)
+        for nid in p.power_on:
+            k = int(nt.ti[nt.index[nid]])
+            rec.booted(k, now_s, float(be[k]))
+    return plan_
 
 
 class _Planner:
@@ -171,6 +250,7 @@ class _Planner:
         self.reasons: list[str] = []
         self.chosen: set[int] = set()
         self.queued_c = 0.0  #: CPUs of pending tasks left to wait (size_boots), not booted for
+        self.early_off: list[str] = []  #: nodes powered off by the forecast before their idle timeout
         self.shed: set[int] = set()
         self.off_all = np.flatnonzero(self.st == OFF)
         self._costs_done = False
@@ -583,6 +663,12 @@ class _Planner:
         for i in np.flatnonzero(idle_ok & (self.st == DRAINING)).tolist():
             self.power_off.append(nt.ids[i])
         on_idle = idle_ok & (self.st == ON) & ((self.now_s - nt.on_since) >= self.cfg.min_on_s)
+        trust = self.demand.early_off_ok
+        if trust is not None and not trust.all():
+            # a type whose early power-offs were too often followed by a boot of that type
+            # within its break-even time waits out its idle timeout again
+            timeouts = idle_timeouts(self.view, self.cfg, self.demand)[nt.ti]
+            on_idle &= trust[nt.ti] | ((self.now_s - nt.idle_since) >= timeouts)
         if self.shed:
             on_idle[list(self.shed)] = False
         cand = np.flatnonzero(on_idle)
@@ -591,6 +677,11 @@ class _Planner:
             # held for the larger of the two, so a node booted ahead is not powered off again
             xc, xg = (max(a, b) for a, b in zip(self.level("keep"), self.level("boot")))
             self._switch_off(cand, self.used_c + self.pend_c + xc, self.used_g + self.pend_g + xg)
+            timeouts = idle_timeouts(self.view, self.cfg, self.demand)
+            for nid in self.power_off[n_before:]:
+                i = nt.index[nid]
+                if self.now_s - float(nt.idle_since[i]) < float(timeouts[int(nt.ti[i])]):
+                    self.early_off.append(nid)
             held = cand.size - (len(self.power_off) - n_before)
             if held > 0 and (xc > 0 or xg > 0):
                 self.reasons.append(f"{held} {HELD_BY_FORECAST}")
