@@ -39,7 +39,7 @@ from distributed import Client, LocalCluster
 from distributed.deploy.adaptive import Adaptive
 
 import tao_dask
-from tao_dask.reporting import energy_between, fetch
+from tao_dask.reporting import energy_between, fetch, spans_of
 from results_file import write_json  # noqa: E402
 
 WASTEFUL = "HpProLiantMl110G3PentiumD930"
@@ -85,7 +85,8 @@ def run_variant(variant: str, seconds: float, gap: float, task_s: float) -> dict
         names.update({n["address"]: n["name"] for n in data["nodes"]})
         total, per = energy_between(data, t0, t1)
         ran: dict[str, int] = {}
-        for _, _, w, _, _ in data["spans"]:
+        for span in spans_of(data):
+            w = span.worker
             ran[names.get(w, w)] = ran.get(names.get(w, w), 0) + 1
         retired = sorted(n["name"] for n in data["nodes"] if n["left_s"] is not None and n["left_s"] < t1)
         return {"energy_j": total, "makespan_s": t1 - t0, "tasks": k, "tasks_per_worker": ran,

@@ -4,7 +4,9 @@ Two LocalClusters (2 worker processes, 1 thread each) stay up side by side, one 
 one with ``tao_dask.register`` (telemetry every 0.5 s, placement on). Each round runs
 ``client.map(inc, range(N))`` on each, in alternating order, and times submit -> all
 results in memory. Reported: the median of the per-round ratios, TAO tasks/s over
-default tasks/s (goal >= 0.97), and the medians of each.
+default tasks/s (goal >= 0.97), the medians of each, and the time spent in TAO's
+``transition`` hook per task and as a share of the TAO runs' wall time (on a machine
+other jobs load, throughput swings from round to round; the hook time does not).
 
 ``--decide-all`` adds a third cluster where TAO decides every task itself
 (``min_task_s=0``: no hand-off of tiny tasks to Dask), to show what a per-task decision
@@ -40,6 +42,23 @@ def spin(x: int, seconds: float) -> int:
     while time.perf_counter() - t < seconds:
         pass
     return x + 1
+
+
+def time_hooks(dask_scheduler) -> None:
+    """Count the seconds spent in TAO's ``transition`` hook (Dask calls it about five
+    times per task): a measure of TAO's own cost that other load on the machine does
+    not blur the way it blurs throughput."""
+    p = dask_scheduler.plugins["tao"]
+    hook = type(p).transition.__get__(p)
+    acc = p.hook_time = {"s": 0.0, "calls": 0}
+
+    def timed(*args, **kw):
+        t = time.perf_counter()
+        hook(*args, **kw)
+        acc["s"] += time.perf_counter() - t
+        acc["calls"] += 1
+
+    p.transition = timed  # an instance attribute named like the hook is what Dask calls
 
 
 def one_run(c: Client, n: int, task_s: float = 0.0) -> float:
@@ -85,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         # (with it, TAO hands these tiny tasks to Dask's own placement and queuing)
         for v, c in clients.items():
             one_run(c, min(a.tasks, 2000), a.task_s)
+        clients["tao"].run_on_scheduler(time_hooks)
+        tao_wall_s = 0.0
         for r in range(a.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
             for v in order:
                 rates[v].append(one_run(clients[v], a.tasks, a.task_s))
+                if v == "tao":
+                    tao_wall_s += a.tasks / rates[v][-1]
             line = "  ".join(f"{v} {rates[v][-1]:7.0f}/s" for v in variants)
             print(f"round {r + 1}: {line}", flush=True)
         counts = clients["tao"].run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["tao"].counts))
+        hooks = clients["tao"].run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["tao"].hook_time))
     ratios = [t / d for t, d in zip(rates["tao"], rates["default"])]
     out = {
         "ratio": statistics.median(ratios),
@@ -103,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         "tasks_per_s": {v: statistics.median(x) for v, x in rates.items()},
         "runs_tasks_per_s": rates,
         "tao_counts": counts,
+        "tao_hook_s": hooks["s"],
+        "tao_hook_calls": hooks["calls"],
+        "tao_hook_us_per_task": 1e6 * hooks["s"] / (a.rounds * a.tasks),
+        "tao_hook_share_of_wall": hooks["s"] / tao_wall_s if tao_wall_s > 0 else None,
         "setup": "LocalCluster, 2 worker processes x 1 thread, one cluster per variant, rounds alternate the order",
     }
     if a.decide_all:
         out["ratio_decide_all"] = statistics.median(t / d for t, d in zip(rates["tao_decide_all"], rates["default"]))
     print("\nmedian tasks/s: " + ", ".join(f"{v} {out['tasks_per_s'][v]:.0f}" for v in variants))
+    print(f"TAO's transition hook: {out['tao_hook_us_per_task']:.1f} us per task, "
+          f"{100 * (out['tao_hook_share_of_wall'] or 0):.2f} % of the TAO runs' wall time")
     print(f"median ratio tao/default: {out['ratio']:.3f} (goal >= 0.97)"
           + (f"; decide-all/default: {out['ratio_decide_all']:.3f}" if a.decide_all else ""))
     write_json(out, a.json)

@@ -2,9 +2,9 @@
 
 Restricted tasks are never root-ish in Dask, so they skip scheduler-side queuing: every
 ready root task is sent to a worker at once, and roots can run far ahead of the
-reductions that free their memory. TAO restricts only the tasks it admits: a task the
-controller cannot place yet waits at the scheduler (``no-worker``, in Dask's priority
-order) instead of in a worker's queue.
+reductions that free their memory. TAO restricts no root-ish task: it admits them and
+Dask's own root-ish queue places them; it pins only smaller groups and dependent tasks,
+to a worker with a free slot that holds one of their inputs.
 
 Graph: ``--roots`` root tasks, each making a ``--mb`` MB array with ``--root-s`` CPU
 seconds of work, reduced pairwise to one number. Variants on a fresh LocalCluster each
@@ -13,7 +13,7 @@ seconds of work, reduced pairwise to one number. Variants on a fresh LocalCluste
 - ``default``: Dask alone (root-ish queuing on).
 - ``restrict_all``: every task restricted in ``update_graph`` to a worker (round robin),
   the naive way to steer placement.
-- ``tao``: TAO (controller placement and admission).
+- ``tao``: TAO (controller admission, placement where Dask's contract allows it).
 
 Reported per variant: peak bytes held in worker memory (sum of the workers' ``nbytes``,
 sampled at every task completion), peak tasks in memory, makespan.

@@ -40,10 +40,10 @@ class LocalCluster:
     _to_add: list[str] = field(default_factory=list)  # power-on requests from other threads
 
     def start(self) -> "LocalCluster":
-        # workers must import this repository's packages wherever the driver was started
-        pp = os.environ.get("PYTHONPATH", "")
-        if str(ROOT) not in pp.split(os.pathsep):
-            os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
+        # workers must import this repository's packages and this module (the workload's
+        # functions live here) wherever the driver was started
+        pp = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join([*(str(d) for d in (ROOT, ROOT / "benchmarks") if str(d) not in pp), *pp])
         head = dict(num_cpus=self.head_cpus, include_dashboard=True)
         if self.system_config:
             head["_system_config"] = dict(self.system_config)

@@ -25,7 +25,7 @@ import time
 from distributed import Client, LocalCluster
 
 import tao_dask
-from tao_dask.reporting import energy_between, fetch
+from tao_dask.reporting import energy_between, fetch, spans_of
 
 WASTEFUL = "HpProLiantMl110G3PentiumD930"
 EFFICIENT = "IbmX3250XeonX3470"
@@ -61,7 +61,8 @@ def run(with_tao: bool, seconds: float, gap: float, report_path: str | None) -> 
         data = fetch(client)
         total, per = energy_between(data, t0, t1)
         where: dict[str, int] = {}
-        for _, _, worker, _, _ in data["spans"]:
+        for span in spans_of(data):
+            worker = span.worker
             where[names.get(worker, worker)] = where.get(names.get(worker, worker), 0) + 1
         if report_path:
             df = tao_dask.report(client, report_path)

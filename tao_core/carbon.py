@@ -12,11 +12,13 @@ service client the user supplies) for a fresh forecast every ``refresh_s`` secon
 
 CSV format: a header, then one row per point, columns ``t_s`` (seconds) or ``timestamp``
 (ISO 8601; converted to seconds after the first row's time) and ``g_co2e_per_kwh``.
+Limits: at most :data:`MAX_POINTS` points (a year at one a minute is 525,600) in a file of
+at most 64 MiB; intensities from 0 to :data:`MAX_INTENSITY` gCO2e/kWh; times within
+:data:`MAX_ABS_TIME_S` seconds of 0 (or of the first timestamp).
 """
 from __future__ import annotations
 
 import abc
-import csv
 import math
 from datetime import datetime
 from pathlib import Path
@@ -25,8 +27,18 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from tao_core.errors import InputError
+from tao_core.files import read_csv
+from tao_core.files.values import number
 
 J_PER_KWH = 3.6e6
+#: points of a carbon series read from a file
+MAX_POINTS = 1_000_000
+#: bytes of a carbon CSV file
+MAX_CSV_BYTES = 64 * 1024 * 1024
+#: highest intensity accepted, gCO2e/kWh (coal plants emit about 1,000)
+MAX_INTENSITY = 1e5
+#: times accepted, seconds either side of 0 (about 317 years)
+MAX_ABS_TIME_S = 1e10
 
 
 class CarbonSignal(abc.ABC):
@@ -60,10 +72,9 @@ class CarbonSignal(abc.ABC):
 class ConstantCarbon(CarbonSignal):
     """The same intensity at all times."""
 
-    def __init__(self, g_co2e_per_kwh: float) -> None:
-        if not (g_co2e_per_kwh >= 0 and math.isfinite(g_co2e_per_kwh)):
-            raise InputError("carbon intensity: give a finite, non-negative gCO2e/kWh")
-        self.value = float(g_co2e_per_kwh)
+    def __init__(self, g_co2e_per_kwh: float, *, where: str = "carbon intensity") -> None:
+        self.value = number(g_co2e_per_kwh, where, lo=0.0, hi=MAX_INTENSITY,
+                            fix=f"give gCO2e/kWh from 0 to {MAX_INTENSITY:g}")
         self.source = f"constant {self.value:g} gCO2e/kWh"
 
     def series(self, t0_s: float, t1_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -78,47 +89,50 @@ class SeriesCarbon(CarbonSignal):
         v = np.asarray(g_co2e_per_kwh, dtype=float)
         if t.ndim != 1 or t.size == 0 or t.size != v.size:
             raise InputError("carbon series: give one intensity per time, at least one point")
+        if np.any(~np.isfinite(t)) or np.any(np.abs(t) > MAX_ABS_TIME_S):
+            raise InputError(f"carbon series: times must be finite seconds within {MAX_ABS_TIME_S:g} of 0")
         if np.any(np.diff(t) <= 0):
             raise InputError("carbon series: times must strictly increase")
-        if np.any(~np.isfinite(v)) or np.any(v < 0):
-            raise InputError("carbon series: intensities must be finite and >= 0 gCO2e/kWh")
+        if np.any(~np.isfinite(v)) or np.any(v < 0) or np.any(v > MAX_INTENSITY):
+            raise InputError(f"carbon series: intensities must be from 0 to {MAX_INTENSITY:g} gCO2e/kWh")
         self.times_s, self.values = t, v
         self.source = source
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> "SeriesCarbon":
-        """Read ``t_s`` or ``timestamp`` and ``g_co2e_per_kwh`` columns (see the module doc)."""
+    def from_csv(cls, path: str | Path, *, field: str = "carbon CSV") -> "SeriesCarbon":
+        """Read ``t_s`` or ``timestamp`` and ``g_co2e_per_kwh`` columns (see the module doc);
+        ``field`` names the file in errors (``--carbon``)."""
         path = Path(path)
-        try:
-            with path.open(newline="") as fh:
-                reader = csv.DictReader(fh)
-                cols = reader.fieldnames or []
-                if "g_co2e_per_kwh" not in cols or not ({"t_s", "timestamp"} & set(cols)):
-                    raise InputError(
-                        f"{path}: header must have g_co2e_per_kwh and t_s (seconds) or timestamp (ISO 8601); got {cols}"
-                    )
-                times: list[float] = []
-                vals: list[float] = []
-                t_first: Optional[datetime] = None
-                for row_no, row in enumerate(reader, start=2):
-                    try:
-                        if "t_s" in cols:
-                            t = float(row["t_s"])
-                        else:
-                            ts = datetime.fromisoformat(row["timestamp"])
-                            t_first = t_first or ts
-                            t = (ts - t_first).total_seconds()
-                        v = float(row["g_co2e_per_kwh"])
-                    except (TypeError, ValueError) as exc:
-                        raise InputError(f"{path}, row {row_no}: {exc}; fix the t_s/timestamp or g_co2e_per_kwh value") from None
-                    times.append(t)
-                    vals.append(v)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read the carbon CSV ({exc.strerror})") from None
+        where = f"{field} {path}"
+        cols, rows = read_csv(path, field, max_bytes=MAX_CSV_BYTES, max_rows=MAX_POINTS, what="point")
+        if "g_co2e_per_kwh" not in cols or not ({"t_s", "timestamp"} & set(cols)):
+            raise InputError(f"{where}: header must have g_co2e_per_kwh and t_s (seconds) or timestamp (ISO 8601); "
+                             f"got {','.join(c[:40] for c in cols[:10])}")
+        i_v = cols.index("g_co2e_per_kwh")
+        i_t = cols.index("t_s") if "t_s" in cols else None
+        i_ts = cols.index("timestamp") if i_t is None else None
+        times: list[float] = []
+        vals: list[float] = []
+        t_first: Optional[datetime] = None
+        for line, row in rows:
+            w = f"{where}: row {line}"
+            if i_t is not None:
+                t = number(row[i_t], f"{w}: t_s", lo=-MAX_ABS_TIME_S, hi=MAX_ABS_TIME_S)
+            else:
+                raw = row[i_ts].strip()
+                try:
+                    ts = datetime.fromisoformat(raw)
+                    t_first = t_first or ts
+                    t = (ts - t_first).total_seconds()
+                except (TypeError, ValueError, OverflowError):
+                    raise InputError(f"{w}: timestamp: {raw[:40]!r} is not an ISO 8601 time like the first row's "
+                                     "(e.g. 2024-01-01T00:00:00+00:00); fix the row") from None
+            times.append(t)
+            vals.append(number(row[i_v], f"{w}: g_co2e_per_kwh", lo=0.0, hi=MAX_INTENSITY))
         try:
             return cls(times, vals, source=f"csv:{path.name}")
         except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
+            raise InputError(f"{where}: {exc}") from None
 
     def series(self, t0_s: float, t1_s: float) -> tuple[np.ndarray, np.ndarray]:
         i0 = max(int(np.searchsorted(self.times_s, t0_s, side="right")) - 1, 0)

@@ -20,7 +20,8 @@ from tao_core.errors import InputError
 from tao_dask.adaptive import EnergyAdaptive
 from tao_dask.profiles import NodeAssignment, node_type_for, specpower_curves
 from tao_dask.reporting import report
-from tao_dask.scheduler_plugin import HOLD_ADDRESS, EnergyBudgetExceeded, TAOSchedulerPlugin
+from tao_dask.placement import HOLD_ADDRESS, EnergyBudgetExceeded
+from tao_dask.scheduler_plugin import TAOSchedulerPlugin
 from tao_dask.worker_plugin import TAOWorkerPlugin
 
 __all__ = [
@@ -54,11 +55,13 @@ def plugins(
     min_task_s: float = 0.02,
     telemetry_interval_s: float = 0.5,
     pump_interval_s: float = 0.1,
+    watchdog_s: float = 10.0,
 ) -> tuple[TAOSchedulerPlugin, TAOWorkerPlugin]:
     """The scheduler and worker plugins for these settings (see :func:`register`)."""
     assignment = NodeAssignment.build(node_types, workers, default_type)
     sp = TAOSchedulerPlugin(assignment, _controller_config(config), place=place,
-                            min_task_s=min_task_s, pump_interval_s=pump_interval_s)
+                            min_task_s=min_task_s, pump_interval_s=pump_interval_s,
+                            watchdog_s=watchdog_s)
     wp = TAOWorkerPlugin(assignment, interval_s=telemetry_interval_s)
     return sp, wp
 
@@ -69,7 +72,9 @@ def register(client: Any, **kwargs: Any) -> TAOSchedulerPlugin:
     Keyword arguments: ``node_types`` (declared NodeTypes), ``workers`` (worker name ->
     node type name or NodeType), ``default_type`` (for workers not named), ``config``
     (a ``ControllerConfig`` or a dict of its fields: power budget, lambda, ...),
-    ``place`` (False: observe and account only), ``min_task_s``, ``telemetry_interval_s``.
+    ``place`` (False: observe and account only), ``min_task_s``, ``telemetry_interval_s``,
+    ``watchdog_s`` (how long a parked task may wait while a worker idles and TAO runs
+    nothing before Dask places it).
     The live plugin is the scheduler's copy (``register_plugin`` pickles it); read its
     state with :func:`report`.
     """

@@ -33,29 +33,36 @@ class TAOCollector:
                                       labels=["worker", "node_type", "source"])
             energy = CounterMetricFamily("tao_node_energy_joules", "Cumulative modeled energy of each worker node (J)",
                                          labels=["worker", "node_type", "source"])
-            for addr, tl in list(plugin.timelines.items()):
-                n = plugin.nodes.get(addr)
+            inbox, nodes = plugin.inbox, plugin.members.nodes
+            for addr, tl in list(inbox.timelines.items()):
+                n = nodes.get(addr)
                 tname = (n.type_name if n else None) or "unknown"
                 if tl.t_s:
-                    if addr in plugin.last_power:
+                    if addr in inbox.last_power:
                         power.add_metric([addr, tname, tl.source], tl.power_w[-1])
                     energy.add_metric([addr, tname, tl.source], tl.energy_j[-1])
             yield power
             yield energy
             yield GaugeMetricFamily("tao_cluster_power_watts", "Sum of the live workers' modeled power (W)",
-                                    value=sum(plugin.last_power.values()))
+                                    value=sum(inbox.last_power.values()))
             budget = getattr(plugin.config, "power_budget_w", None) if plugin.config is not None else None
             if budget is not None:
                 yield GaugeMetricFamily("tao_power_budget_watts", "Cluster power budget (W)", value=budget)
-            yield GaugeMetricFamily("tao_tasks_parked", "Tasks TAO is holding back now", value=len(plugin.held_keys))
+            st = plugin.stats()
+            yield GaugeMetricFamily("tao_tasks_parked", "Tasks TAO is holding back now", value=st["held_now"])
             yield GaugeMetricFamily("tao_placement_active", "1 while TAO places tasks, 0 when it only observes",
-                                    value=1.0 if plugin._placing else 0.0)
+                                    value=1.0 if st["placing"] else 0.0)
             c = CounterMetricFamily("tao_tasks", "Task decisions by outcome", labels=["outcome"])
-            for k, v in plugin.counts.items():
+            for k, v in st["counts"].items():
                 c.add_metric([k], v)
             yield c
+            left = CounterMetricFamily("tao_tasks_left_to_dask", "Tasks TAO left to Dask's placement, by reason",
+                                       labels=["reason"])
+            for k, v in st["left_reasons"].items():
+                left.add_metric([k], v)
+            yield left
             placed = CounterMetricFamily("tao_tasks_placed_on", "Tasks TAO placed, per worker", labels=["worker"])
-            for addr, v in plugin.placed_on.items():
+            for addr, v in st["placed_on"].items():
                 placed.add_metric([addr], v)
             yield placed
         except Exception:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from tao_core.attribution import Attribution, TaskSpan, attribute
 from tao_core.telemetry.base import DomainReading, Reading, SourceKind
+from tao_dask.state import Span
 
 
 def attribution_of(data: dict[str, Any], *, since_s: Optional[float] = None,
@@ -35,12 +36,16 @@ def attribution_of(data: dict[str, Any], *, since_s: Optional[float] = None,
                                                          uncertainty=unc)})
             for ti, ei in zip(t, e)
         ]
-    spans = []
-    for key, prefix, worker, t0, t1 in data["spans"]:
-        spans.append(TaskSpan(task_id=key, node_id=worker, start_s=t0, end_s=t1, group=prefix))
+    spans = [TaskSpan(task_id=s.task_id, node_id=s.worker, start_s=s.start_s, end_s=s.end_s, group=s.group)
+             for s in spans_of(data)]
     idle_w = {a: n["idle_w"] for a, n in nodes.items() if n.get("idle_w") is not None and a in timelines}
     node_cpus = {a: float(n["nthreads"]) for a, n in nodes.items() if a in timelines}
     return attribute(timelines, spans, idle_w=idle_w, node_cpus=node_cpus)
+
+
+def spans_of(data: dict[str, Any]) -> list[Span]:
+    """The exported spans as :class:`~tao_dask.state.Span` records (one per task run)."""
+    return [Span(*row) for row in data["spans"]]
 
 
 def _window(t: list[float], e: list[float], lo: Optional[float], hi: Optional[float]):
@@ -98,7 +103,8 @@ def ledger_records(data: dict[str, Any], att: Attribution, run_id: str) -> list[
         "run_id": run_id, "engine": "dask", "policy": "tao" if data["placing"] else "dask-default",
         "controller": cfg,
         "cluster": {"pue": cfg.get("pue", 1.0), "power_budget_w": cfg.get("power_budget_w"),
-                    "nodes": [{"node_id": a, "node_type": n["node_type"], "cpus": n["nthreads"], "gpus": 0}
+                    "nodes": [{"node_id": a, "node_type": n["node_type"], "cpus": n["nthreads"],
+                               "gpus": n.get("gpus", 0)}
                               for a, n in nodes.items()]},
         "telemetry": [{"domain": nodes.get(a, {}).get("name", a), "source": tl["source"], "method": tl["method"]}
                       for a, tl in data["timelines"].items()],
@@ -142,9 +148,11 @@ def report(client: Any, path: Optional[str] = DEFAULT_REPORT, *, fmt: str = "jso
            ledger: Optional[str] = None, name: str = "tao") -> pd.DataFrame:
     """Per-task energy of everything the cluster ran since TAO was registered.
 
-    Returns one row per task (``task_id``, ``group``, ``node_id``, ``start_s``, ``end_s``,
-    ``energy_j``, ``dynamic_j``, ``static_j``, ``source``, ``method``, ``uncertainty``),
-    energy conserved per worker (tasks + idle == the worker's modeled energy).
+    Returns one row per task run (``task_id`` ``"<key>#<run>"``, ``key``, ``run``,
+    ``group``, ``node_id``, ``start_s``, ``end_s``, ``energy_j``, ``dynamic_j``,
+    ``static_j``, ``source``, ``method``, ``uncertainty``), energy conserved per worker
+    (tasks + idle == the worker's modeled energy). A key Dask computed twice (the same
+    collection computed again, a retry) is two runs, two rows.
 
     Writes the run to a signed, hash-chained ledger (``ledger``, default
     ``<path>.ledger.jsonl``; its signing key ``.key`` and public key ``.pub`` beside it,
@@ -163,4 +171,14 @@ def report(client: Any, path: Optional[str] = DEFAULT_REPORT, *, fmt: str = "jso
             for kind, payload in ledger_records(data, att, run_id):
                 led.append(kind, payload)
         write_report(build_report(ledger, run_id=run_id), path, fmt)
-    return att.tasks
+    return with_keys(att.tasks, data)
+
+
+def with_keys(tasks: pd.DataFrame, data: dict[str, Any]) -> pd.DataFrame:
+    """``tasks`` (one row per ``task_id``) with each run's Dask ``key`` and ``run`` number."""
+    runs = {s.task_id: (s.key, s.run) for s in spans_of(data)}
+    out = tasks.copy()
+    pos = out.columns.get_loc("task_id") + 1
+    out.insert(pos, "key", [runs.get(t, (t, 1))[0] for t in out["task_id"]])
+    out.insert(pos + 1, "run", [runs.get(t, (t, 1))[1] for t in out["task_id"]])
+    return out

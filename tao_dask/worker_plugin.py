@@ -3,9 +3,11 @@
 Every ``interval_s`` seconds the plugin reads the CPU time of the worker process (and
 its children) through :class:`tao_core.telemetry.estimator.ModeledSource`, which turns
 it into the node's wall power through the node type's power curve (a worker of
-``nthreads`` threads is modeled as a server of that many CPUs), and sends one event on
-the topic ``tao-telemetry`` to the scheduler through ``Worker.log_event`` (the worker's
-batched stream). It also sends the thread CPU seconds Dask measured per task prefix.
+``nthreads`` threads is modeled as a server of that many CPUs), and sends one message to
+the scheduler on the worker's own batched stream (operation ``tao-telemetry``), so the
+scheduler knows which worker sent it. It also sends the thread CPU seconds Dask measured
+per task prefix. The plugin first asks the scheduler whether it takes these messages; a
+scheduler without TAO gets none.
 
 Units: seconds (wall clock, ``time.time()``, the clock of Dask's ``startstops``),
 joules, watts.
@@ -22,15 +24,14 @@ from tornado.ioloop import PeriodicCallback
 
 from tao_core.telemetry.estimator import ModeledSource
 from tao_dask.profiles import NodeAssignment, env_node_type
+from tao_dask.telemetry import OP, VERSION
 
 logger = logging.getLogger("tao_dask")
-
-TOPIC = "tao-telemetry"
 
 
 class TAOWorkerPlugin(WorkerPlugin):
     """Samples the worker's modeled node power and per-prefix CPU time, and reports them
-    to :class:`~tao_dask.scheduler_plugin.TAOSchedulerPlugin` at most every ``interval_s``."""
+    to :class:`~tao_dask.scheduler_plugin.TAOSchedulerPlugin` every ``interval_s``."""
 
     name = "tao-worker"
     idempotent = True
@@ -45,7 +46,14 @@ class TAOWorkerPlugin(WorkerPlugin):
         self._pc: Optional[PeriodicCallback] = None
         self._type_name: Optional[str] = None
 
-    def setup(self, worker: Any) -> None:
+    async def setup(self, worker: Any) -> None:
+        try:
+            if not await worker.scheduler.tao_telemetry_ready():
+                raise RuntimeError("the scheduler's TAO plugin is closed")
+        except Exception as exc:
+            logger.warning("TAO: the scheduler of worker %s takes no TAO telemetry (%s); none is sent",
+                           worker.address, exc)
+            return
         try:
             self._worker = worker
             nthreads = worker.state.nthreads
@@ -91,9 +99,7 @@ class TAOWorkerPlugin(WorkerPlugin):
         try:
             w = self._worker
             msg: dict[str, Any] = {
-                "v": 1,
-                "worker": w.address,
-                "name": str(w.name),
+                "v": VERSION,
                 "pid": os.getpid(),
                 "nthreads": w.state.nthreads,
                 "node_type": self._type_name,
@@ -108,7 +114,7 @@ class TAOWorkerPlugin(WorkerPlugin):
                            method=d.method, uncertainty=d.uncertainty)
             else:
                 msg.update(t=time.time())
-            w.log_event(TOPIC, msg)
+            w.batched_send({"op": OP, "msg": msg})
         except Exception:
             logger.warning("TAO: telemetry sample failed on worker %s",
                            getattr(self._worker, "address", "?"), exc_info=True)

@@ -3,7 +3,7 @@
 ```python
 import ray, tao_ray
 ray.init(...)
-tao_ray.init(node_types=[...])          # controller actor + one sampler per typed node
+tao_ray.init()                          # each node describes its hardware; or node_types=[...]
 
 @tao_ray.remote(num_cpus=1)             # or tao_ray.options(existing_remote_fn)
 def work(x): ...
@@ -13,8 +13,9 @@ df = tao_ray.report("energy.json")     # every task on the cluster, wrapped or n
 tao_ray.shutdown()
 ```
 
-The adapter turns Ray events into :class:`tao_core.control.Controller` calls and its
-decisions into Ray actions; it holds no policy of its own. See the README, section "Ray".
+The adapter turns Ray events into calls of core objects (:mod:`tao_core.live`) and their
+decisions into Ray actions; it holds no policy or accounting of its own. See the README,
+section "Ray".
 """
 from __future__ import annotations
 
@@ -22,20 +23,22 @@ import dataclasses
 import logging
 import time
 import warnings
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from tao_core.control.config import ControllerConfig
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
+from tao_core.power.catalog import specpower_node_type
 from tao_ray import _state
 from tao_ray.api import TaoActorClass, TaoRemoteFunction, label_selector, options, placement_group, remote
-from tao_ray.nodes import TYPE_LABEL, specpower_node_type
+from tao_ray.nodes import TYPE_LABEL
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "init", "shutdown", "remote", "options", "placement_group", "report", "stats", "is_initialized",
-    "placements", "decisions", "timelines", "session_token",
+    "placements", "decisions", "timelines", "session_token", "energy_correction",
     "label_selector", "specpower_node_type", "TYPE_LABEL", "TaoRemoteFunction", "TaoActorClass",
     "ObserveOnlyWarning",
 ]
@@ -50,12 +53,13 @@ class ObserveOnlyWarning(UserWarning):
 
 
 def init(
-    node_types: Union[Sequence[NodeType], Mapping[str, NodeType]],
+    node_types: Union[Sequence[NodeType], Mapping[str, NodeType]] = (),
     *,
     config: Optional[ControllerConfig] = None,
     power_budget_w: Optional[float] = None,
     node_type_of: Optional[Mapping[str, str]] = None,
     default_type: Optional[str] = None,
+    discover: bool = True,
     sample_interval_s: float = 0.2,
     sync_interval_s: float = 0.1,
     timeout_s: float = 2.0,
@@ -72,22 +76,22 @@ def init(
 ) -> Any:
     """Start TAO on the connected Ray cluster (call after ``ray.init``).
 
-    ``node_types``: the TAO node types (power curve, CPUs, ...). A node's type comes from
-    ``node_type_of`` (node id -> type name), else its ``tao-node-type`` label, else a
-    ``tao_type_NAME`` resource, else ``default_type``; TAO neither places on nor meters a
-    node with none, and when no node has one it warns (:class:`ObserveOnlyWarning`) and
-    says so in :func:`stats`. ``config``/``power_budget_w``: the controller's knobs
-    (watts; ``config`` is not modified). ``strict_admission`` (default: on when a power
-    budget is set): tasks wait on the driver for a grant. ``on_power_off(node_id)`` /
+    ``node_types``: declared TAO node types (power curve, CPUs, ...), for nodes that name
+    one through ``node_type_of`` (node id -> type name), their ``tao-node-type`` label, a
+    ``tao_type_NAME`` resource or ``default_type``. Every other node with CPUs describes its
+    own hardware (``discover``; nodes of the same hardware share a type named after it).
+    TAO neither places on nor meters a node with no type, and when no node has one it warns
+    (:class:`ObserveOnlyWarning`) and says so in :func:`stats`. ``config``/``power_budget_w``:
+    the controller's knobs (watts; ``config`` is not modified). ``strict_admission`` (default:
+    on with a power budget): tasks wait on the driver for a grant. ``on_power_off(node_id)`` /
     ``on_power_on(node_type)``: how to remove or add a node (default: nothing /
-    ``request_resources`` hints); ``drain``: "none" or "gcs" (see :mod:`tao_ray.autoscale`);
-    with no way to power a node off, the controller plans no scale-down. ``shared_machine``:
-    force (True/False) modeling each node from its own processes; default: when several
-    nodes share one address. ``launchable``: node type -> most nodes of that type Ray's
-    autoscaler may run (``hint_with``: "label" or "resource" for its requests).
-    ``timeout_s``: seconds without an answer from the controller before failing open.
-    ``task_events_poll_s``: seconds between reads of Ray's task events.
-    Returns the driver runtime.
+    ``request_resources`` hints); ``drain``: "none" or "gcs" (:mod:`tao_ray.autoscale`); with
+    no way to power a node off the controller plans no scale-down. ``shared_machine``: force
+    (True/False) modeling each node from its own processes (default: when several nodes
+    share one address). ``launchable``: node type -> most nodes of it Ray's autoscaler may
+    run (``hint_with``: "label" or "resource" for its requests). ``timeout_s``: seconds
+    without an answer from the controller before failing open. ``task_events_poll_s``:
+    seconds between reads of Ray's task events. Returns the driver runtime.
     """
     import ray
 
@@ -99,25 +103,29 @@ def init(
         raise InputError("tao_ray.init: TAO is already initialised in this driver; call tao_ray.shutdown() first")
     types = dict(node_types) if isinstance(node_types, Mapping) else {t.name: t for t in node_types}
     _check_args(types, default_type, drain, hint_with, launchable or {})
-    cfg = _config(config, power_budget_w, can_power_off=on_power_off is not None or drain != "none" or bool(launchable))
+    cfg = dataclasses.replace(config or ControllerConfig())
+    if power_budget_w is not None:
+        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
+    if not (on_power_off is not None or drain != "none" or launchable):
+        cfg = dataclasses.replace(cfg, scale_down=False)  # no node could be turned off
     opts = Options(sample_interval_s=sample_interval_s, sync_interval_s=sync_interval_s, timeout_s=timeout_s,
                    slot_linger_s=slot_linger_s, node_poll_s=node_poll_s, task_events_poll_s=task_events_poll_s,
                    strict=(cfg.power_budget_w is not None) if strict_admission is None else bool(strict_admission),
                    on_power_off=on_power_off, on_power_on=on_power_on, drain=drain, hint_with=hint_with)
-    rt = Runtime(dict(node_types=types, node_type_of=dict(node_type_of or {}), default_type=default_type,
-                      sample_interval_s=sample_interval_s, shared_machine=shared_machine,
-                      launchable=dict(launchable or {})), cfg, opts)
+    rt = Runtime(types, dict(node_type_of=dict(node_type_of or {}), default_type=default_type, discover=discover,
+                             shared_machine=shared_machine), cfg, opts, dict(launchable or {}))
     _state.runtime = rt
-    try:
-        from tao_ray.remote_report import save_token
+    from tao_core.live.token import save_token
 
-        save_token(rt.token)
-    except OSError as e:
+    try:
+        save_token("ray", rt.token)
+    except (OSError, InputError) as e:
         log.warning("tao_ray: could not write the session token file (%s); give tao ray report --token", e)
-    if not rt.registry.metered():
-        msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.registry.untyped)} untyped): TAO only observes. "
+    if not rt.driver.placing:
+        msg = (f"tao_ray: no Ray node has a TAO node type ({len(rt.book.untyped)} untyped): TAO only observes. "
                f"It places nothing and meters no node, so no task gets energy. Give nodes a type with the "
-               f"{TYPE_LABEL!r} label, a tao_type_NAME resource, node_type_of= or default_type=.")
+               f"{TYPE_LABEL!r} label, a tao_type_NAME resource, node_type_of= or default_type=, or let them "
+               "describe their hardware (discover=True).")
         log.warning(msg)
         warnings.warn(msg, ObserveOnlyWarning, stacklevel=2)
     return rt
@@ -125,8 +133,6 @@ def init(
 
 def _check_args(types: Mapping[str, NodeType], default_type: Optional[str], drain: str, hint_with: str,
                 launchable: Mapping[str, int]) -> None:
-    if not types:
-        raise InputError("node_types: give at least one NodeType (see tao_ray.specpower_node_type)")
     if default_type is not None and default_type not in types:
         raise InputError(f"default_type {default_type!r}: not among node_types {sorted(types)}")
     if drain not in ("none", "gcs"):
@@ -136,18 +142,6 @@ def _check_args(types: Mapping[str, NodeType], default_type: Optional[str], drai
     for typ in launchable:
         if typ not in types:
             raise InputError(f"launchable: node type {typ!r} is not among node_types {sorted(types)}")
-
-
-def _config(config: Optional[ControllerConfig], power_budget_w: Optional[float], can_power_off: bool
-            ) -> ControllerConfig:
-    """A copy of ``config`` (the caller's is never changed) with the budget set, and no
-    scale-down planned when no node could be turned off."""
-    cfg = dataclasses.replace(config or ControllerConfig())
-    if power_budget_w is not None:
-        cfg = dataclasses.replace(cfg, power_budget_w=float(power_budget_w))
-    if cfg.scale_down and not can_power_off:
-        cfg = dataclasses.replace(cfg, scale_down=False)
-    return cfg
 
 
 def is_initialized() -> bool:
@@ -166,28 +160,31 @@ def session_token() -> str:
 
 
 def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: str = "tao",
-           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> pd.DataFrame:
+           job: Optional[str] = None, window: Optional[tuple[float, float]] = None) -> "pd.DataFrame":
     """Per-task energy of every task on the cluster in the window (default: from ``init`` to
     now; wall-clock s), wrapped by TAO or not, as a DataFrame (task_id, group, job, node_id,
-    start_s, end_s, energy_j, dynamic_j, static_j, source, method, uncertainty, known_by,
-    actor_id); ``job`` (a Ray job id or a Ray Jobs submission id) limits the report and the
-    frame to that job. Writes the JSON energy report to ``path`` and the records to a signed
-    ledger at ``ledger``. ``df.attrs["summary"]`` holds the run's figures, among them the
-    budget adherence and what could not be accounted. Every figure carries its source
-    (``modeled`` on a machine without power counters) and method."""
-    from tao_ray import energy
+    start_s, end_s, energy_j, dynamic_j, static_j, the components, source, method,
+    uncertainty, known_by, actor_id); ``job`` (a Ray job id or a Ray Jobs submission id)
+    limits the report and the frame to that job. Writes the JSON energy report to ``path``
+    and the records to a signed ledger at ``ledger``. ``df.attrs``: ``summary`` (the run's
+    figures, budget adherence, what could not be accounted), ``report`` and ``nodes``.
+    Every figure carries its source (``modeled`` without power counters) and method."""
+    from tao_core.live import report as live_report
 
     rt = _runtime("report")
     t_call = time.time()
     rt.close_timelines()
     time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
     rt.task_events.poll()
-    inp = _inputs(rt, *(window or (rt.t_start, t_call)))
-    df, rep, _att = energy.build(inp, path=path, ledger=ledger, policy=policy,
+    t0, t1 = window or (rt.t_start, t_call)
+    nodes, wrapped, outcomes = rt.book.window(t0, t1)
+    events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
+    inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
+                                   rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
+                                   dict(rt.task_events.jobs))
+    df, _rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
                                  job=rt.task_events.resolve_job(job) if job else None)
     rt.last_summary = df.attrs["summary"]
-    df.attrs["report"] = rep
-    df.attrs["nodes"] = _att.nodes.copy()
     return df
 
 
@@ -198,76 +195,42 @@ def placements() -> dict[str, str]:
 
 def decisions() -> list[dict[str, Any]]:
     """The controller's decision events so far (``DecisionEvent.to_dict()``)."""
-    return list(_runtime("decisions").decision_events())
+    return list(_runtime("decisions").driver.decision_events())
 
 
 def timelines() -> dict[str, list[Any]]:
-    """A copy of each metered node's timeline (:class:`tao_ray.records.TimelineRow`)."""
-    reg = _runtime("timelines").registry
-    with reg.lock:
-        return {r.node_id: list(r.rows) for r in reg.metered()}
+    """A copy of each metered node's timeline (:class:`tao_core.live.timeline.TimelineRow`)."""
+    book = _runtime("timelines").book
+    with book.lock:
+        return {r.node_id: list(r.timeline.rows) for r in book.metered()}
 
 
-def _inputs(rt: Any, t0: float, t1: float) -> Any:
-    from tao_ray import energy
-
-    reg = rt.registry
-    with reg.lock:
-        nodes = [energy.NodeHistory(r.node_id, r.node_type, r.cpus, list(r.rows), r.released_at, r.removed_at)
-                 for r in reg.metered()]
-        wrapped = energy.wrapper_rows([s for r in reg.metered() for s in r.spans])
-    metered = {n.node_id for n in nodes}
-    ray_rows = rt.task_events.rows()
-    rt.task_events.unmetered = sum(1 for r in ray_rows if r.node_id not in metered and t0 < r.end_s and r.start_s < t1)
-    with rt.lock:
-        outcomes = [dict(o) for o in rt.scale_log if t0 <= o["t_s"] <= t1]
-    try:
-        config = rt.call("session")["config"]
-    except Exception:  # noqa: BLE001 - controller down: the config this driver sent
-        config = dataclasses.asdict(rt.config)
-    return energy.ReportInputs(node_types=reg.node_types, nodes=nodes, tasks=wrapped + ray_rows, config=config,
-                               t0=t0, t1=t1, events=[e for e in rt.decision_events() if t0 <= e.get("t_s", t0) <= t1],
-                               outcomes=outcomes, notes=rt.task_events.notes(), jobs=dict(rt.task_events.jobs))
+def energy_correction(group: str) -> dict[str, float]:
+    """What the controller learned of ``group``'s energy: measured / predicted attributed
+    energy per node type (1.0 where nothing was learned)."""
+    return _runtime("energy_correction").call("energy_correction", group)
 
 
 def stats() -> dict[str, Any]:
-    """What TAO is doing in this driver: ``mode`` ("placing", or "observe-only" with the
-    reason), counters (placed, deferred, default, fail_open_events, ...), node states
-    (the core's :class:`NodeState` names), untyped nodes, reservations held, the budget
-    state, the scale log and what Ray's task events could not give."""
+    """What TAO is doing in this driver (:meth:`tao_core.live.driver.Driver.status`), with
+    its counters (placed, deferred, default, ...), what Ray's task events could not give, the
+    last report's summary and the controller's own statistics."""
     rt = _state.runtime
     if rt is None:
         return {}
-    reg = rt.registry
-    ctl = _controller_stats(rt)
-    with rt.lock, reg.lock:
-        typed = [r for r in reg.nodes.values() if r.ray is not None]
-        mode = "placing" if any(r.live for r in typed) else "observe-only"
-        return {
-            "mode": mode,
-            "why": "" if mode == "placing" else "no Ray node with a TAO node type is in the cluster: TAO places "
-                                                "nothing and meters no node",
-            "counters": dict(rt.counters), "queued": len(rt.queue), "failed_open": rt.failed_open,
-            "nodes": {r.node_id: {"type": r.node_type, "state": str(r.state), "live": r.live,
-                                  "released": r.released_at is not None, "removed": r.removed_at is not None}
-                      for r in typed},
-            "untyped_nodes": sorted(reg.untyped), "booting": reg.booting_types(), "reservations_held": len(rt.held_reservations()),
-            "budget": dict(rt.budget), "scale_log": list(rt.scale_log),
-            "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
-            "last_report": getattr(rt, "last_summary", None), "strict_admission": rt.opts.strict,
-            "controller": ctl,
-        }
-
-
-def _controller_stats(rt: Any) -> Optional[dict[str, Any]]:
     try:
-        return rt.call("stats")
+        ctl = rt.call("stats")
     except Exception:  # noqa: BLE001 - down or failing open
-        return None
+        ctl = None
+    st = rt.driver.status()
+    return {**st, "counters": {**rt.counters, **st["counters"]}, "strict_admission": rt.opts.strict,
+            "task_events": {"rows": len(rt.task_events.rows()), "not_accounted": rt.task_events.notes()},
+            "last_report": rt.last_summary, "controller": ctl}
 
 
 def shutdown(kill_actors: bool = True) -> None:
-    """Stop TAO in this driver: the sync thread, and (default) the controller and samplers."""
+    """Stop TAO in this driver: the sync thread, and (default) the controller and samplers
+    (samplers of discovered nodes with a measured source first keep the fitted curve)."""
     rt = _state.runtime
     _state.runtime = None
     if rt is not None:

@@ -13,9 +13,10 @@ from typing import Any, Optional
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from tao_core.live.values import Grant
+from tao_core.power.catalog import watts_per_work
 from tao_ray import _state
 from tao_ray.nodes import NODE_ID_LABEL, TYPE_LABEL
-from tao_ray.records import Grant
 from tao_ray.spans import wrap_function
 
 log = logging.getLogger("tao_ray")
@@ -35,7 +36,7 @@ class TaoRemoteFunction:
         self._ray_options = dict(ray_options)
         self.group = group or _group_name(fn)
         self.job = job
-        self.cpus = float(self._ray_options.get("num_cpus", 1) if self._ray_options.get("num_cpus") is not None else 1)
+        self.cpus = float(1 if self._ray_options.get("num_cpus") is None else self._ray_options["num_cpus"])
         self.gpus = float(self._ray_options.get("num_gpus") or 0)
         wrapped = wrap_function(fn, self.group, job, self.cpus)
         self._remote = ray.remote(**self._ray_options)(wrapped) if self._ray_options else ray.remote(wrapped)
@@ -92,7 +93,7 @@ class TaoActorClass:
             return self._actor_cls.remote(*args, **kwargs)
         actor = self._actor_cls.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(grant.node_id, soft=True)).remote(*args, **kwargs)
-        _state.runtime.hold(grant, _actor_alive(actor._actor_id.hex()))
+        _state.runtime.pool.hold(grant, _actor_alive(actor._actor_id.hex()))
         return actor
 
     def options(self, *, tao_job: Optional[str] = None, **ray_options: Any) -> "TaoActorClass":
@@ -104,7 +105,7 @@ class TaoActorClass:
 def _decide_one(group: str, cpus: float, gpus: float, job: Optional[str]) -> Optional[Grant]:
     """One synchronous controller decision (actors, bundles); None = Ray's default."""
     rt = _state.runtime
-    if rt is None or rt.failed_open:
+    if rt is None or rt.driver.failed_open:
         return None
     try:
         g = rt.call("decide_one", group, cpus, gpus, job)
@@ -186,7 +187,7 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     rt = _state.runtime
     if len(grants) < len(bundles) or rt is None:
         if grants and rt is not None:  # hand back the bundles placed before one could not be
-            rt.hand_back(grants)
+            rt.pool.hand_back(grants)
         return ray_pg(bundles, strategy=strategy, name=name, **kwargs)
     selectors = [{NODE_ID_LABEL: g.node_id} for g in grants]
     # node-pinned bundles may sit on different nodes: STRICT_PACK would never be satisfied
@@ -194,7 +195,7 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
         strategy = "PACK"
     pg = ray_pg(bundles, strategy=strategy, name=name, bundle_label_selector=selectors, **kwargs)
     for g in grants:
-        rt.hold(g, _group_alive(pg))
+        rt.pool.hold(g, _group_alive(pg))
     return pg
 
 
@@ -203,11 +204,13 @@ def label_selector(types: Optional[list[str]] = None) -> dict[str, str]:
     type, the fewest peak watts per CPU x speed), for work TAO does not submit itself: Ray
     Data operators (``ds.map_batches(fn, label_selector=...)``), Ray Train workers
     (``ScalingConfig(label_selector=...)``), Tune trials and plain ``@ray.remote`` tasks.
-    Nodes match it through their ``tao-node-type`` label."""
+    Nodes match it by their ``tao-node-type`` label; nodes whose type they described
+    themselves carry none, and are named by their node ids (those in the cluster now)."""
     rt = _state.runtime
+    if rt is None and types is None:
+        raise ValueError("tao_ray.label_selector: call tao_ray.init(...) first, or name the node types")
     if types is None:
-        if rt is None:
-            raise ValueError("tao_ray.label_selector: call tao_ray.init(...) first, or name the node types")
-        nts = rt.registry.node_types.values()
-        types = [min(nts, key=lambda t: t.peak_w / (t.cpus * t.speed)).name]
-    return {TYPE_LABEL: f"in({','.join(types)})"}
+        types = [min(rt.nodes.node_types.values(), key=watts_per_work).name]
+    if rt is None or all(t in rt.nodes.declared for t in types):
+        return {TYPE_LABEL: f"in({','.join(types)})"}
+    return {NODE_ID_LABEL: f"in({','.join(r.node_id for r in rt.book.live() if r.node_type in types)})"}

@@ -1,22 +1,22 @@
-"""Ray nodes as TAO sees them: id, logical CPUs/GPUs, labels and the node type (power
-curve) each one has.
+"""Ray nodes as TAO sees them, and the node type of each.
 
-A node's type is found, in order: the TAO config mapping (node id -> type name), the node
-label ``tao-node-type`` (set with ``ray start --labels tao-node-type=NAME`` or
-``Cluster.add_node(labels={...})``), a custom resource ``tao_type_NAME``, else the config's
-default type, else the type hardware discovery gives the node (:func:`discovered_type`).
-Unknown names are an :class:`~tao_core.errors.InputError` naming the fix.
+A node's type comes, in order, from ``tao_ray.init(node_type_of={node id: name})``, its
+``tao-node-type`` label (``ray start --labels tao-node-type=NAME``), a ``tao_type_NAME``
+custom resource, ``default_type``, else from the node itself: its sampler describes its
+hardware (:func:`discovered_type`) and nodes of the same hardware share the type named
+after it. A declared name that is not a configured node type is an ``InputError``.
 """
 from __future__ import annotations
 
-import csv
+import logging
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Mapping, Optional
 
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
-from tao_core.power.curve import PowerCurve
+from tao_core.power.node_json import node_type_from_dict
+
+log = logging.getLogger("tao_ray")
 
 #: node label that names a node's TAO node type
 TYPE_LABEL = "tao-node-type"
@@ -36,85 +36,33 @@ class RayNode:
     labels: Mapping[str, str] = field(default_factory=dict)
     resources: Mapping[str, float] = field(default_factory=dict)
     address: str = ""
-    is_head: bool = False
 
 
 def alive_nodes(ray_nodes: list[dict[str, Any]]) -> list[RayNode]:
-    """The alive nodes of ``ray.nodes()`` output, as :class:`RayNode` records."""
-    out = []
-    for n in ray_nodes:
-        if not n.get("Alive"):
-            continue
-        res = dict(n.get("Resources") or {})
-        out.append(
-            RayNode(
-                node_id=n["NodeID"],
-                cpus=float(res.get("CPU", 0.0)),
-                gpus=float(res.get("GPU", 0.0)),
-                labels=dict(n.get("Labels") or {}),
-                resources=res,
-                address=str(n.get("NodeManagerAddress", "")),
-                is_head=any(k.startswith("node:__internal_head__") for k in res),
-            )
-        )
-    return out
+    """The alive nodes of ``ray.nodes()`` output."""
+    return [RayNode(n["NodeID"], float((n.get("Resources") or {}).get("CPU", 0.0)),
+                    float((n.get("Resources") or {}).get("GPU", 0.0)), dict(n.get("Labels") or {}),
+                    dict(n.get("Resources") or {}), str(n.get("NodeManagerAddress", "")))
+            for n in ray_nodes if n.get("Alive")]
 
 
-def resolve_type(
-    node: RayNode,
-    node_types: Mapping[str, NodeType],
-    node_type_of: Mapping[str, str] | None = None,
-    default_type: Optional[str] = None,
-) -> Optional[str]:
-    """The TAO node type name of ``node`` (see module doc), or ``None`` when it has none
-    and no default is set (such a node is left out of TAO placement)."""
-    name = None
-    if node_type_of and node.node_id in node_type_of:
-        name = node_type_of[node.node_id]
-    elif TYPE_LABEL in node.labels:
-        name = node.labels[TYPE_LABEL]
-    else:
-        for key in node.resources:
-            if key.startswith(TYPE_RESOURCE_PREFIX):
-                name = key[len(TYPE_RESOURCE_PREFIX):]
-                break
+def resolve_type(node: RayNode, node_types: Mapping[str, NodeType], node_type_of: Optional[Mapping[str, str]] = None,
+                 default_type: Optional[str] = None) -> Optional[str]:
+    """The declared node type name of ``node`` (see the module doc), or None."""
+    name = (node_type_of or {}).get(node.node_id) or node.labels.get(TYPE_LABEL)
     if name is None:
-        name = default_type
+        name = next((k[len(TYPE_RESOURCE_PREFIX):] for k in node.resources if k.startswith(TYPE_RESOURCE_PREFIX)),
+                    default_type)
     if name is not None and name not in node_types:
-        raise InputError(
-            f"node {node.node_id[:12]}: node type {name!r} is not among the configured node_types "
-            f"({sorted(node_types)}); add it to tao_ray.init(node_types=...) or fix the node's "
-            f"{TYPE_LABEL!r} label"
-        )
+        raise InputError(f"node {node.node_id[:12]}: node type {name!r} is not among the configured node_types "
+                         f"({sorted(node_types)}); add it to tao_ray.init(node_types=...) or fix the node's "
+                         f"{TYPE_LABEL!r} label")
     return name
 
 
-def discovered_type(node: RayNode) -> Optional[NodeType]:
-    """The node type hardware discovery finds for ``node``, for a node given none: the one
-    place where ``tao_core.hardware`` plugs in (the node's sampler would describe its own
-    machine). Until then there is none, and such a node is left out of TAO placement and
-    metering (``tao_ray.init`` warns when that leaves no node)."""
-    return None
-
-
-def specpower_curves() -> dict[str, tuple[PowerCurve, int]]:
-    """Power curves of the servers in ``tao_core/data/specpower_servers.csv`` (SPECpower_ssj2008
-    results as shipped in CloudSim's PowerModelSpecPower classes): model -> (curve, cores)."""
-    text = resources.files("tao_core").joinpath("data/specpower_servers.csv").read_text()
-    out: dict[str, tuple[PowerCurve, int]] = {}
-    for row in csv.DictReader(text.splitlines()):
-        pts = tuple(float(row[f"w_{p}"]) for p in range(0, 101, 10))
-        out[row["model"]] = (PowerCurve(pts), int(row["cores"]))
-    return out
-
-
-def specpower_node_type(model: str, *, name: Optional[str] = None, cpus: Optional[float] = None,
-                        **kwargs: Any) -> NodeType:
-    """A :class:`NodeType` with the SPECpower curve of ``model`` (a ``model`` value of
-    ``specpower_servers.csv``). ``cpus`` defaults to the tested machine's cores; other
-    keyword arguments go to :class:`NodeType` (``speed``, ``boot_s``, ...)."""
-    curves = specpower_curves()
-    if model not in curves:
-        raise InputError(f"model {model!r} is not in specpower_servers.csv; pick one of {sorted(curves)}")
-    curve, cores = curves[model]
-    return NodeType(name=name or model, cpus=float(cpus if cpus is not None else cores), power_curve=curve, **kwargs)
+def discovered_type(node: RayNode, info: Mapping[str, Any]) -> NodeType:
+    """The node type ``node``'s sampler found for it (``describe_this_node`` on the node,
+    with the node's CPU resource), from the sampler's ``info()``."""
+    nt = node_type_from_dict(info["node_type"], f"node {node.node_id[:12]} described itself as")
+    log.info("tao_ray: node %s described itself: %s (%s)", node.node_id[:12], nt.name, info.get("curve_origin"))
+    return nt

@@ -1,52 +1,24 @@
 """``tao ray report``: the energy report of a running TAO session (or of one job of it)
-read from outside its driver, from the cluster itself: the samplers' timelines, the
-controller's node types, configuration and decisions, and Ray's task events.
+read from outside its driver: the samplers' timelines, the controller's node types,
+configuration and decisions, and Ray's task events.
 
 It needs the session's token (:func:`tao_ray.session_token`; the driver also writes it,
-readable by its user only, to ``token_file()``). Work is known from Ray's task events
+readable by its user only, to ``tao_core.live.token.token_file("ray")``). Work is known from Ray's task events
 only (millisecond resolution; TAO's wrapper spans stay with the driver), and nodes that
 left the cluster took their timelines with them: the report says both.
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from tao_core.errors import InputError
-from tao_core.files import read_input_text, write_output
+from tao_core.live import report
+from tao_core.live.session import node_types_of
 from tao_ray.records import CONTROLLER_NAME, NAMESPACE, sampler_name
 
-TOKEN_ENV = "TAO_RAY_TOKEN"
-TOKEN_FILE_ENV = "TAO_RAY_TOKEN_FILE"
-
-
-def token_file() -> Path:
-    """Where a driver writes its session token: ``$TAO_RAY_TOKEN_FILE``, else
-    ``~/.cache/tao/ray-session.token``."""
-    return Path(os.environ.get(TOKEN_FILE_ENV) or Path.home() / ".cache" / "tao" / "ray-session.token")
-
-
-def save_token(token: str) -> None:
-    p = token_file()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_output(p, token + "\n", "session token file", mode=0o600)
-
-
-def load_token(token: Optional[str], path: Optional[str]) -> str:
-    """The token given, else ``$TAO_RAY_TOKEN``, else the token file's."""
-    tok = token or os.environ.get(TOKEN_ENV)
-    if tok:
-        return tok.strip()
-    p = Path(path) if path else token_file()
-    if not p.exists():
-        raise InputError(f"--token-file {p}: no such file; give --token (tao_ray.session_token() in the driver)")
-    return read_input_text(p, "--token-file", max_bytes=1024).strip()
-
-
 def _session(address: str, token: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The controller's session record and decision events (an InputError when refused)."""
+    """The controller's description of the session and its decision events."""
     import ray
 
     try:
@@ -54,33 +26,29 @@ def _session(address: str, token: str) -> tuple[dict[str, Any], list[dict[str, A
     except ValueError:
         raise InputError(f"--address {address}: no TAO session runs on this cluster (no {CONTROLLER_NAME} actor)") from None
     try:
-        sess = ray.get(ctl.session.remote(token), timeout=30)
-        _n, events = ray.get(ctl.decision_events.remote(token, 0), timeout=30)
+        return ray.get(ctl.do.remote(token, "describe"), timeout=30), ray.get(
+            ctl.do.remote(token, "decision_events", 0), timeout=30)[1]
     except ray.exceptions.RayTaskError as e:
         if isinstance(e.cause, PermissionError):
             raise InputError(f"--token: {e.cause}") from None
         raise
-    return sess, events
 
 
-def _histories(session_nodes: list, types: dict[str, Any], token: str) -> tuple[list[Any], list[str]]:
+def _histories(nodes: list, types: dict[str, Any], token: str) -> tuple[list[report.NodeHistory], list[str]]:
     """Each session node's whole timeline from its sampler, and notes on those gone."""
     import ray
 
-    from tao_ray import energy
-
     cpus = {n["NodeID"]: float((n.get("Resources") or {}).get("CPU", 0.0)) for n in ray.nodes() if n["Alive"]}
-    nodes, notes = [], []
-    for nid, typ, _state in session_nodes:
+    out, notes = [], []
+    for nid, typ, _state in nodes:
         try:
-            _inc, _first, rows = ray.get(ray.get_actor(sampler_name(nid), namespace=NAMESPACE)
-                                         .timeline.remote(token, 0), timeout=30)
+            b = ray.get(ray.get_actor(sampler_name(nid), namespace=NAMESPACE).fetch.remote(token), timeout=30)
         except Exception:  # noqa: BLE001 - gone with its node
             if not str(nid).startswith("launchable-"):
                 notes.append(f"node {nid[:12]} has no sampler any more: its energy is not in this report")
             continue
-        nodes.append(energy.NodeHistory(nid, typ, cpus.get(nid) or types[typ].cpus, rows))
-    return nodes, notes
+        out.append(report.NodeHistory(nid, typ, cpus.get(nid) or types[typ].cpus, b.rows))
+    return out, notes
 
 
 def build(address: str, token: str, *, job: Optional[str] = None, path: Optional[str] = None,
@@ -88,27 +56,22 @@ def build(address: str, token: str, *, job: Optional[str] = None, path: Optional
     """(per-task DataFrame, report dict) of the session on the cluster at ``address``."""
     import ray
 
-    from tao_ray import energy
-    from tao_ray.controller_actor import node_type_from_dict
     from tao_ray.task_events import TaskEventReader
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     sess, events = _session(address, token)
-    types = {t.name: t for t in (node_type_from_dict(d) for d in sess["node_types"])}
+    types = {t.name: t for t in node_types_of(sess["node_types"])}
     nodes, notes = _histories(sess["nodes"], types, token)
-    if not nodes:
+    if not any(n.rows for n in nodes):
         raise InputError(f"--address {address}: the TAO session there meters no node")
-    t0, t1 = min(n.rows[0].t_s for n in nodes if n.rows), time.time()
-    reader = TaskEventReader(since_s=t0, address=None)
+    t0 = min(n.rows[0].t_s for n in nodes if n.rows)
+    reader = TaskEventReader(since_s=t0)
     reader.poll()
-    metered = {n.node_id for n in nodes}
-    reader.unmetered = sum(1 for r in reader.rows() if r.node_id not in metered)
     notes += reader.notes() + ["read from outside the driver: tasks are known from Ray's task events only"]
-    inp = energy.ReportInputs(node_types=types, nodes=nodes, tasks=reader.rows(), config=sess["config"], t0=t0,
-                              t1=t1, events=events, notes=notes, jobs=dict(reader.jobs))
     jid = reader.resolve_job(job) if job else None
     if jid is not None and jid not in reader.jobs:
         raise InputError(f"--job {job}: no such Ray job on this cluster (known: {sorted(reader.jobs)})")
-    df, rep, _att = energy.build(inp, path=path, ledger=ledger, job=jid)
-    return df, rep
+    inp = report.ReportInputs("ray", types, nodes, reader.rows(), sess["config"], t0, time.time(), events,
+                              notes=notes, jobs=dict(reader.jobs))
+    return report.build(inp, path=path, ledger=ledger, job=jid)

@@ -1,30 +1,13 @@
 """What ran where and when on the Ray cluster, wrapped by TAO or not, from Ray's own task
-events (the state API, ``ray.util.state``, which ``ray[default]`` brings: it needs Ray's
-dashboard process on the head node).
+events (the state API ``ray.util.state``: ``ray[default]`` and Ray's dashboard on the head).
 
-Each finished or failed task attempt Ray recorded becomes a :class:`tao_core.task_rows.TaskRow`:
-its node, its RUNNING and FINISHED/FAILED timestamps, its job, its name (the function, the
-actor class and method, or the name Ray Data, Train and Tune give their tasks, e.g.
-``ReadRange->MapBatches(<lambda>)``), its actor and the CPUs it reserved. An actor's
-creation task has no node in Ray's record; it gets the actor's node from
-``list_actors``.
-
-Limits, as Ray documents and ships them (Ray 2.60), and what TAO does about them:
-
-- time resolution: the state API gives milliseconds, and workers send their events to the
-  GCS about every second (``RAY_task_events_report_interval_ms``, 1000): a task shows up
-  a second or so after it ended; spans say ``ray-task-events (0.001 s resolution)``;
-- the GCS keeps at most ``RAY_task_events_max_num_task_in_gcs`` (100,000) task attempts and
-  evicts finished ones first; a worker buffers at most
-  ``RAY_task_events_max_num_status_events_buffer_on_worker`` (100,000) before dropping;
-- one state-API query returns at most 10,000 entries (``RAY_MAX_LIMIT_FROM_API_SERVER``,
-  ``RAY_MAX_LIMIT_FROM_DATA_SOURCE``).
-
-TAO reads each job's tasks every ``task_events_poll_s`` (15 s) and at report time, and
-keeps every ended attempt it has seen, so eviction after a read loses nothing. When Ray
-says events were dropped or the answer was cut, or a job has more attempts in Ray's store
-than one query returns, :attr:`TaskEventReader.gaps` says so, per job; the report carries
-it, and the energy of tasks TAO never saw stays in their nodes' idle share.
+Each finished or failed task attempt becomes a :class:`tao_core.task_rows.TaskRow` (node,
+RUNNING to FINISHED/FAILED in ms, job, name, actor, CPUs reserved; an actor's creation task
+gets its actor's node). Ray's limits (Ray 2.60: events reach the GCS about a second late,
+the GCS keeps at most 100,000 attempts and evicts finished ones first, workers drop events
+beyond their buffer, one query returns at most 10,000 entries) are met by reading every
+job's attempts every ``task_events_poll_s`` and keeping all seen; what Ray dropped or cut
+is in :attr:`TaskEventReader.gaps`, per job, for the report. See the README, section "Ray".
 """
 from __future__ import annotations
 
@@ -56,7 +39,6 @@ class TaskEventReader:
         self.gaps: dict[str, str] = {}  # job id -> what Ray could not give
         self.jobs: dict[str, dict[str, Any]] = {}  # job id -> submission id, entrypoint, status
         self.unavailable: Optional[str] = None
-        self.unmetered = 0  # attempts that ran on no node TAO knows of (set by the report)
 
     def poll(self) -> None:
         """Read the tasks of every job alive since ``since_s`` (errors are kept, not raised)."""
@@ -135,8 +117,6 @@ class TaskEventReader:
         if self.unavailable:
             out.append(f"Ray's state API was unreachable at the last read ({self.unavailable}): tasks not wrapped "
                        "by TAO since the previous read are not accounted")
-        if self.unmetered:
-            out.append(f"{self.unmetered} task attempts ran on nodes without a TAO node type: not metered")
         return out
 
     def resolve_job(self, job: str) -> str:

@@ -1,7 +1,8 @@
 """Ledgers written through the one record writer (``tao_core.accounting.records``) for the
 governance tests, and the tools of an attacker who edits a ledger without its private key.
 Figures are consistent: node energy = task work + idle, task records add up to their
-node's task work."""
+node's task work. Each task counts units of work (tokens and one request) unless
+``units=False``, and floating point operations with ``flops=True``."""
 from __future__ import annotations
 
 import json
@@ -28,10 +29,14 @@ def _task_source(node: NodeInfo, source: str) -> str:
 
 def run_parts(*, run_id: str = "run-1", pue: float = 1.4, budget_w: Optional[float] = 2000.0,
               violation_s: float = 0.0, scale: float = 1.0, idle_per_node_j: float = 9000.0,
-              source: str = "measured-rapl", cluster_name: Optional[str] = None, policy: str = "tao"):
+              source: str = "measured-rapl", cluster_name: Optional[str] = None, policy: str = "tao",
+              units: bool = True, flops: bool = False):
     """(config, node records, task records, summary) of one run of 24 tasks on 3 nodes."""
     tasks = []
     for i in range(24):
+        counted = {"tokens": 1000.0 + 100.0 * i, "requests": 1.0} if units else {}
+        if flops:
+            counted["flops"] = 2.5e12 * (i + 1)
         node = NODES[i % 3]
         e = scale * (100.0 + 10.0 * i)
         comps = {"cpu_package": 0.6 * e, "dram": 0.1 * e, "gpu": 0.3 * e if node.gpus else 0.0,
@@ -40,7 +45,7 @@ def run_parts(*, run_id: str = "run-1", pue: float = 1.4, budget_w: Optional[flo
                                 job="job-a" if i < 12 else "job-b", energy_j=e, components=comps,
                                 source=_task_source(node, source),
                                 method="interval split: dynamic by CPU share, static (idle_w) by capacity share",
-                                uncertainty=0.05, start_s=float(i), end_s=float(i) + 3.0))
+                                uncertainty=0.05, start_s=float(i), end_s=float(i) + 3.0, units=counted))
     nodes = []
     for n in NODES:
         work = sum(t.energy_j for t in tasks if t.node_id == n.node_id)

@@ -151,3 +151,43 @@ def test_cli_dry_run_apply_and_bad_value(tmp_path: Path) -> None:
     assert (root / "policy0" / "scaling_max_freq").read_text().strip() == "3000000"
     bad = subprocess.run(base + ["--policy", "0", "--khz", "99"], capture_output=True, text=True)
     assert bad.returncode == 2 and "outside the allowed range 800000..3500000 kHz" in bad.stderr
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--policy", "0", "--khz", "1500000", "--apply", "--hold", "nan"], "--hold: 'nan' is not a finite number"),
+    (["--policy", "0", "--khz", "1500000", "--apply", "--hold", "inf"], "--hold: 'inf' is not a finite number"),
+    (["--policy", "0", "--khz", "1500000", "--apply", "--hold", "-1"], "--hold: '-1' is out of range"),
+    (["--policy", "0", "--khz", "nan", "--apply", "--hold", "0"], "--khz: 'nan' is not a finite number"),
+    (["--policy", "-1", "--khz", "1500000"], "--policy: '-1' is out of range"),
+])
+def test_cli_checks_every_flag_before_writing(tmp_path: Path, flags, needle) -> None:
+    root = make_cpufreq(tmp_path / "cpufreq", policies=1)
+    r = subprocess.run([sys.executable, "-m", "tao_core.cli.main", "actuate", "cpu-freq", "--cpufreq-root", str(root),
+                        *flags], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert needle in r.stderr
+    assert (root / "policy0" / "scaling_max_freq").read_text() == "3000000\n"  # never written, so nothing to restore
+
+
+@pytest.mark.parametrize("name,text", [("cpuinfo_max_freq", "abc"), ("cpuinfo_min_freq", "nan"),
+                                       ("scaling_max_freq", "\xff"), ("cpuinfo_max_freq", "")])
+def test_cpufreq_attributes_that_are_not_frequencies(tmp_path: Path, name, text) -> None:
+    root = make_cpufreq(tmp_path / "cpufreq", policies=1)
+    (root / "policy0" / name).write_bytes(text.encode("latin-1"))
+    act = CpuFrequencyCap(root=root, apply=True)
+    with pytest.raises(ActuatorError, match=f"{name} of policy0 does not hold a frequency in kHz"):
+        act.set("policy0", 1_500_000)
+    assert act.changes == []
+
+
+def test_cpufreq_ignores_folders_that_are_not_policies(tmp_path: Path) -> None:
+    root = make_cpufreq(tmp_path / "cpufreq", policies=2)
+    (root / "policyX").mkdir()
+    (root / "policyX" / "scaling_max_freq").write_text("1\n")
+    assert CpuFrequencyCap(root=root).targets() == ["policy0", "policy1"]
+
+
+def test_gpu_index_must_name_a_gpu() -> None:
+    act = GpuPowerLimit(nvml=fake_nvml([FakeGpu(300_000, 150_000, 300_000)]))
+    with pytest.raises(ActuatorError, match="no GPU named 'gpu-1'"):
+        act.read("gpu-1")

@@ -80,3 +80,33 @@ def test_provider_refresh_and_failure() -> None:
     assert sig.intensity(61) == 101 and len(errors) == 1  # kept the last good forecast
     now[0] = 200
     assert sig.intensity(200) == 103
+
+
+@pytest.mark.parametrize("row,needle", [
+    ("10,nan", "row 3: g_co2e_per_kwh: 'nan' is not a finite number"),
+    ("inf,100", "row 3: t_s: 'inf' is not a finite number"),
+    ("10,1e9", "row 3: g_co2e_per_kwh: '1e9' is out of range"),
+    ("10," + "1" * 140_000, "row 3: malformed CSV (a field is longer than 131072"),
+    ("10", "row 3: 1 fields, the header has 2"),
+])
+def test_csv_hostile_rows_name_the_row(tmp_path: Path, row: str, needle: str) -> None:
+    p = tmp_path / "ci.csv"
+    p.write_text(f"t_s,g_co2e_per_kwh\n0,100\n{row}\n")
+    with pytest.raises(InputError) as ei:
+        SeriesCarbon.from_csv(p, field="--carbon")
+    assert needle in str(ei.value) and str(ei.value).startswith(f"--carbon {p}") and "\n" not in str(ei.value)
+
+
+def test_csv_bad_timestamp_and_encoding(tmp_path: Path) -> None:
+    p = tmp_path / "ci.csv"
+    p.write_text("timestamp,g_co2e_per_kwh\n2026-01-01T00:00:00,300\nyesterday,120\n")
+    with pytest.raises(InputError, match="row 3: timestamp: 'yesterday' is not an ISO 8601 time"):
+        SeriesCarbon.from_csv(p)
+    p.write_text("timestamp,g_co2e_per_kwh\n2026-01-01T00:00:00,300\n2026-01-01T01:00:00+00:00,120\n")
+    with pytest.raises(InputError, match="row 3: timestamp"):  # naive and aware times do not mix
+        SeriesCarbon.from_csv(p)
+    p.write_bytes(b"t_s,g_co2e_per_kwh\n0,\xff\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        SeriesCarbon.from_csv(p)
+    with pytest.raises(InputError, match="carbon intensity: 'x' is not a number"):
+        ConstantCarbon("x")

@@ -208,3 +208,53 @@ def test_probe_and_monitor_on_root_only_counters(tmp_path, monkeypatch, capsys):
     cap = capsys.readouterr()
     assert cap.out == "" and len(cap.err.strip().splitlines()) == 1
     assert "permission denied" in cap.err and "fix:" in cap.err
+
+
+@pytest.mark.parametrize("root", ["missing", "file", "empty"])
+def test_probe_with_a_powercap_root_holding_no_rapl_exits_2(tmp_path, root):
+    path = tmp_path / root
+    if root == "file":
+        path.write_text("x")
+    elif root == "empty":
+        path.mkdir()
+    p = tao("probe", "--powercap-root", str(path))
+    out, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"tao probe: error: --powercap-root {path}: ")
+
+
+def _garbage_tree(root: Path) -> Path:
+    z = root / "intel-rapl:0"
+    z.mkdir(parents=True)
+    (z / "name").write_text("package-0\n")
+    (z / "energy_uj").write_text("not-a-counter\n")
+    (z / "max_energy_range_uj").write_text("262143328850\n")
+    return root
+
+
+def test_probe_and_monitor_on_a_non_numeric_counter_exit_2_without_traceback(tmp_path):
+    root = _garbage_tree(tmp_path / "pc")
+    for args in (("probe", "--json"), ("monitor", "--count", "1", "--interval", "0.01", "--json")):
+        p = tao(*args, "--powercap-root", str(root))
+        out, err = p.communicate(timeout=TIMEOUT_S)
+        assert p.returncode == 2 and out == "" and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and "not a whole number" in err, err
+    # without --powercap-root the same tree (through the environment) falls back to the estimator
+    p = tao("probe", "--json", env={"TAO_POWERCAP_ROOT": str(root)})
+    out, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 0, err
+    c = {x["name"]: x for x in json.loads(out)["candidates"]}
+    assert not c["rapl"]["chosen"] and "not a whole number" in c["rapl"]["reason"] and c["modeled"]["chosen"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--interval", "1e300"], "--interval: '1e300' is out of range"),
+    (["--interval", "nan"], "--interval: 'nan' is not a finite number"),
+    (["--count", "2.5"], "--count: '2.5' is not a whole number"),
+])
+def test_monitor_flags_out_of_range(capsys, args, needle):
+    from tao_core.cli.main import main
+
+    assert main(["monitor", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err

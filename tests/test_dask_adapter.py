@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 import tao_dask  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
-from tao_dask.reporting import attribution_of, fetch  # noqa: E402
+from tao_dask.reporting import attribution_of, fetch, spans_of  # noqa: E402
 
 EFFICIENT = "IbmX3250XeonX3470"  # 41.6 W idle .. 113 W peak
 WASTEFUL = "HpProLiantMl110G3PentiumD930"  # 105 W idle .. 169 W peak
@@ -64,15 +64,6 @@ def _wait_telemetry(c: Client, n: int) -> None:
               what="telemetry from every worker")
 
 
-def _max_concurrency(spans) -> int:
-    edges = sorted([(t0, 1) for *_, t0, _ in spans] + [(t1, -1) for *_, t1 in spans], key=lambda e: (e[0], e[1]))
-    now = best = 0
-    for _, d in edges:
-        now += d
-        best = max(best, now)
-    return best
-
-
 def _names(c: Client) -> dict[str, str]:
     return {addr: str(w["name"]) for addr, w in c.scheduler_info()["workers"].items()}
 
@@ -96,32 +87,50 @@ def hetero():
         yield cl, c
 
 
+def _placed_and_ran(data):
+    """(task id -> worker TAO pinned it to, task id -> worker it ran on)."""
+    placed = {e["subject"]: e["node_id"] for e in data["decisions"] if e["kind"] == "place"}
+    ran = {s.task_id: s.worker for s in spans_of(data)}
+    return placed, ran
+
+
 def test_tasks_run_where_tao_placed_them(hetero):
     cl, c = hetero
-    futs = c.map(busy, range(9), pure=False)
-    assert c.gather(futs) == list(range(9))
+    futs = c.map(busy, range(3), pure=False)  # a small group: not root-ish, TAO pins each
+    assert c.gather(futs) == list(range(3))
     data = fetch(c)
-    placed = {e["subject"]: e["node_id"] for e in data["decisions"] if e["kind"] == "place"}
-    ran = {key: worker for key, _, worker, _, _ in data["spans"]}
-    keys = [str(f.key) for f in futs]
-    assert all(k in placed for k in keys), "every task was decided by the controller"
-    assert all(ran[k] == placed[k] for k in keys), "every task ran on the worker TAO chose"
+    placed, ran = _placed_and_ran(data)
+    ids = [f"{f.key}#1" for f in futs]
+    assert all(t in placed for t in ids), "every task was decided by the controller"
+    assert all(ran[t] == placed[t] for t in ids), "every task ran on the worker TAO chose"
     names = _names(c)
-    first = min((e for e in data["decisions"] if e["kind"] == "place" and e["subject"] in keys),
+    first = min((e for e in data["decisions"] if e["kind"] == "place" and e["subject"] in ids),
                 key=lambda e: e["t_s"])
     assert names[first["node_id"]] == "0", "with every worker free the efficient one is chosen"
 
 
-def test_dependent_tasks_are_placed_when_ready(hetero):
+def test_a_wide_map_is_admitted_and_left_to_dasks_queue(hetero):
     cl, c = hetero
-    a = c.map(busy, range(4), pure=False)
-    b = [c.submit(slow_add, x, 10, pure=False) for x in a]
-    assert c.gather(b) == [10, 11, 12, 13]
+    before = fetch(c)["left_reasons"].get("root-ish: Dask's queue", 0)
+    futs = c.map(busy, range(12), seconds=0.05, pure=False)  # 12 > 2 x 3 threads: root-ish
+    assert c.gather(futs) == list(range(12))
     data = fetch(c)
-    placed = {e["subject"]: e["node_id"] for e in data["decisions"] if e["kind"] == "place"}
-    ran = {key: worker for key, _, worker, _, _ in data["spans"]}
-    for f in b:
-        assert ran[str(f.key)] == placed[str(f.key)]
+    assert data["left_reasons"]["root-ish: Dask's queue"] > before
+    assert data["held_now"] == 0 and data["pinned_now"] == 0
+
+
+def test_dependent_tasks_are_placed_where_their_input_is(hetero):
+    cl, c = hetero
+    a = c.map(busy, range(3), pure=False)
+    b = [c.submit(slow_add, x, 10, pure=False) for x in a]
+    assert c.gather(b) == [10, 11, 12]
+    data = fetch(c)
+    placed, ran = _placed_and_ran(data)
+    where = {s.key: s.worker for s in spans_of(data)}
+    for x, y in zip(a, b):
+        t = f"{y.key}#1"
+        if t in placed:  # pinned: to where its input was, and it ran there
+            assert placed[t] == where[str(x.key)] == ran[t]
 
 
 def test_energy_is_conserved_and_reported(hetero, tmp_path):
@@ -132,7 +141,7 @@ def test_energy_is_conserved_and_reported(hetero, tmp_path):
     out = tmp_path / "dask-report.json"
     df = tao_dask.report(c, str(out))
     assert {"task_id", "node_id", "energy_j", "source"} <= set(df.columns)
-    mine = df[df["task_id"].isin([str(f.key) for f in futs])]
+    mine = df[df["key"].isin([str(f.key) for f in futs])]
     assert len(mine) == 6
     assert (mine["source"] == "modeled").all(), mine
     assert (mine["energy_j"] > 0).all(), mine
@@ -213,7 +222,7 @@ def test_fail_open_when_tao_breaks(caplog):
             class Broken:
                 def __getattr__(self, name):
                     raise RuntimeError("controller down")
-            dask_scheduler.plugins["tao"].ctl = Broken()
+            dask_scheduler.plugins["tao"].members.ctl = Broken()
 
         c.run_on_scheduler(break_controller)
         with caplog.at_level(logging.WARNING, logger="tao_dask"):
@@ -291,7 +300,7 @@ def test_worker_of_a_new_type_joining_later_is_managed():
         c.gather(futs)
         data = fetch(c)
         eff = next(n["address"] for n in data["nodes"] if n["name"] == "1")
-        keys = {str(f.key) for f in futs}
+        keys = {f"{f.key}#1" for f in futs}
         first = min((e for e in data["decisions"] if e["kind"] == "place" and e["subject"] in keys),
                     key=lambda e: e["t_s"])
         assert first["node_id"] == eff, "the first task of the new graph goes to the efficient newcomer"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -33,8 +34,11 @@ def test_refuses_what_is_not_a_regular_file(tmp_path, kind):
         t.symlink_to(victim)
     elif kind == "folder":
         t.mkdir()
-    else:
-        t = "/dev/null"
+    else:  # a private copy of /dev/null: the machine's own is never a target
+        try:
+            os.mknod(t, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating device nodes needs root (CAP_MKNOD)")
     with pytest.raises(InputError, match="--json"):
         write_output(t, "x", "--json")
     assert victim.read_text() == "keep"
@@ -128,3 +132,107 @@ def test_inputs_that_are_not_regular_files_or_too_big_are_refused(tmp_path):
         read_input_text(big, "--workload", max_bytes=1000)
     with pytest.raises(InputError, match="no such file"):
         read_input_text(tmp_path / "missing", "--workload")
+
+
+def test_staged_output_is_written_by_path_in_a_private_folder(tmp_path):
+    from tao_core.files import StagedOutput
+
+    t = tmp_path / "ledger.jsonl"
+    out = StagedOutput(t, "--ledger")
+    assert out.folder.parent == tmp_path and out.folder.stat().st_mode & 0o777 == 0o700
+    out.path.write_text("records")  # as a writer that only takes a path does
+    assert not t.exists()
+    out.commit()
+    assert t.read_text() == "records" and [p.name for p in tmp_path.iterdir()] == ["ledger.jsonl"]
+    gone = StagedOutput(tmp_path / "plot.png", "--plot")
+    (gone.folder / "tmp-name.png").write_bytes(b"png")
+    gone.take(gone.folder / "tmp-name.png")
+    gone.discard()
+    assert [p.name for p in tmp_path.iterdir()] == ["ledger.jsonl"]
+
+
+def test_staged_output_refuses_a_target_that_became_a_link(tmp_path):
+    from tao_core.files import StagedOutput
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = StagedOutput(tmp_path / "out", "--plot")
+    out.path.write_text("new")
+    (tmp_path / "out").symlink_to(victim)  # planted after the check, before the rename
+    with pytest.raises(InputError, match="symbolic link"):
+        out.commit()
+    assert victim.read_text() == "keep" and not out.folder.exists()
+
+
+def test_sigterm_removes_staged_folders(tmp_path):
+    code = textwrap.dedent(f"""
+        import os, signal
+        from tao_core.files import StagedOutput, install_signal_cleanup
+        install_signal_cleanup()
+        out = StagedOutput({str(tmp_path / 'ledger.jsonl')!r}, "--ledger")
+        out.path.write_text("partial")
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pause()
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode == 128 + 15, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_text_never_writes_nan_or_infinity():
+    from tao_core.files import json_text
+
+    assert json_text({"a": [1.5, 2]}, "--json") == '{\n  "a": [\n    1.5,\n    2\n  ]\n}\n'
+    with pytest.raises(InputError, match=r"--json: .*not finite at policies.tao.energy_j"):
+        json_text({"policies": {"tao": {"energy_j": float("inf")}}}, "--json")
+    with pytest.raises(InputError, match=r"not finite at x\[1\]"):
+        json_text({"x": [0.0, float("nan")]}, "--json")
+
+
+def test_read_csv_names_the_row_and_the_problem(tmp_path):
+    from tao_core.files import read_csv
+
+    p = tmp_path / "w.csv"
+    p.write_text("a,b\n1,2\n\n3,4\n")
+    header, rows = read_csv(p, "--workload", max_rows=10)
+    assert header == ["a", "b"] and list(rows) == [(2, ["1", "2"]), (4, ["3", "4"])]
+    cases = [
+        ("a,b\n1,2\n3\n", "row 3: 1 fields, the header has 2"),
+        ("a,b\n1," + "x" * 140_000 + "\n", "row 2: malformed CSV .*longer than 131072"),
+        ("a,b\n1,2\n3,4\n5,6\n", "more than 2 tasks"),
+        ("", "empty file"),
+    ]
+    for text, match in cases:
+        p.write_text(text)
+        with pytest.raises(InputError, match=match) as ei:
+            header, rows = read_csv(p, "--workload", max_rows=2, what="task")
+            list(rows)
+        assert str(ei.value).startswith(f"--workload {p}") and "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize("value,match", [
+    ("nan", "not a finite number"), ("inf", "not a finite number"), ("1e400", "not a finite number"),
+    (10 ** 400, "too large"), ("abc", "not a number"), ("", "missing"), (True, "missing"), (None, "missing"),
+    ("-1", "out of range: it must be >= 0 and <= 10"), ("11", "out of range"), ("2.5", "not a whole number"),
+    ("x" * 100_000, "not a number"),
+])
+def test_number_refuses_what_is_not_a_finite_number_in_range(value, match):
+    from tao_core.files import number
+
+    with pytest.raises(InputError, match=match) as ei:
+        number(value, "--count", lo=0, hi=10, integer=True)
+    msg = str(ei.value)
+    assert msg.startswith("--count: ") and len(msg) < 200
+
+
+def test_number_and_name_accept_good_values():
+    from tao_core.files import name, number
+
+    assert number(" 2 ", "--x", lo=0, hi=10) == 2.0 and number(5, "--x", lo=0, lo_open=True) == 5.0
+    with pytest.raises(InputError, match="must be > 0"):
+        number(0, "--x", lo=0, lo_open=True)
+    assert name("  node-a ", "name") == "node-a"
+    for bad, match in (("a\nb", "control characters"), ("x" * 300, "more than the 256"), ("", "empty"),
+                       (3, "not text")):
+        with pytest.raises(InputError, match=match):
+            name(bad, "name")

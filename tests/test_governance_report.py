@@ -156,9 +156,10 @@ def test_one_report_of_every_kind_builds_and_validates(tmp_path):
 
 
 def test_records_in_the_adapters_shapes_give_one_task_work_figure():
-    """The shapes tao_ray and tao_dask write today (read through accounting.legacy): the
-    headline task work is the energy charged to tasks (not their dynamic part), and the
-    by-node and by-group tables add up to it."""
+    """The shape tao_dask writes today (read through accounting.legacy): the headline task
+    work is the energy charged to tasks (not their dynamic part), and the by-node and
+    by-group tables add up to it. tao_ray's old shape (task work at the payload's top) is
+    refused: tao_ray writes tao-run-records/1."""
     nodes = [("w1", 200.0, 150.0, 50.0, 40.0), ("w2", 100.0, 60.0, 40.0, 20.0)]  # id, total, tasks, idle, dynamic
     cfg = {"run_id": "x", "engine": "ray", "policy": "tao", "controller": {"pue": 1.5},
            "cluster": {"pue": 1.5, "power_budget_w": None,
@@ -179,8 +180,12 @@ def test_records_in_the_adapters_shapes_give_one_task_work_figure():
                "power_budget_w": None, "budget_violation_s": None, "makespan_s": 9.0, "tasks_completed": 4}
     for node_recs in (ray_nodes, dask_nodes):
         recs = [("config", cfg)] + [("energy", p) for p in node_recs + tasks] + [("summary", summary)]
-        rep = build_report_from_records([{"kind": k, "payload": p, "seq": i + 1, "time": 1.0}
-                                         for i, (k, p) in enumerate(recs)])
+        numbered = [{"kind": k, "payload": p, "seq": i + 1, "time": 1.0} for i, (k, p) in enumerate(recs)]
+        if node_recs is ray_nodes:
+            with pytest.raises(InputError, match="without detail.tasks_j"):
+                build_report_from_records(numbered)
+            continue
+        rep = build_report_from_records(numbered)
         assert validate_report(rep) == []
         e = rep["energy"]
         assert e["task_energy_j"] == 210.0 and e["idle_energy_j"] == 90.0 and e["it_energy_j"] == 300.0

@@ -33,6 +33,7 @@ OLD = tao_ray.specpower_node_type("HpProLiantMl110G3PentiumD930", name="old", cp
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     os.environ["TAO_RAY_TOKEN_FILE"] = str(tmp_path_factory.mktemp("tok") / "ray-session.token")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # no fitted curve of an earlier run
     lc = LocalCluster([]).start()
     a = lc.cluster.add_node(num_cpus=2)
     b = lc.cluster.add_node(num_cpus=2)
@@ -116,7 +117,6 @@ def test_every_task_and_job_gets_energy_and_other_jobs_are_refused(cluster, tao,
     assert "refused" in res["tao-sampler-" + node]
 
     df = tao_ray.report(str(tmp_path / "all.json"))
-    summary = df.attrs["summary"]
     mine = ray.get_runtime_context().get_job_id()
     by_group = df.groupby("group")["energy_j"].sum()
     assert by_group["plain"] > 0 and by_group["Counter.add"] > 0
@@ -128,7 +128,8 @@ def test_every_task_and_job_gets_energy_and_other_jobs_are_refused(cluster, tao,
     assert (df["known_by"] == "ray-task-events").all()  # nothing here was wrapped
     assert df["method"].str.contains("ray-task-events").all()
     rep = df.attrs["report"]
-    assert rep["energy"]["it_energy_j"] == pytest.approx(summary["idle_energy_j"] + df["energy_j"].sum(), rel=1e-9)
+    assert rep["energy"]["it_energy_j"] == pytest.approx(rep["energy"]["idle_energy_j"] + df["energy_j"].sum(),
+                                                         rel=1e-9)
     nodes = {r["node_id"]: r for r in rep["energy"]["by_node"]}
     assert set(nodes) == set(type_of)
 
@@ -198,10 +199,43 @@ def test_power_budget_in_a_live_run_holds_or_says_by_how_much_and_why(tao):
 
 def test_an_untyped_cluster_warns_and_stats_say_tao_only_observes(cluster):
     with pytest.warns(tao_ray.ObserveOnlyWarning, match="only observes"):
-        tao_ray.init([EFF, OLD])
+        tao_ray.init([EFF, OLD], discover=False)
     try:
         st = tao_ray.stats()
         assert st["mode"] == "observe-only" and "places nothing" in st["why"]
         assert len(st["untyped_nodes"]) == 3 and st["nodes"] == {}
+    finally:
+        tao_ray.shutdown()
+
+
+def test_with_no_arguments_nodes_describe_themselves_and_tao_places(cluster, tmp_path):
+    """Zero configuration: a cluster started with no TAO labels, ``tao_ray.init()`` with no
+    arguments; each node's sampler describes its hardware, the two nodes of this machine
+    share the type named after it, and TAO places work and reports by that type."""
+    from tao_core.governance import validate_report
+    from tao_core.hardware import describe_this_node
+
+    here = describe_this_node(cpus=2, store=None)
+    tao_ray.init()
+    try:
+        st = tao_ray.stats()
+        assert st["mode"] == "placing"
+        assert {v["type"] for v in st["nodes"].values()} == {here.node_type.name} and len(st["nodes"]) == 2
+        # work TAO does not submit finds these nodes by their ids (they carry no TAO label)
+        assert tao_ray.label_selector() == {"ray.io/node-id": f"in({','.join(st['nodes'])})"}
+        out = ray.get([loaded.remote(i) for i in range(6)], timeout=120)
+        assert sorted(out) == list(range(6))
+        st = tao_ray.stats()
+        assert st["counters"]["placed"] == 6 and st["controller"]["counters"]["place"] > 0
+        df = tao_ray.report(str(tmp_path / "zero.json"))
+        rep = df.attrs["report"]
+        assert validate_report(rep) == []
+        assert [t["node_type"] for t in rep["hardware"]["node_types"]] == [here.node_type.name]
+        # the curve and its uncertainty are the discovered ones, and the records say so
+        for tel in rep["hardware"]["telemetry"]:
+            assert f"{here.node_type.name} power curve (discovered: " in tel["method"]
+        wrapped = df[df["known_by"] == "tao-wrapper"]
+        assert len(wrapped) == 6
+        assert wrapped["uncertainty"].to_numpy() == pytest.approx(here.model.provenance.uncertainty)
     finally:
         tao_ray.shutdown()

@@ -14,7 +14,8 @@ from ray_cluster import LocalCluster  # noqa: E402
 
 import tao_ray  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
-from tao_ray.cluster import NO_SAMPLER_METHOD  # noqa: E402
+from tao_core.live.sampler import SPAN_LAG_S  # noqa: E402
+from tao_core.live.timeline import GAP_METHOD  # noqa: E402
 from tao_ray.nodes import RayNode, resolve_type  # noqa: E402
 from tao_ray.records import NAMESPACE, sampler_name  # noqa: E402
 
@@ -95,12 +96,20 @@ def test_tasks_land_where_the_controller_placed_them(tao):
     assert ray.get(r, timeout=60) == tao_ray.placements()[r.task_id().hex()]
 
 
+@tao_ray.remote(num_cpus=1)
+def busy(x, seconds):
+    end = time.time() + seconds
+    while time.time() < end:  # all CPU: the closed loop measures what the model predicts
+        sum(range(2000))
+    return x, ray.get_runtime_context().get_node_id()
+
+
 def test_power_budget_defers_and_everything_runs(tao):
-    # idle draw of the three nodes is 41.6 + 2 x 105 = 251.6 W; each busy CPU adds a few tens of
-    # watts: a 300 W budget admits only part of 18 tasks at once
+    # idle draw of the three nodes is 41.6 + 2 x 105 = 251.6 W; each busy CPU adds some 30 W:
+    # a 300 W budget admits only part of 18 tasks at once
     tao(power_budget_w=300.0)
     assert tao_ray.stats()["strict_admission"]
-    refs = [where.remote(i, 0.3) for i in range(18)]
+    refs = [busy.remote(i, 0.3) for i in range(18)]
     out = ray.get(refs, timeout=180)
     assert sorted(x for x, _ in out) == list(range(18))
     st = tao_ray.stats()
@@ -159,6 +168,45 @@ def test_per_task_energy_plus_idle_equals_node_totals(tao, tmp_path):
 
 
 @tao_ray.remote(num_cpus=1)
+def nap(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+def test_the_controller_learns_task_energy_from_the_samplers(tao):
+    """Each slot goes back to the controller with its tasks' mean attributed energy (the
+    samplers' settled attribution, as in the report): the group's energy correction on each
+    node type moves from 1.0 to what was measured (modeled here) over what the model
+    predicted for the slot's placement."""
+    tao()
+    ray.get([nap.options(tao_group="warm-up").remote(i, 0.3) for i in range(4)], timeout=60)  # workers started
+    sleepy = nap.options(tao_group="sleepy")  # asleep: below the model's busy-CPU watts
+    assert set(tao_ray.energy_correction("sleepy").values()) == {1.0}
+    for i in range(8):
+        ray.get(sleepy.remote(i, 0.3), timeout=60)
+    end = time.time() + 30
+    while time.time() < end and tao_ray.stats()["controller"]["running"]:  # every slot handed back
+        time.sleep(0.5)
+    learned = tao_ray.energy_correction("sleepy")
+    df = tao_ray.report()
+    mine = df[(df["group"] == "sleepy") & df["task_id"].isin(set(tao_ray.placements()))]
+    assert len(mine) >= 6
+    types = {t.name: t for t in TYPES}
+    slots = {}  # node -> the first placement of a sleepy slot there
+    for e in tao_ray.decisions():
+        if e["kind"] == "place" and e["group"] == "sleepy":
+            slots.setdefault(e["node_id"], e)
+    for node, ran in mine.groupby("node_id"):  # the tasks each slot's node ran
+        place, nt = slots[node], types[tao_ray.stats()["nodes"][node]["type"]]
+        # the model's attributed watts of the placement: added watts (before the loop's scaling)
+        # plus the task's share (1 of the node's CPUs) of the node's idle watts
+        model_w = place["detail"]["added_w"] / place["budget"]["dynamic_scale"] + nt.idle_w / nt.cpus
+        measured = float(ran["energy_j"].sum() / (ran["end_s"] - ran["start_s"]).sum()) / model_w
+        assert measured < 0.9, ran["energy_j"].tolist()  # the tasks drew less than predicted ...
+        assert learned[nt.name] == pytest.approx(measured, rel=0.1)  # ... and the controller learned it
+
+
+@tao_ray.remote(num_cpus=1)
 class Where:
     def node(self):
         return ray.get_runtime_context().get_node_id()
@@ -209,8 +257,6 @@ def _scrape_tao_metrics() -> dict[str, list]:
 def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, tmp_path):
     pytest.importorskip("aiohttp", reason="Ray exports metrics only with ray[default] (its metrics agent)")
     pytest.importorskip("prometheus_client")
-    from tao_ray.sampler import SPAN_LAG_S
-
     budget = 5000.0  # far above what the nodes can draw: every task runs, the budget gauge is set
     tao(power_budget_w=budget)
     tok = tao_ray.session_token()
@@ -260,8 +306,6 @@ def test_live_task_energy_matches_the_report_and_tao_metrics_are_exported(tao, t
 def test_live_attribution_waits_for_a_running_task(tao):
     """A sampler never settles past the start of a task still running on its node, and once
     the task ended its settled joules are what the report gives it."""
-    from tao_ray.sampler import SPAN_LAG_S
-
     tao()
     tok = tao_ray.session_token()
     long = where.options(tao_group="long")
@@ -287,8 +331,6 @@ def test_live_attribution_waits_for_a_running_task(tao):
 def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     """Ray restarts a sampler whose process died; its counters start from zero, and the
     driver continues the node's timeline with the gap modeled at idle power."""
-    from tao_ray.sampler import SPAN_LAG_S
-
     tao()
     tok = tao_ray.session_token()
     ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
@@ -307,7 +349,7 @@ def test_a_restarted_sampler_keeps_the_node_timeline_whole(tao, tmp_path):
     ray.get([where.remote(i, 0.2) for i in range(6)], timeout=60)
     df = tao_ray.report(str(tmp_path / "report.json"))
     tl = tao_ray.timelines()[nid]
-    assert [row.method for row in tl].count(NO_SAMPLER_METHOD) == 1
+    assert [row.method for row in tl].count(GAP_METHOD) == 1
     t = [row.t_s for row in tl]
     e = [row.energy_j for row in tl]
     assert t == sorted(t) and e == sorted(e)  # in time order, cumulative energy never falls
@@ -322,7 +364,8 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from tao_core.control.config import ControllerConfig
-    from tao_ray import autoscale, energy
+    from tao_core.live.report import OFF_METHOD
+    from tao_ray.autoscale import busy_nodes
     from tao_ray.nodes import TYPE_LABEL
 
     idle = cluster.add_node(num_cpus=1, labels={TYPE_LABEL: "old"})
@@ -341,10 +384,10 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     assert ray.get(user.node.remote(), timeout=30) == held.node_id
     ray.get([where.remote(i, 0.2) for i in range(4)], timeout=60)
     end = time.time() + 30  # Ray returns the workers' CPU leases a moment after their tasks
-    while time.time() < end and {idle.node_id, held.node_id} & autoscale._busy_nodes():
+    while time.time() < end and {idle.node_id, held.node_id} & busy_nodes():
         time.sleep(0.2)
 
-    autoscale.apply(rt, {"power_off": [idle.node_id, held.node_id], "reason": "test"})
+    rt.driver.plans.apply({"power_off": [idle.node_id, held.node_id], "reason": "test"})
     st = tao_ray.stats()
     actions = {(e["action"], e["node_id"]) for e in st["scale_log"] if "node_id" in e}
     assert ("power_off", idle.node_id) in actions
@@ -362,13 +405,13 @@ def test_gcs_drain_powers_off_an_idle_node_and_keeps_one_ray_counts_busy(cluster
     df = tao_ray.report(str(tmp_path / "report.json"))
     assert len(df[df["known_by"] == "tao-wrapper"]) >= 4
     nodes = df.attrs["nodes"]
-    assert energy.OFF_METHOD in nodes.loc[nodes["node_id"] == idle.node_id, "method"].iloc[0]
+    assert OFF_METHOD in nodes.loc[nodes["node_id"] == idle.node_id, "method"].iloc[0]
     # the scale-down that happened is in the ledger records as carried out
     kinds = df.attrs["report"]["controller"]["decisions"]
     assert kinds.get("carried-out:power_off") == 1 and kinds.get("carried-out:drain-refused") == 1
     # the node that stayed continues its timeline across the sampler TAO replaced
     tl = tao_ray.timelines()[held.node_id]
-    assert [row.method for row in tl].count(NO_SAMPLER_METHOD) == 1
+    assert [row.method for row in tl].count(GAP_METHOD) == 1
     assert [row.t_s for row in tl] == sorted(row.t_s for row in tl)
     assert [row.energy_j for row in tl] == sorted(row.energy_j for row in tl)
     ray.kill(user)

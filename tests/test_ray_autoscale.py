@@ -130,8 +130,8 @@ def test_scale_up_to_the_efficient_type_then_idle_removal(autoscaling):
         time.sleep(0.2)
     assert tao_ray.stats()["nodes"][eff_id]["removed"]
     # its energy after release is modeled at idle power until it left, then off
-    from tao_ray import energy
+    from tao_core.live.report import OFF_METHOD, RELEASED_METHOD
 
     df = tao_ray.report()
     method = df.attrs["nodes"].set_index("node_id").loc[eff_id, "method"]
-    assert energy.OFF_METHOD in method and energy.RELEASED_METHOD in method
+    assert OFF_METHOD in method and RELEASED_METHOD in method

@@ -49,7 +49,7 @@ def test_cluster_errors_name_the_field(patch, needle):
 
 def test_cluster_bad_json_names_line(tmp_path):
     p = write(tmp_path, "c.json", '{"node_types": [\n  {"name": "a",}\n]}')
-    with pytest.raises(InputError, match=r"c.json: line 2"):
+    with pytest.raises(InputError, match=r"c.json: not valid JSON .* at line 2"):
         load_cluster(p)
 
 
@@ -140,3 +140,104 @@ def test_cli_writes_json_plot_and_ledger(tmp_path, capsys):
     assert kinds.count("config") == 2 and kinds.count("summary") == 2 and "decision" in kinds and "energy" in kinds
     assert main(["audit", "verify", str(out / "l.jsonl")]) == 0
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("patch,needle", [
+    ({"count": 1e9}, "count: 1000000000.0 is out of range: it must be >= 0 and <= 100000"),
+    ({"count": 10 ** 400}, "count: " ),
+    ({"cpus": 1e308}, "cpus: 1e+308 is out of range"),
+    ({"cpus": 1e-300}, "cpus: 1e-300 is out of range: it must be >= 0.001"),
+    ({"speed": 1e-300}, "speed: 1e-300 is out of range: it must be >= 0.001"),
+    ({"power_curve_w": [10] * 10 + [1e7]}, "power_curve_w[10]: 10000000.0 is out of range"),
+    ({"boot_s": -1}, "boot_s: -1 is out of range"),
+    ({"name": "a\nb"}, "name: 'a\\nb' holds control characters"),
+    ({"speed": "fast"}, "speed: 'fast' is not a number"),
+    ({"gpus": 2000}, "gpus: 2000 is out of range"),
+])
+def test_cluster_values_out_of_range_name_the_field_and_limit(patch, needle):
+    with pytest.raises(InputError) as e:
+        cluster_from_dict({"node_types": [{**GOOD_TYPE, **patch}]}, source="c.json")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cluster_node_total_is_bounded():
+    types = [{**GOOD_TYPE, "name": f"t{i}", "count": 60_000} for i in range(2)]
+    with pytest.raises(InputError, match=r"would have 120,000 nodes, more than the 100,000 accepted"):
+        cluster_from_dict({"node_types": types}, source="c.json")
+    with pytest.raises(InputError, match="more than the 1,000 accepted"):
+        cluster_from_dict({"node_types": [{**GOOD_TYPE, "name": f"t{i}"} for i in range(1001)]}, source="c.json")
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
+    (b'{"pue": NaN, "node_types": []}', "not a JSON number"),
+    (b'{"pue": 1e400, "node_types": []}', "pue: inf is not a finite number"),
+])
+def test_cluster_file_encodings_depth_and_constants(tmp_path, content, needle):
+    p = tmp_path / "c.json"
+    p.write_bytes(content)
+    with pytest.raises(InputError) as e:
+        load_cluster(p, field="--cluster")
+    assert needle in str(e.value) and str(e.value).startswith(f"--cluster {p}")
+
+
+@pytest.mark.parametrize("row,needle", [
+    ("t2,5,10,1," + "9" * 140_000, "row 3: malformed CSV (a field is longer than 131072 characters"),
+    ("t2,nan,10,1,0", "row 3: submit_s: 'nan' is not a finite number"),
+    ("t2,5,1e400,1,0", "row 3: duration_s: '1e400' is not a finite number"),
+    ("t2,5,1e12,1,0", "row 3: duration_s: '1e12' is out of range"),
+    ("t2,1e11,10,1,0", "row 3: submit_s: '1e11' is out of range"),
+    ("t2,5,10,inf,0", "row 3: cpus: 'inf' is not a finite number"),
+    ('"t\x012",5,10,1,0', "row 3: id: 't\\x012' holds control characters"),
+    ('t2,5,10,1,"0', "row 3: malformed CSV"),
+])
+def test_workload_hostile_rows_name_the_row_and_field(tmp_path, row, needle):
+    p = write(tmp_path, "w.csv", f"id,submit_s,duration_s,cpus,gpus\nt1,0,10,1,0\n{row}\n")
+    with pytest.raises(InputError) as e:
+        load_workload(p, field="--workload")
+    assert needle in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_workload_not_utf8_and_task_limit(tmp_path, monkeypatch):
+    from tao_core.sim import loaders
+
+    p = tmp_path / "w.csv"
+    p.write_bytes(b"id,submit_s,duration_s,cpus,gpus\nt\xff,0,10,1,0\n")
+    with pytest.raises(InputError, match="not UTF-8 text .* save it as UTF-8"):
+        load_workload(p)
+    monkeypatch.setattr(loaders, "MAX_TASKS", 3)
+    rows = "".join(f"t{i},0,1,1,0\n" for i in range(4))
+    with pytest.raises(InputError, match=r"more than 3 tasks \(the limit, which keeps memory bounded\)"):
+        load_workload(write(tmp_path, "many.csv", "id,submit_s,duration_s,cpus,gpus\n" + rows))
+
+
+def test_alibaba_hostile_rows(tmp_path):
+    nodes = write(tmp_path, "n.csv", "sn,cpu_milli,memory_mib,gpu,model\nx0,96000,1,8,G2\nx0,1000,1,0,\n")
+    with pytest.raises(InputError, match=r"n.csv: row 3: sn: 'x0' appears twice"):
+        load_alibaba_nodes(nodes, field="--nodes")
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nx0,1e400,1,8,G2\n")
+    with pytest.raises(InputError, match=r"^--nodes .*row 2: cpu_milli: '1e400' is not a finite number"):
+        load_alibaba_nodes(nodes, field="--nodes")
+    pods = write(tmp_path, "p.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,"
+                 "deletion_time,scheduled_time\np0,12000,1,1,460,,LS,Running,0,nan,10\n")
+    with pytest.raises(InputError, match=r"row 2: deletion_time: 'nan' is not a finite number"):
+        load_alibaba_pods(pods)
+
+
+def test_a_node_that_draws_less_on_than_off_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"off_w: 10 W is not below the idle draw, 0 W"):
+        cluster_from_dict({"node_types": [{**GOOD_TYPE, "power_curve_w": [0] + [10] * 10, "off_w": 10}]},
+                          source="c.json")
+    nodes = write(tmp_path, "n.csv", "sn,cpu_milli,memory_mib,gpu,model\nx0,1000,1,0,\n")
+    with pytest.raises(InputError, match=r"row 2: cpu_milli: a node of 1 CPUs would draw 4.87 W idle"):
+        load_alibaba_nodes(nodes)
+
+
+def test_a_task_longer_than_the_limit_on_the_slowest_type_is_refused(tmp_path):
+    from tao_core.sim.loaders import check_fits
+
+    cl = cluster_from_dict({"node_types": [{**GOOD_TYPE, "speed": 0.001}]}, source="c.json")
+    wl = load_workload(write(tmp_path, "w.csv", "id,submit_s,duration_s,cpus,gpus\nt1,0,1e7,1,0\n"))
+    with pytest.raises(InputError, match=r"task 't1' would run 1e\+10 s on node type 'a' \(speed 0.001\), more than"):
+        check_fits(cl, wl)

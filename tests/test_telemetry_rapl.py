@@ -174,3 +174,113 @@ def test_psys_contains_packages_and_mmio_duplicate_skipped(tmp_path):
     assert set(zones) == {"package-0", "core-0", "dram-0", "psys"}
     assert zones["package-0"].parent == "psys" and zones["dram-0"].parent == "psys"
     assert zones["psys"].parent is None and zones["core-0"].parent == "package-0"
+
+
+def _set(p: Path, text: str) -> None:
+    (p / "energy_uj").write_text(text + "\n")
+
+
+def test_reset_is_not_taken_as_a_wrap_and_its_interval_is_modeled(tmp_path):
+    # 100.5 J, then 0: as a wrap that would be 262 kJ in 0.5 s (524 kW)
+    p = zone(tmp_path / "intel-rapl:0", "package-0", 100_000_000)
+    clock = Clock()
+    src = RaplSource(tmp_path, clock=clock)
+    _set(p, "100500000")
+    clock.t += 0.5
+    d = src.read().domains["package-0"]
+    assert d.source is SourceKind.MEASURED_RAPL and d.power_w == pytest.approx(1.0)
+    _set(p, "0")
+    clock.t += 0.5
+    d = src.read().domains["package-0"]
+    assert d.source is SourceKind.MODELED and "RESET" in d.method and "as a wrap" in d.method
+    assert d.energy_j == pytest.approx(0.5 + 0.5)  # 0.5 s more at the last measured 1 W
+    assert src.resets["package-0"] == 1 and src.wraps["package-0"] == 0
+    _set(p, "2000000")  # counting again from the reset
+    clock.t += 1.0
+    d = src.read().domains["package-0"]
+    assert d.source is SourceKind.MEASURED_RAPL and d.energy_j == pytest.approx(3.0)
+    assert d.power_w == pytest.approx(2.0) and "includes 0.5 J modeled" in d.method
+
+
+def test_plausible_wrap_still_counts_as_measured(tmp_path):
+    p = zone(tmp_path / "intel-rapl:0", "package-0", MAX_UJ - 10_000_000)
+    clock = Clock()
+    src = RaplSource(tmp_path, clock=clock)
+    _set(p, "40000000")  # 50 J in 1 s across the wrap: 50 W
+    clock.t += 1.0
+    d = src.read().domains["package-0"]
+    assert d.source is SourceKind.MEASURED_RAPL and d.energy_j == pytest.approx(50.0)
+    assert src.wraps["package-0"] == 1 and src.resets["package-0"] == 0
+
+
+@pytest.mark.parametrize("value", ["-5", str(10 ** 25), "abc", "12.5", "\u0661\u0662"])
+def test_impossible_values_are_flagged_and_never_counted(tmp_path, value):
+    p = zone(tmp_path / "intel-rapl:0", "package-0", 1_000_000)
+    clock = Clock()
+    src = RaplSource(tmp_path, clock=clock)
+    _set(p, value)
+    clock.t += 0.5
+    d = src.read().domains["package-0"]
+    assert "IMPOSSIBLE" in d.method and d.energy_j == 0.0 and d.power_w is None
+    assert src.impossible["package-0"] == 1
+    _set(p, "3000000")  # the next good value counts the whole second since the last one
+    clock.t += 0.5
+    d = src.read().domains["package-0"]
+    assert d.source is SourceKind.MEASURED_RAPL and "IMPOSSIBLE" not in d.method
+    assert d.energy_j == pytest.approx(2.0) and d.power_w == pytest.approx(2.0)
+
+
+def test_forward_jump_above_the_ceiling_is_a_reset(tmp_path):
+    p = zone(tmp_path / "intel-rapl:0", "package-0", 0)
+    clock = Clock()
+    src = RaplSource(tmp_path, clock=clock, max_power_w=500.0)
+    _set(p, "10000000")
+    clock.t += 1.0
+    assert src.read().domains["package-0"].source is SourceKind.MEASURED_RAPL
+    _set(p, str(10_000_000 + 600_000_000))  # 600 J in 1 s
+    clock.t += 1.0
+    d = src.read().domains["package-0"]
+    assert d.source is SourceKind.MODELED and "jumped" in d.method and d.energy_j == pytest.approx(20.0)
+
+
+def test_unusable_counters_at_open_are_left_out_with_the_reason(tmp_path):
+    zone(tmp_path / "intel-rapl:0", "package-0", 5)
+    bad = zone(tmp_path / "intel-rapl:1", "package-1", 5)
+    _set(bad, "not-a-number")
+    src = RaplSource(tmp_path)
+    assert [z.name for z in src.zones] == ["package-0"]
+    assert "not a whole number" in src.invalid["package-1"]
+    assert "unusable: package-1" in rapl.diagnose(tmp_path).reason
+    (tmp_path / "intel-rapl:0" / "energy_uj").write_bytes(b"\xff\xfe1")
+    with pytest.raises(RaplUnavailable, match="no usable RAPL counter"):
+        RaplSource(tmp_path)
+    assert not rapl.diagnose(tmp_path).available
+
+
+def test_hostile_name_and_range_files_do_not_break_discovery(tmp_path):
+    p = zone(tmp_path / "intel-rapl:0", "package-0", 5)
+    (p / "name").write_bytes(b"\xff\n\x00")
+    (p / "max_energy_range_uj").write_text("-1")
+    (z,) = discover_zones(tmp_path)
+    assert z.name == "intel-rapl:0-0" and z.max_energy_range_uj is None  # the zone's folder name
+    (p / "energy_uj").unlink()
+    (p / "energy_uj").mkdir()  # a folder where the counter should be
+    with pytest.raises(RaplUnavailable, match="cannot be read"):
+        RaplSource(tmp_path)
+
+
+def test_non_numeric_counter_no_longer_crashes_detect_or_the_monitor(tmp_path):
+    from tao_core import EnergyMonitor
+
+    p = zone(tmp_path / "intel-rapl:0", "package-0", 0)
+    _set(p, "garbage")
+    with detect(tmp_path, use_nvml=False, sysfs_root=tmp_path) as det:
+        assert not det.candidate("rapl").chosen and "not a whole number" in det.candidate("rapl").reason
+        assert det.candidate("modeled").chosen
+    _set(p, "7")
+    src = RaplSource(tmp_path)
+    _set(p, "garbage")
+    with EnergyMonitor(src, period_s=0.01) as mon:
+        with mon.window("w") as w:
+            pass
+    assert "IMPOSSIBLE" in w.result.methods["package-0"] and w.result.energy_j["package-0"] == 0.0

@@ -129,3 +129,44 @@ def test_detect_on_this_kind_of_machine_reports_every_candidate(tmp_path):
         assert "no powercap tree" in det.candidate("rapl").reason
         assert det.candidate("modeled").chosen
         assert det.to_dict()["chosen"][0] == "modeled"
+
+
+@pytest.mark.parametrize("row,needle", [
+    ("1,node,nan", "row 3: energy_j: 'nan' is not a finite number"),
+    ("inf,node,5", "row 3: t_s: 'inf' is not a finite number"),
+    ("1,node,-5", "row 3: energy_j: '-5' is out of range"),
+    ("1,no\x01de,5", "row 3: domain: 'no\\x01de' holds control characters"),
+    ("1,node," + "5" * 140_000, "row 3: malformed CSV (a field is longer than 131072"),
+])
+def test_csv_hostile_rows_name_row_and_field(tmp_path, row, needle):
+    p = tmp_path / "r.csv"
+    p.write_text(f"t_s,domain,energy_j\n0,node,1\n{row}\n")
+    with pytest.raises(InputError) as ei:
+        ReplaySource.from_csv(p)
+    assert needle in str(ei.value) and "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize("line,needle", [
+    ('{"t_s": 1, "domains": {"node": {"energy_j": NaN}}}', "not a JSON number"),
+    ('{"t_s": 1, "domains": {"node": {"energy_j": 1e400}}}', "energy_j: inf is not a finite number"),
+    ('{"t_s": 1, "domains": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+    ('{"t_s": 1, "domains": {"node": 5}}', "expected an object with energy_j"),
+    ('[1, 2]', "not a tao monitor JSON line"),
+    ('{"t_s": 1, "domains": {"node": {"energy_j": 1, "power_w": -3}}}', "power_w: -3 is out of range"),
+])
+def test_jsonl_hostile_lines_name_the_line(tmp_path, line, needle):
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"t_s": 0, "domains": {"node": {"energy_j": 0}}}\n' + line + "\n")
+    with pytest.raises(InputError) as ei:
+        ReplaySource.from_jsonl(p)
+    assert "line 2" in str(ei.value) and needle in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_write_csv_refuses_what_is_not_a_regular_file(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "link.csv").symlink_to(victim)
+    with pytest.raises(InputError, match="symbolic link"):
+        write_csv(tmp_path / "link.csv", _readings())
+    assert victim.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "victim"]

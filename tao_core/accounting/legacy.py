@@ -1,20 +1,20 @@
-"""The record shapes ``tao_ray.energy.records`` and ``tao_dask.reporting.ledger_records``
-write today, read into the one shape of ``records.py``. Delete this module once both
-adapters write through ``records.run_records``.
+"""The record shape ``tao_dask.reporting.ledger_records`` writes today, read into the one
+shape of ``records.py``. Delete this module once tao_dask writes through
+``records.run_records`` (tao_ray does).
 
 A run whose ``config`` record has no ``record_format`` is one of these. What differs from
 ``tao-run-records/1``, and what this module does about it:
 
-- node records: Ray puts ``tasks_j`` and ``idle_j`` at the top of the payload, Dask under
-  ``detail`` (beside a ``dynamic_j`` that is not a report figure); neither writes
-  ``boot_j``/``off_j`` (taken as 0). A node record without ``tasks_j`` (the simulator's
-  shape before ``tao-run-records/1``) cannot be told apart into task work and idle: refused.
+- node records: ``tasks_j`` and ``idle_j`` under ``detail`` (beside a ``dynamic_j`` that is
+  not a report figure); no ``boot_j``/``off_j`` (taken as 0). A node record without
+  ``detail.tasks_j`` (the simulator's shape before ``tao-run-records/1``, or tao_ray's
+  before it wrote that format) cannot be told apart into task work and idle: refused.
 - components: only ``other`` is written; the other components are filled with 0.
-- summary: Ray's has no ``run_id``; both repeat energy totals (``it_energy_j``,
-  ``dynamic_energy_j``, ``overhead_share``, ...) that the report now derives from the node
-  records, and Ray's ``overhead_share`` is taken over IT rather than facility energy. Only
-  the fields of ``records.RunSummary`` are kept.
+- summary: no ``run_id``; energy totals (``it_energy_j``, ``dynamic_energy_j``,
+  ``overhead_share``, ...) that the report now derives from the node records. Only the
+  fields of ``records.RunSummary`` are kept.
 - config: no ``record_format`` and no ``cluster.name``.
+- work records: no ``units`` (read as nothing counted).
 """
 from __future__ import annotations
 
@@ -52,12 +52,13 @@ def _components(p: Mapping[str, Any]) -> Optional[dict[str, float]]:
 def upgrade_energy(p: Mapping[str, Any], where: str) -> dict[str, Any]:
     if p.get("scope") != "node":
         out = {k: p.get(k) for k in WORK_KEYS}
+        out["units"] = p.get("units") or {}
         out["components"] = _components(p) or components_of(p.get("energy_j") or 0.0)
         return out
-    det = p["detail"] if isinstance(p.get("detail"), Mapping) else p
+    det = p["detail"] if isinstance(p.get("detail"), Mapping) else {}
     if det.get("tasks_j") is None:
-        raise InputError(f"{where}: node record without tasks_j (written before {RECORD_FORMAT}): its task work "
-                         "cannot be told from idle; write the run again")
+        raise InputError(f"{where}: node record without detail.tasks_j (written before tao-run-records/1): its task "
+                         "work cannot be told from idle; write the run again")
     node = p.get("node_id") or p.get("id")
     return {"scope": "node", "id": node, "node_id": node, "group": None, "job": None,
             "energy_j": p.get("energy_j"), "tasks_j": det.get("tasks_j"), "idle_j": det.get("idle_j", 0.0),

@@ -1,4 +1,4 @@
-"""The one shape of a run's ledger records (``tao-run-records/1``), written and read here.
+"""The one shape of a run's ledger records (``tao-run-records/2``), written and read here.
 
 A run is a ``config`` record, ``decision`` records (``DecisionEvent.to_dict()``, before or
 after the config), ``energy`` records and one ``summary`` record that ends it. Writers (the
@@ -7,7 +7,7 @@ simulator, the Ray and Dask adapters) build the dataclasses below and append
 ``InputError`` naming the record and field when a payload has another shape). Payloads,
 every field always present (``null`` where it does not apply):
 
-- ``config``: ``{"record_format": "tao-run-records/1", "run_id", "engine", "policy",
+- ``config``: ``{"record_format": "tao-run-records/2", "run_id", "engine", "policy",
   "controller": {...}, "cluster": {"name", "pue", "power_budget_w", "nodes": [{"node_id",
   "node_type", "cpus", "gpus"}]}, "telemetry": [{"domain", "source", "method"}]}``
 - ``energy`` of a node (one per node, its whole energy over the run)::
@@ -23,10 +23,12 @@ every field always present (``null`` where it does not apply):
   work)::
 
     {"scope", "id", "node_id", "group", "job", "energy_j", "components", "source",
-     "method", "uncertainty", "start_s", "end_s"}
+     "method", "uncertainty", "start_s", "end_s", "units"}
 
   Task records of a node add up to its ``tasks_j``; group (or job) records, when written,
-  add up to the run's task work.
+  add up to the run's task work. ``units``: the useful work the task (group, job) did, as
+  counted with ``tao.count`` (``tao_core.units``): ``{"tokens": 12345.0}``, ``{}`` when
+  nothing was counted; a group's or job's units are the sums of its tasks'.
 - ``summary``: ``{"run_id", "policy", "makespan_s", "tasks_completed", "peak_power_w",
   "power_budget_w", "budget_violation_s", "emissions_kg_co2e", "carbon_source",
   "deadlines_total", "deadlines_missed"}``. Energy totals are not repeated here: they are
@@ -35,6 +37,9 @@ every field always present (``null`` where it does not apply):
 ``source``: ``measured-rapl``, ``measured-nvml``, ``modeled`` or ``replay``, joined with
 ``+`` when a figure mixes several; ``uncertainty``: relative standard uncertainty (>= 0) or
 null when unknown. Times: ``start_s``/``end_s`` on the writer's clock (seconds).
+
+Formats read: ``tao-run-records/2`` (written) and ``tao-run-records/1`` (the same without
+``units``: read as nothing counted).
 """
 from __future__ import annotations
 
@@ -44,8 +49,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tao_core.accounting.figures import EnergyParts, close_enough
 from tao_core.errors import InputError
+from tao_core.units import UnitCountError, check_amount, check_unit_name
 
-RECORD_FORMAT = "tao-run-records/1"
+RECORD_FORMAT = "tao-run-records/2"
+#: formats the reader accepts (``/1``: work records without ``units``)
+READ_FORMATS = ("tao-run-records/1", RECORD_FORMAT)
 COMPONENTS = ("cpu_package", "dram", "gpu", "other")
 WORK_SCOPES = ("task", "group", "job")
 
@@ -101,6 +109,17 @@ def _components(where: str, v: Any, energy_j: float) -> dict[str, float]:
     return out
 
 
+def checked_units(units: Any, where: str = "units") -> dict[str, float]:
+    """``units`` (unit -> amount) checked (names as ``tao_core.units`` allows, amounts
+    finite >= 0) and sorted by unit; ``ValueError`` naming ``where`` otherwise."""
+    if not isinstance(units, Mapping):
+        raise ValueError(f"{where}: {units!r} is not a mapping of unit name to amount")
+    try:
+        return {u: check_amount(u, units[u]) for u in sorted(check_unit_name(u) for u in units)}
+    except UnitCountError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def components_of(energy_j: float, given: Optional[Mapping[str, float]] = None) -> dict[str, float]:
     """Every component of ``energy_j``: ``given`` ones, the rest 0; all in ``other`` when none given."""
     if not given:
@@ -145,10 +164,11 @@ class RunConfig:
     power_budget_w: Optional[float] = None
     telemetry: tuple[Mapping[str, Any], ...] = ()
     cluster_name: Optional[str] = None
+    record_format: str = RECORD_FORMAT  #: the format of the run's records (one of READ_FORMATS)
 
     def payload(self) -> dict[str, Any]:
         return {
-            "record_format": RECORD_FORMAT, "run_id": self.run_id, "engine": self.engine, "policy": self.policy,
+            "record_format": self.record_format, "run_id": self.run_id, "engine": self.engine, "policy": self.policy,
             "controller": dict(self.controller),
             "cluster": {"name": self.cluster_name, "pue": self.pue, "power_budget_w": self.power_budget_w,
                         "nodes": [n.payload() for n in self.nodes]},
@@ -158,8 +178,8 @@ class RunConfig:
     @classmethod
     def from_payload(cls, p: Any, where: str) -> "RunConfig":
         p = _exact(where, p, ("record_format", "run_id", "engine", "policy", "controller", "cluster", "telemetry"))
-        if p["record_format"] != RECORD_FORMAT:
-            raise InputError(f"{where}: record_format {p['record_format']!r} is not {RECORD_FORMAT}")
+        if p["record_format"] not in READ_FORMATS:
+            raise InputError(f"{where}: record_format {p['record_format']!r} is not one of {', '.join(READ_FORMATS)}")
         c = _exact(f"{where} cluster", p["cluster"], ("name", "pue", "power_budget_w", "nodes"))
         if not isinstance(c["nodes"], list) or not isinstance(p["telemetry"], list) or not isinstance(p["controller"], Mapping):
             raise InputError(f"{where}: cluster.nodes and telemetry must be lists, controller an object")
@@ -171,6 +191,7 @@ class RunConfig:
             controller=dict(p["controller"]),
             power_budget_w=_number(where, "cluster.power_budget_w", c["power_budget_w"], optional=True, minimum=0.0),
             telemetry=tel, cluster_name=_text(where, "cluster.name", c["name"], optional=True),
+            record_format=p["record_format"],
         )
 
 
@@ -222,12 +243,15 @@ class NodeRecord:
 NODE_KEYS = ("scope", "id", "node_id", "group", "job", "energy_j", "tasks_j", "idle_j", "boot_j", "off_j",
              "components", "source", "method", "uncertainty", "start_s", "end_s")
 WORK_KEYS = ("scope", "id", "node_id", "group", "job", "energy_j", "components", "source", "method",
-             "uncertainty", "start_s", "end_s")
+             "uncertainty", "start_s", "end_s", "units")
+#: the work-record keys of ``tao-run-records/1`` (no units)
+WORK_KEYS_V1 = WORK_KEYS[:-1]
 
 
 @dataclass(frozen=True)
 class WorkRecord:
-    """The ``energy`` record of a task, task group or job: the task work charged to it."""
+    """The ``energy`` record of a task, task group or job: the task work charged to it, and
+    the units of work it counted (unit -> amount, ``tao_core.units``)."""
 
     scope: str
     id: str
@@ -241,22 +265,29 @@ class WorkRecord:
     uncertainty: Optional[float] = None
     start_s: Optional[float] = None
     end_s: Optional[float] = None
+    units: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.scope not in WORK_SCOPES:
             raise ValueError(f"scope {self.scope!r}: must be one of {WORK_SCOPES}")
         if not _finite(self.energy_j) or self.energy_j < 0:
             raise ValueError(f"{self.scope} {self.id}: energy_j={self.energy_j!r} must be a finite number >= 0")
+        object.__setattr__(self, "units", checked_units(self.units, f"{self.scope} {self.id}: units"))
 
     def payload(self) -> dict[str, Any]:
         return {"scope": self.scope, "id": self.id, "node_id": self.node_id, "group": self.group, "job": self.job,
                 "energy_j": float(self.energy_j), "components": components_of(self.energy_j, self.components),
                 "source": self.source, "method": self.method, "uncertainty": self.uncertainty,
-                "start_s": self.start_s, "end_s": self.end_s}
+                "start_s": self.start_s, "end_s": self.end_s, "units": dict(self.units)}
 
     @classmethod
-    def from_payload(cls, p: Any, where: str) -> "WorkRecord":
-        p = _exact(where, p, WORK_KEYS)
+    def from_payload(cls, p: Any, where: str, record_format: str = RECORD_FORMAT) -> "WorkRecord":
+        """The record of payload ``p`` of a run written in ``record_format``."""
+        p = _exact(where, p, WORK_KEYS if record_format == RECORD_FORMAT else WORK_KEYS_V1)
+        try:
+            units = checked_units(p.get("units", {}), "field units")
+        except ValueError as exc:
+            raise InputError(f"{where}: {exc}") from None
         if p["scope"] not in WORK_SCOPES:
             raise InputError(f"{where}: scope {p['scope']!r} is not one of node, {', '.join(WORK_SCOPES)}")
         energy = _number(where, "energy_j", p["energy_j"], minimum=0.0)
@@ -267,7 +298,7 @@ class WorkRecord:
                    components=_components(where, p["components"], energy),
                    uncertainty=_number(where, "uncertainty", p["uncertainty"], optional=True, minimum=0.0),
                    start_s=_number(where, "start_s", p["start_s"], optional=True),
-                   end_s=_number(where, "end_s", p["end_s"], optional=True))
+                   end_s=_number(where, "end_s", p["end_s"], optional=True), units=units)
 
 
 SUMMARY_KEYS = ("run_id", "policy", "makespan_s", "tasks_completed", "peak_power_w", "power_budget_w",

@@ -8,7 +8,8 @@ With ``--json``: one JSON object per sample and line, flushed as written::
 
 NAME is the zone's kernel name with its socket index (``package-0``, ``dram-0``), ``gpu-N``,
 or ``node`` for the model-based estimator. Without ``--json``: a live table.
-With ``--powercap-root`` the RAPL tree there must be readable, else exit 2.
+With ``--powercap-root`` the RAPL tree there must be readable, else exit 2. Limits:
+``--interval`` from 0.001 s to one day, ``--count`` from 1 to 10^9.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 from typing import Any, Optional
 
 from tao_core.errors import InputError
+from tao_core.files.values import number
 from tao_core.telemetry.detect import detect
 
 
@@ -36,22 +38,24 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+#: shortest and longest --interval, seconds
+MIN_INTERVAL_S, MAX_INTERVAL_S = 0.001, 86400.0
+#: largest --count (about 30 years of samples at 1 s)
+MAX_COUNT = 10 ** 9
+
+
 def _parse(args: argparse.Namespace) -> tuple[float, Optional[int]]:
-    try:
-        interval = float(args.interval)
-    except ValueError:
-        raise InputError(f"--interval: expected a number of seconds > 0, got {args.interval!r}") from None
-    if not (math.isfinite(interval) and interval > 0):
-        raise InputError(f"--interval: expected a number of seconds > 0, got {args.interval!r}")
+    interval = number(args.interval, "--interval", lo=MIN_INTERVAL_S, hi=MAX_INTERVAL_S,
+                      fix=f"give seconds between samples, {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g}")
     count = None
     if args.count is not None:
-        try:
-            count = int(args.count)
-        except ValueError:
-            raise InputError(f"--count: expected a whole number >= 1, got {args.count!r}") from None
-        if count < 1:
-            raise InputError(f"--count: expected a whole number >= 1, got {args.count!r}")
+        count = int(number(args.count, "--count", lo=1, hi=MAX_COUNT, integer=True,
+                           fix=f"give a whole number of samples, 1 to {MAX_COUNT:,}"))
     return interval, count
+
+
+def _finite(x: Optional[float]) -> Optional[float]:
+    return x if x is None or math.isfinite(x) else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,12 +87,12 @@ def run(args: argparse.Namespace) -> int:
                 e0 = first.domains[name].energy_j if name in first.domains else d.energy_j
                 ep = prev.domains[name].energy_j if name in prev.domains else d.energy_j
                 doms[name] = {
-                    "energy_j": d.energy_j - e0,
-                    "power_w": (d.energy_j - ep) / dt if dt > 0 else None,
+                    "energy_j": _finite(d.energy_j - e0),
+                    "power_w": _finite((d.energy_j - ep) / dt) if dt > 0 else None,
                     "source": str(d.source),
                 }
             if args.json:
-                out.write(json.dumps({"t_s": r.t_s - first.t_s, "domains": doms}) + "\n")
+                out.write(json.dumps({"t_s": r.t_s - first.t_s, "domains": doms}, allow_nan=False) + "\n")
             else:
                 cells = []
                 for name in names:
@@ -97,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                         cells.append(f"{'-':>14}{'-':>14}")
                     else:
                         p = "-" if d["power_w"] is None else f"{d['power_w']:.2f}"
-                        cells.append(f"{p:>14}{d['energy_j']:>14.2f}")
+                        e = "-" if d["energy_j"] is None else f"{d['energy_j']:.2f}"
+                        cells.append(f"{p:>14}{e:>14}")
                 out.write(f"{r.t_s - first.t_s:>8.2f}  " + "  ".join(cells) + "\n")
             out.flush()
             prev = r

@@ -1,5 +1,6 @@
 """``tao probe [--json] [--powercap-root DIR]``: what this machine offers for power
-telemetry and why the rest is missing."""
+telemetry and why the rest is missing. A ``--powercap-root`` holding no usable RAPL zone
+is an error (exit 2); zones only root may read are reported with the fixes (exit 0)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from tao_core.errors import InputError
 from tao_core.hardware import describe_this_node, format_probe_section
 from tao_core.telemetry.detect import detect
 
@@ -25,6 +27,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     det = detect(args.powercap_root)
+    rapl = det.candidate("rapl")
+    if args.powercap_root is not None and not rapl.found:
+        det.close()
+        raise InputError(f"--powercap-root {args.powercap_root}: {rapl.reason}; give the powercap folder "
+                         "(e.g. /sys/class/powercap)")
     try:
         reading = det.source().read()
         domains = [

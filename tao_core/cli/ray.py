@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
         from tao_ray import remote_report
     except ImportError as exc:
         raise InputError(f"tao ray needs Ray: pip install 'tao-energy[ray]' ({exc})") from None
-    token = remote_report.load_token(args.token, args.token_file)
+    from tao_core.live.token import load_token
+
+    token = load_token("ray", args.token, args.token_file)
     df, rep = remote_report.build(args.address, token, job=args.job, path=args.out, ledger=args.ledger)
     e = rep["energy"]
     if args.json:

@@ -1,11 +1,13 @@
-"""``tao report``: build, validate, render and merge energy reports.
+"""``tao report``: build, validate, render, merge and export energy reports.
 
-``tao report build --ledger L [--format json|md|html] [--out F] [--carbon-intensity G]
-[--run-id R | --policy P] [--job J] [--cluster-name N] [--pubkey KEY] [--sign-key KEY]
-[--include-unsigned]``: verify the ledger and write the report of one run from its signed
-records (default: JSON to stdout). ``--include-unsigned`` also uses the records after the
-last checkpoint; the report then says so. Exit 2 on bad input or a ledger that fails
-verification (nothing written).
+``tao report build --ledger L [--format json|md|html|mdf] [--out F] [--carbon-intensity G]
+[--embodied-g M] [--run-id R | --policy P] [--job J] [--cluster-name N] [--pubkey KEY]
+[--sign-key KEY] [--include-unsigned]``: verify the ledger and write the report of one run
+from its signed records (default: JSON to stdout; ``mdf``: the Model Documentation Form items
+alone, Markdown to paste into the form). ``--include-unsigned`` also uses the records after
+the last checkpoint; the report then says so. ``--embodied-g``: the embodied emissions of
+the hardware's share for the run (gCO2e), the SCI's M. Exit 2 on bad input or a ledger that
+fails verification (nothing written).
 
 ``tao report validate R.json [--pubkey KEY] [--ledger L]``: exit 0 when the report matches
 the shipped JSON Schema, its integrity digest, its internal sums and its signature if
@@ -17,7 +19,13 @@ provenance claims included. A federated report: ``--input R1.json ...`` (the rep
 was merged from) with ``--pubkey`` and/or ``--ledger`` for each, as for merge: it is merged
 again and must be the same.
 
-``tao report render R.json --format md|html|json --out F``: render a report that validates.
+``tao report render R.json --format md|html|json|mdf --out F``: render a report that validates.
+
+``tao report export R.json --format boamps --context C.json --out F [--ledger L [--pubkey
+KEY]]``: write a report that validates (and, with ``--ledger``, is what its ledger gives)
+as a BoAmps 1.1.0 report; ``C.json`` is a partial BoAmps document with the fields only the
+user knows (task stage and family, algorithms, dataset, infrastructure type, country, ...).
+The result is validated against the BoAmps schema before it is written.
 
 ``tao report merge R1.json R2.json ... --out M.json [--name LABEL]... [--pubkey KEY]...
 [--ledger L|-]...``: verify every input (its signature by KEY, or a rebuild from its
@@ -46,21 +54,24 @@ FLAGS = {
     "run_id": "--run-id", "policy": "--policy", "job": "--job", "carbon_intensity_g_per_kwh": "--carbon-intensity",
     "cluster_name": "--cluster-name", "include_unsigned": "--include-unsigned", "ledger": "--ledger",
     "names": "--name", "evidence": "--pubkey/--ledger", "fmt": "--format", "path": "--out", "reports": "REPORT",
-    "sign_key": "--sign-key", "pubkey": "--pubkey",
+    "sign_key": "--sign-key", "pubkey": "--pubkey", "embodied_g_co2e": "--embodied-g", "context": "--context",
 }
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("report", help="build, validate, render or merge energy reports",
-                              description="Energy reports from a ledger: build, validate, render, merge.")
+    p = subparsers.add_parser("report", help="build, validate, render, merge or export energy reports",
+                              description="Energy reports from a ledger: build, validate, render, merge, export.")
     sub = p.add_subparsers(dest="report_command", metavar="ACTION")
     sub.required = True
     b = sub.add_parser("build", help="build the energy report of a run from its ledger")
     b.add_argument("--ledger", required=True, help="ledger file written by tao simulate --ledger or an adapter")
-    b.add_argument("--format", default="json", choices=("json", "md", "html"), help="output format (default json)")
-    b.add_argument("--out", help="output file (default: JSON to stdout; md and html need --out)")
+    b.add_argument("--format", default="json", choices=("json", "md", "html", "mdf"),
+                   help="output format (default json; mdf: the Model Documentation Form items, Markdown)")
+    b.add_argument("--out", help="output file (default: JSON to stdout; md, html and mdf need --out)")
     b.add_argument("--carbon-intensity", type=float, metavar="G",
-                   help="average carbon intensity of the electricity, gCO2e/kWh (adds emissions)")
+                   help="the grid's average (location-based) carbon intensity, gCO2e/kWh (adds emissions and the SCI)")
+    b.add_argument("--embodied-g", type=float, metavar="M",
+                   help="embodied emissions of the hardware's share for the run, gCO2e (the SCI's M; never estimated)")
     b.add_argument("--run-id", help="which run, when the ledger holds several")
     b.add_argument("--policy", help="which run, by its policy (e.g. tao), when the ledger holds several")
     b.add_argument("--job", help="report one job of the run only")
@@ -80,9 +91,18 @@ def register(subparsers: Any) -> None:
     v.set_defaults(func=run)
     r = sub.add_parser("render", help="write a report JSON (run or federated) as Markdown or HTML")
     r.add_argument("report", help="report JSON file")
-    r.add_argument("--format", required=True, choices=("md", "html", "json"), help="output format")
+    r.add_argument("--format", required=True, choices=("md", "html", "json", "mdf"), help="output format")
     r.add_argument("--out", required=True, help="output file")
     r.set_defaults(func=run)
+    x = sub.add_parser("export", help="write a run or federated report in another format (BoAmps)")
+    x.add_argument("report", help="report JSON file")
+    x.add_argument("--format", required=True, choices=("boamps",), help="BoAmps 1.1.0 (Boavizta)")
+    x.add_argument("--context", help="partial BoAmps JSON with the fields only you know (task stage and family, "
+                   "algorithms, dataset, infrastructure type, ...)")
+    x.add_argument("--out", required=True, help="output file")
+    x.add_argument("--ledger", help="a run report's ledger: the report must be what it gives")
+    x.add_argument("--pubkey", help="the ledger's public key (with --ledger)")
+    x.set_defaults(func=run)
     m = sub.add_parser("merge", help="combine verified reports of several clusters into one federated report")
     m.add_argument("reports", nargs="+", help="report JSON files")
     m.add_argument("--out", required=True, help="merged report JSON file")
@@ -120,7 +140,7 @@ def _build(args: argparse.Namespace) -> int:
     report = _flagged(lambda: build_report(
         args.ledger, pubkey=pubkey, run_id=args.run_id, policy=args.policy, job=args.job,
         carbon_intensity_g_per_kwh=args.carbon_intensity, cluster_name=args.cluster_name,
-        include_unsigned=args.include_unsigned, notes=notes))
+        include_unsigned=args.include_unsigned, notes=notes, embodied_g_co2e=args.embodied_g))
     if args.sign_key:
         sign_report(report, args.sign_key, "--sign-key")
     for n in notes:
@@ -233,6 +253,32 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tao_core.files import load_json_file
+    from tao_core.governance.boamps import boamps_report
+
+    report = load_report(args.report, "report")
+    inputs = [("the report", args.report), ("--context", args.context), ("--ledger", args.ledger),
+              ("--pubkey", args.pubkey)]
+    if args.pubkey and not args.ledger:
+        raise InputError("--pubkey: only used with --ledger (it authenticates the ledger's signer)")
+    check_report_targets(args.out, "json", field="--out", inputs=inputs)
+    problems = validate_report(report)
+    if not problems and args.ledger:
+        pubkey = load_public_key(args.pubkey, "--pubkey") if args.pubkey else None
+        problems = _flagged(lambda: check_against_ledger(report, args.ledger, pubkey))
+    if problems:
+        raise InputError(f"{args.report}: not a valid untampered report ({problems[0]}); "
+                         "check it with `tao report validate`")
+    context = load_json_file(args.context, "--context") if args.context else None
+    doc = _flagged(lambda: boamps_report(report, context))
+    _flagged(lambda: write_report(doc, args.out, "json", field="--out", inputs=inputs))
+    print(f"wrote {args.out}: BoAmps 1.1.0 report (validated against its schema) of report "
+          f"{report['integrity']['content_sha256']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     install_signal_cleanup()
-    return {"build": _build, "validate": _validate, "merge": _merge, "render": _render}[args.report_command](args)
+    return {"build": _build, "validate": _validate, "merge": _merge, "render": _render,
+            "export": _export}[args.report_command](args)

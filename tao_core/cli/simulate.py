@@ -1,8 +1,9 @@
 """``tao simulate``: run TAO's controller and the engines' default policies over the same
 cluster and workload; print a table, and optionally write JSON, a power plot and a ledger.
 
-Outputs are written only after every policy ran (to temporary files, then renamed): bad
-input or a failed run leaves no partial file. Exit 2 on bad input.
+Outputs are written only after every policy ran (through ``tao_core.files``: temporary
+files or private folders beside each target, then renamed): bad input, a result that cannot
+be right, or a failed run leaves no partial file. Exit 2 on bad input or such a result.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tao_core.errors import InputError
+from tao_core.files.values import number
 
 FORMATS = ("canonical", "alibaba-v2023")
 
@@ -32,10 +34,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--nodes", metavar="N.csv", help="Alibaba v2023 node list (with --workload-format alibaba-v2023)")
     p.add_argument("--policy", action="append", choices=POLICY_NAMES, metavar="NAME",
                    help=f"policy to run, repeatable (default: all of {', '.join(POLICY_NAMES)})")
-    p.add_argument("--budget-w", type=float, metavar="W", help="cluster IT power budget in watts (overrides the spec)")
-    p.add_argument("--lambda", dest="lambda_j_per_s", type=float, metavar="X",
+    p.add_argument("--budget-w", metavar="W", help="cluster IT power budget in watts (overrides the spec)")
+    p.add_argument("--lambda", dest="lambda_j_per_s", metavar="X",
                    help="TAO's energy-delay trade: joules one second of delay is worth")
-    p.add_argument("--pue", type=float, help="facility watts per IT watt (overrides the spec)")
+    p.add_argument("--pue", help="facility watts per IT watt (overrides the spec)")
     p.add_argument("--carbon", metavar="CSV|G",
                    help="grid carbon intensity: a CSV (t_s or timestamp, g_co2e_per_kwh) on the workload's clock, "
                         "or one number in gCO2e/kWh; reports emissions per policy, and TAO moves deferrable tasks "
@@ -47,26 +49,34 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _check_out(path: Optional[str], flag: str, *, must_not_exist: bool = False) -> Optional[Path]:
-    if path is None:
-        return None
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{flag}: directory {parent} does not exist; create it or give another path")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{flag}: directory {parent} is not writable; give another path")
-    if p.is_dir():
-        raise InputError(f"{flag}: {p} is a directory; give a file name")
-    if must_not_exist and p.exists():
-        raise InputError(f"{flag}: {p} already exists; a ledger is never overwritten: give a new path")
-    return p
+#: largest --lambda, J/s (the README's energy-delay sweeps go to 2,000)
+MAX_LAMBDA = 1e9
+#: largest magnitude of --seed
+MAX_SEED = 2 ** 63
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The numeric flags in range, or an InputError naming the flag."""
+    from tao_core.sim.loaders import MAX_BUDGET_W, MAX_PUE
+
+    if args.pue is not None:
+        args.pue = number(args.pue, "--pue", lo=1.0, hi=MAX_PUE,
+                          fix=f"give facility watts over IT watts, 1.0 to {MAX_PUE:g}")
+    if args.budget_w is not None:
+        args.budget_w = number(args.budget_w, "--budget-w", lo=0.0, lo_open=True, hi=MAX_BUDGET_W,
+                               fix=f"give the cluster IT power budget in watts, > 0 and <= {MAX_BUDGET_W:g}")
+    if args.lambda_j_per_s is not None:
+        args.lambda_j_per_s = number(args.lambda_j_per_s, "--lambda", lo=0.0, hi=MAX_LAMBDA,
+                                     fix=f"give joules per second of delay, 0 to {MAX_LAMBDA:g}")
+    if not -MAX_SEED <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed: {args.seed} is out of range; give a whole number within 2**63 of 0")
 
 
 def load_inputs(args: argparse.Namespace):
     """(cluster, workload) from the command line arguments."""
     from tao_core.sim.loaders import check_fits, load_cluster, load_workload
 
+    check_flags(args)
     if args.workload_format == "alibaba-v2023":
         from tao_core.sim.alibaba import load_alibaba_nodes, load_alibaba_pods
 
@@ -75,23 +85,17 @@ def load_inputs(args: argparse.Namespace):
         if args.cluster:
             raise InputError("--cluster: not used with --workload-format alibaba-v2023 (the cluster comes from --nodes); "
                              "drop it, and use --pue / --budget-w for those settings")
-        cluster = load_alibaba_nodes(args.nodes)
-        workload = load_alibaba_pods(args.workload)
+        cluster = load_alibaba_nodes(args.nodes, field="--nodes")
+        workload = load_alibaba_pods(args.workload, field="--workload")
     else:
         if args.nodes:
             raise InputError("--nodes: only used with --workload-format alibaba-v2023; give the cluster with --cluster")
         if not args.cluster:
             raise InputError("--cluster: required; give a cluster spec JSON (see the README, section Simulator)")
-        cluster = load_cluster(args.cluster)
-        workload = load_workload(args.workload)
+        cluster = load_cluster(args.cluster, field="--cluster")
+        workload = load_workload(args.workload, field="--workload")
     if args.pue is not None:
-        if not args.pue >= 1.0:
-            raise InputError(f"--pue: {args.pue:g} must be >= 1.0 (facility watts over IT watts)")
         cluster.pue = float(args.pue)
-    if args.budget_w is not None and not args.budget_w > 0:
-        raise InputError(f"--budget-w: {args.budget_w:g} must be a positive number of watts")
-    if args.lambda_j_per_s is not None and not args.lambda_j_per_s >= 0:
-        raise InputError(f"--lambda: {args.lambda_j_per_s:g} must be joules per second >= 0")
     check_fits(cluster, workload)
     return cluster, workload
 
@@ -100,91 +104,100 @@ def load_carbon(arg: Optional[str]):
     """A carbon signal from ``--carbon`` (a number of gCO2e/kWh, or a CSV path), or None."""
     if arg is None:
         return None
-    from tao_core.carbon import ConstantCarbon, SeriesCarbon
+    from tao_core.carbon import MAX_INTENSITY, ConstantCarbon, SeriesCarbon
 
+    if _carbon_path(arg) is not None:
+        return SeriesCarbon.from_csv(arg, field="--carbon")
+    return ConstantCarbon(number(arg, "--carbon", lo=0.0, hi=MAX_INTENSITY,
+                                 fix=f"give gCO2e/kWh from 0 to {MAX_INTENSITY:g}, or a CSV file"))
+
+
+def _carbon_path(arg: Optional[str]) -> Optional[str]:
+    if arg is None:
+        return None
     try:
-        value = float(arg)
+        float(arg)
+        return None
     except ValueError:
-        return SeriesCarbon.from_csv(arg)
-    return ConstantCarbon(value)
+        return arg
+
+
+def output_set(args: argparse.Namespace):
+    """The outputs of the run (``--json``, ``--plot``, ``--ledger`` and its key and public
+    key files), each checked against the others and the inputs; and the existing private
+    key to sign with (None: one is made)."""
+    from tao_core.files import OutputSet, read_input_bytes
+
+    inputs = [("--cluster", args.cluster), ("--workload", args.workload), ("--nodes", args.nodes),
+              ("--carbon", _carbon_path(args.carbon))]
+    targets = [("--json", args.json), ("--plot", args.plot)]
+    user_key = None
+    if args.ledger is not None:
+        ledger = Path(args.ledger)
+        if os.path.lexists(ledger):
+            raise InputError(f"--ledger {ledger}: already exists; a ledger is never overwritten: give a new path")
+        key = Path(str(ledger) + ".key")
+        if os.path.lexists(key):
+            read_input_bytes(key, "--ledger key", max_bytes=64 * 1024)  # a regular file that can be read
+            user_key = key  # the user's key: used, never replaced
+            inputs.append(("--ledger key", key))
+        else:
+            targets.append(("--ledger key", key))
+        targets += [("--ledger", ledger), ("--ledger public key", Path(str(ledger) + ".pub"))]
+    return OutputSet(targets, inputs=inputs), user_key
 
 
 def run(args: argparse.Namespace) -> int:
+    from tao_core.files import json_text
     from tao_core.sim import output
+    from tao_core.sim.engine import SimulationError
+    from tao_core.sim.metrics import implausible, lower_bound_j, summarize
     from tao_core.sim.runner import POLICY_NAMES, run_all
 
-    json_out = _check_out(args.json, "--json")
-    plot_out = _check_out(args.plot, "--plot")
-    ledger_out = _check_out(args.ledger, "--ledger", must_not_exist=True)
+    outs, user_key = output_set(args)
     cluster, workload = load_inputs(args)
     carbon = load_carbon(args.carbon)
     policies = list(dict.fromkeys(args.policy or POLICY_NAMES))
-
-    temps: list[tuple[Path, Path]] = []  # (temporary, final)
-    ledger = None
-    try:
-        sink_factory = None
-        on_result = None
-        if ledger_out is not None:
+    bound = lower_bound_j(cluster, workload)
+    with outs:
+        ledger = None
+        if args.ledger is not None:
             from tao_core.governance import Ledger
 
-            ledger_tmp = output._tmp_beside(ledger_out)
-            ledger_tmp.unlink()
-            temps.append((ledger_tmp, ledger_out))
-            key_final = Path(str(ledger_out) + ".key")
-            pub_final = Path(str(ledger_out) + ".pub")
-            if key_final.exists():
-                key_path = key_final  # the user's key: use it, never replace it
-            else:
-                key_path = Path(str(ledger_tmp) + ".key")
-                temps.append((key_path, key_final))
-            pub_tmp = Path(str(ledger_tmp) + ".pub")
-            temps.append((pub_tmp, pub_final))
-            ledger = Ledger(ledger_tmp, key_path=key_path, pub_path=pub_tmp)
-            led = ledger
-
+            key = user_key or outs.stage("--ledger key").path
+            ledger = Ledger(outs.stage("--ledger").path, key_path=key, pub_path=outs.stage("--ledger public key").path)
+        try:
             def sink_factory(name: str):
-                def sink(ev) -> None:
-                    led.append("decision", ev.to_dict())
-
-                return sink
+                if ledger is None:
+                    return None
+                return lambda ev: ledger.append("decision", ev.to_dict())
 
             def on_result(name, setup, res) -> None:
                 summ = summarize(res, cluster, workload, bound, carbon=carbon)
-                for kind, payload in output.ledger_records(name, setup.config, res, cluster, workload, summ):
-                    led.append(kind, payload)
+                problem = implausible(name, summ, res, cluster, workload, bound)
+                if problem is not None:
+                    raise InputError(f"result refused, nothing written: {problem}")
+                if ledger is not None:
+                    for kind, payload in output.ledger_records(name, setup.config, res, cluster, workload, summ):
+                        ledger.append(kind, payload)
 
-        from tao_core.sim.metrics import lower_bound_j, summarize
-
-        bound = lower_bound_j(cluster, workload)
-        doc = run_all(cluster, workload, policies, budget_w=args.budget_w, lambda_j_per_s=args.lambda_j_per_s,
-                      seed=args.seed, progress=True, sink_factory=sink_factory, on_result=on_result,
-                      carbon=carbon)
-        if json_out is not None:
-            temps.append((output.write_json(doc, json_out), json_out))
-        if plot_out is not None:
-            temps.append((output.write_plot(doc["results"], plot_out,
-                                            title=f"{Path(args.workload).name}: cluster IT power",
-                                            budget_w=doc["power_budget_w"]), plot_out))
-        if ledger is not None:
-            ledger.close()
-            ledger = None
-        # every output is complete: rename into place
-        for tmp, final in temps:
-            if tmp.exists():
-                os.replace(tmp, final)
-        temps = []
-        print(output.table(doc))
-        for name, m in doc["policies"].items():
-            if m.get("refused_actions"):
-                print(f"note: {name}: {m['refused_actions']} impossible action(s) refused, e.g. {m['refused_examples'][0]}",
-                      file=sys.stderr)
-        return 0
-    finally:
-        if ledger is not None:
             try:
+                doc = run_all(cluster, workload, policies, budget_w=args.budget_w,
+                              lambda_j_per_s=args.lambda_j_per_s, seed=args.seed, progress=True,
+                              sink_factory=sink_factory, on_result=on_result, carbon=carbon)
+            except SimulationError as exc:
+                raise InputError(f"result refused, nothing written: the simulator stopped an impossible action of "
+                                 f"policy {exc}; this is a defect of the policy") from None
+            if args.json is not None:
+                outs["--json"].write(json_text(output.json_document(doc), "--json"))
+            if args.plot is not None:
+                plot = outs.stage("--plot")
+                plot.take(output.write_plot(doc["results"], plot.path,
+                                            title=f"{Path(args.workload).name}: cluster IT power",
+                                            budget_w=doc["power_budget_w"]))
+        finally:
+            if ledger is not None:
                 ledger.close()
-            except Exception:  # noqa: BLE001 - cleanup only
-                pass
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
+    # every output is complete and in place
+    print(output.table(doc))
+    return 0

@@ -6,7 +6,7 @@ cluster with no budget: pure energy minimisation with a small weight on delay.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Optional
 
 from tao_core.errors import InputError
@@ -196,6 +196,12 @@ class ControllerConfig:
         if self.budget_scope == "facility":
             return self.power_budget_w / self.pue
         return float(self.power_budget_w)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every knob as plain data (mappings copied), for actor arguments, ledger records
+        and reports; ``ControllerConfig(**cfg.to_dict())`` gives the same configuration."""
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v)
+                for f in fields(self)}
 
 
 def _num(v: object) -> bool:

@@ -4,15 +4,18 @@ Every reader takes ``field`` (the option or argument the path came from, e.g. ``
 and raises :class:`~tao_core.errors.InputError` with one line naming it and the fix when the
 path is missing, not a regular file (a FIFO would block the reader for ever, a device can
 be endless), larger than ``max_bytes``, not UTF-8, not JSON, nested deeper than
-``max_depth`` or holding ``NaN``/``Infinity``.
+``max_depth`` or holding ``NaN``/``Infinity``; for CSV (:func:`read_csv`), a malformed row,
+a field over 128 KiB, a row of the wrong width or more rows than the caller's limit.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Iterator, Optional, Union
 
 from tao_core.errors import InputError
 
@@ -128,3 +131,61 @@ def load_json_file(path: PathLike, field: str, *, max_bytes: int = DEFAULT_MAX_B
     """The JSON document in the regular file at ``path`` (see :func:`parse_json_text`)."""
     text = read_input_text(path, field, max_bytes=max_bytes)
     return parse_json_text(text, f"{field} {Path(path)}", max_depth=max_depth)
+
+
+#: longest CSV field accepted, characters (the ``csv`` module's default limit, 128 KiB)
+MAX_CSV_FIELD = 131072
+
+
+def read_csv(path: PathLike, field: str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int,
+             what: str = "row") -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The header (names stripped) and the data rows of the CSV file at ``path``.
+
+    Rows come as ``(line number, fields)``; blank lines are skipped. Errors are
+    InputError naming ``field``, the file and the line: a malformed row (an unclosed quote,
+    a field longer than :data:`MAX_CSV_FIELD` characters), a row whose field count differs
+    from the header's, more than ``max_rows`` rows (``what`` names them in the message:
+    ``task``, ``node``), an empty file."""
+    p = Path(path)
+    where = f"{field} {p}"
+    text = read_input_text(p, field, max_bytes=max_bytes)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+
+    def _next() -> Optional[list[str]]:
+        try:
+            return next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            line = reader.line_num
+            msg = str(exc)
+            if "field larger" in msg:
+                msg = f"a field is longer than {MAX_CSV_FIELD} characters (128 KiB)"
+            raise InputError(f"{where}: row {line}: malformed CSV ({msg}); fix the row") from None
+
+    header = _next()
+    while header is not None and not any(h.strip() for h in header):
+        header = _next()
+    if header is None:
+        raise InputError(f"{where}: empty file; the first line must be the header")
+    header = [h.strip() for h in header]
+    ncol = len(header)
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        n = 0
+        while True:
+            row = _next()
+            if row is None:
+                return
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            line = reader.line_num
+            if len(row) != ncol:
+                raise InputError(f"{where}: row {line}: {len(row)} fields, the header has {ncol}; fix the row")
+            n += 1
+            if n > max_rows:
+                raise InputError(f"{where}: more than {max_rows:,} {what}s (the limit, which keeps memory bounded); "
+                                 "split the file")
+            yield line, row
+
+    return header, rows()

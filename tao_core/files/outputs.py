@@ -5,21 +5,28 @@ random name, so a planted file or symbolic link is never followed) in the target
 folder, then renamed over the target. A target that exists and is not a regular file (a
 folder, device such as ``/dev/null``, FIFO, socket) or is a symbolic link is refused, and
 so is a target that is the same file as another input or output of the same command.
-Temporary files still pending are removed on ``SIGTERM``/``SIGINT`` once
+Code that can only write by path (the ledger writer, a plotting library) gets a
+:class:`StagedOutput` instead: a private folder (mode 0700, random name, created
+exclusively) in the target's folder, holding the file until it is renamed over the target.
+Temporary files and folders still pending are removed on ``SIGTERM``/``SIGINT`` once
 :func:`install_signal_cleanup` ran (the ``tao`` command does), and by every error path.
+JSON outputs go through :func:`json_text`, which never writes ``NaN`` or ``Infinity``.
 
 Errors are :class:`~tao_core.errors.InputError`, one line naming ``field`` (the option
 the path came from) and the fix.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
+import shutil
 import signal
 import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 from tao_core.errors import InputError
 
@@ -75,7 +82,10 @@ def _remove_pending(*_: object) -> None:
         _pending.clear()
     for name in names:
         try:
-            os.unlink(name)
+            if os.path.isdir(name) and not os.path.islink(name):
+                shutil.rmtree(name, ignore_errors=True)
+            else:
+                os.unlink(name)
         except OSError:
             pass
 
@@ -219,6 +229,100 @@ class PendingOutput:
             self.discard()
 
 
+class StagedOutput:
+    """One output written by path by code that cannot take a file handle: :attr:`path` is
+    a file in a private folder (mode 0700, random name, created exclusively) beside
+    ``target``, where nothing else can plant a file or link. :meth:`commit` renames the file
+    written there over the target (after the target's checks again) and removes the folder;
+    :meth:`discard` removes the folder and everything in it."""
+
+    def __init__(self, target: PathLike, field: str, *,
+                 others: Iterable[Tuple[str, Optional[PathLike]]] = ()) -> None:
+        self.target = check_output_path(target, field, others=others)
+        self.field = field
+        parent = self.target.parent if str(self.target.parent) else Path(".")
+        try:
+            folder = tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=parent)
+        except OSError as exc:
+            raise InputError(f"{field} {self.target}: cannot write in folder {parent} ({exc.strerror}); "
+                             "choose a writable folder") from None
+        with _pending_lock:
+            _pending.add(folder)
+        self.folder = Path(folder)
+        self.path = self.folder / self.target.name
+        self.done = False
+
+    def take(self, written: PathLike) -> None:
+        """Use ``written``, a file the writer created in the private folder under a name of
+        its own choosing, as the output."""
+        src = Path(written)
+        if src.parent.resolve() != self.folder.resolve():
+            raise ValueError(f"{src} is not in the staging folder {self.folder}")
+        os.replace(src, self.path)
+
+    def commit(self) -> Path:
+        """Rename the file written at :attr:`path` over the target; returns the target."""
+        if self.done:
+            raise ValueError("output already committed or discarded")
+        try:
+            st = os.lstat(self.path)
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"{self.field} {self.target}: the output was not written as a regular file; "
+                                 "choose another path")
+            check_output_path(self.target, self.field)
+            os.replace(self.path, self.target)
+        except InputError:
+            self.discard()
+            raise
+        except OSError as exc:
+            self.discard()
+            raise InputError(f"{self.field} {self.target}: cannot be written ({exc.strerror}); "
+                             "choose another path") from None
+        self.discard()
+        self.done = True
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the private folder and whatever is in it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with _pending_lock:
+            _pending.discard(str(self.folder))
+
+
+def _first_non_finite(doc: Any, path: str = "") -> Optional[str]:
+    stack: list[tuple[Any, str]] = [(doc, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return p or "(the document)"
+        if isinstance(v, dict):
+            stack.extend((c, f"{p}.{k}" if p else str(k)) for k, c in reversed(list(v.items())))
+        elif isinstance(v, (list, tuple)):
+            stack.extend((c, f"{p}[{i}]") for i, c in reversed(list(enumerate(v))))
+    return None
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    if isinstance(v, (set, frozenset, tuple)):
+        return list(v)
+    return str(v)
+
+
+def json_text(doc: Any, field: str, *, indent: Optional[int] = 2,
+              default: Callable[[Any], Any] = _plain) -> str:
+    """``doc`` as JSON text ending in a newline. A NaN or infinity anywhere (which JSON
+    cannot hold) is an InputError naming ``field`` and the first such value's place."""
+    try:
+        return json.dumps(doc, indent=indent, allow_nan=False, default=default) + "\n"
+    except ValueError:
+        plain = json.loads(json.dumps(doc, default=default))
+        where = _first_non_finite(plain) or "a value"
+        raise InputError(f"{field}: the result holds a number that is not finite at {where}; "
+                         "nothing was written (JSON has no NaN or Infinity)") from None
+
+
 def write_output(path: PathLike, data: Union[bytes, str], field: str, *, mode: Optional[int] = None,
                  others: Iterable[Tuple[str, Optional[PathLike]]] = (), replace: bool = True) -> Path:
     """Write ``data`` to ``path`` whole or not at all; returns the path. ``replace=False``:
@@ -245,15 +349,25 @@ class OutputSet:
         for i, (field, path) in enumerate(live):
             check_output_path(path, field, others=list(inputs) + live[:i] + live[i + 1:])
         self._targets = live
-        self.outputs: dict[str, PendingOutput] = {}
+        self.outputs: dict[str, Union[PendingOutput, StagedOutput]] = {}
 
     def open(self, field: str, *, mode: Optional[int] = None) -> PendingOutput:
         path = dict(self._targets)[field]
         out = self.outputs[field] = PendingOutput(path, field, mode=mode)
         return out
 
+    def stage(self, field: str) -> StagedOutput:
+        """A :class:`StagedOutput` for ``field``, for code that writes by path; committed
+        with the others."""
+        path = dict(self._targets)[field]
+        out = self.outputs[field] = StagedOutput(path, field)
+        return out
+
     def __getitem__(self, field: str) -> PendingOutput:
-        return self.outputs.get(field) or self.open(field)
+        out = self.outputs.get(field) or self.open(field)
+        if not isinstance(out, PendingOutput):
+            raise TypeError(f"{field} is staged: write to its .path")
+        return out
 
     def commit(self) -> list[Path]:
         return [o.commit() for o in self.outputs.values() if not o.done]

@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from tao_core.accounting.figures import (
     PART_NAMES, TASK_WORK_DEFINITION, EnergyParts, RunFigures,
 )
+from tao_core.accounting.per_unit import NO_GROUP
 from tao_core.accounting.records import COMPONENTS, NodeRecord, RunRecords, WorkRecord
 from tao_core.errors import ParameterError
 from tao_core.governance.provenance import share
 
-NO_GROUP = "(no group)"
 PART_DEFINITIONS = {
     "task_energy_j": TASK_WORK_DEFINITION,
     "idle_energy_j": "energy of powered-on nodes that no task was charged with",

@@ -16,6 +16,12 @@ through). ``recheck.check_federated`` validates a federated report again from it
 Combined uncertainty: members' standard uncertainties in quadrature (independent clusters),
 upper bounds added. The overhead share of the federation is 1 - total task work / total
 facility energy when every member has one. Emissions are summed when every member has them.
+
+Units of work: the members' counts summed per unit, their per-group and per-job rows kept
+(names prefixed); the federation's energy per unit is its total energy over the total count.
+SCI: E and O summed; M the sum of the members' M when every member gave one. The Model
+Documentation Form items are filled from the summed figures (hardware-days summed; the
+wall-clock time is each member's, since their runs may overlap).
 """
 from __future__ import annotations
 
@@ -28,10 +34,12 @@ from tao_core.accounting.figures import INVERSION_THRESHOLD, OVERHEAD_SHARE_DEFI
 from tao_core.accounting.records import COMPONENTS
 from tao_core.errors import InputError, ParameterError
 from tao_core.governance.breakdown import PART_DEFINITIONS
+from tao_core.governance import mdf, work_units
 from tao_core.governance.canonical import to_jsonable
 from tao_core.governance.provenance import SOURCE_CLASSES, UNCERTAINTY_METHOD, SourceSum, share, source_rows
 from tao_core.governance.regulatory import regulatory_section
 from tao_core.governance.report import REPORT_FORMAT, generator, now_iso
+from tao_core.governance.sci import sci_section
 from tao_core.governance.validate import seal, validate_report
 
 MERGE_METHOD = (
@@ -254,6 +262,50 @@ def _subject(reports: Sequence[Mapping[str, Any]], labels: Sequence[str], member
             "tasks_completed": sum(r["subject"]["tasks_completed"] or 0 for r in reports) or None}
 
 
+def _work_units(reports: Sequence[Mapping[str, Any]], labels: Sequence[str], energy: Mapping[str, Any],
+                prov: Mapping[str, Any], emissions: Optional[Mapping[str, Any]]) -> dict:
+    counted: dict[str, float] = {}
+    for r in reports:
+        for t in r["work_units"]["totals"]:
+            counted[t["unit"]] = counted.get(t["unit"], 0.0) + t["amount"]
+    u = prov["uncertainty"]
+    rows = work_units.totals_rows(counted, task_j=energy["task_energy_j"], facility_j=energy["facility_energy_j"],
+                                  facility_std_j=u["standard_j"] * energy["pue"] if u["complete"] else None,
+                                  emissions_kg=emissions["emissions_kg_co2e"] if emissions else None)
+    by = {k: [row for r, lab in zip(reports, labels) for row in _prefixed(r["work_units"][f"by_{k}"], k, lab)]
+          for k in ("group", "job")}
+    return work_units.section(counted, "member reports", rows, by["group"], by["job"])
+
+
+def _sum_all(values: Sequence[Optional[float]]) -> Optional[float]:
+    return None if not values or any(v is None for v in values) else float(sum(values))
+
+
+def _documentation(reports: Sequence[Mapping[str, Any]], labels: Sequence[str], energy: Mapping[str, Any],
+                   prov: Mapping[str, Any], emissions: Optional[Mapping[str, Any]], hardware: Mapping[str, Any]) -> dict:
+    units = _work_units(reports, labels, energy, prov, emissions)
+    md = [r["model_documentation"] for r in reports]
+    flops = _sum_all([m["training_computation"]["flops"] for m in md])
+    inputs = mdf.MdfInputs(
+        facility_j=energy["facility_energy_j"], it_j=energy["it_energy_j"], pue=energy["pue"],
+        pue_source=energy["pue_source"], provenance=prov, by_component=energy["by_component"],
+        node_boundary=f"the sum of the IT energy of {len(reports)} member report(s), each with the node boundary its "
+                      "report states",
+        wall_clock_s=None, wall_clock_basis="see each member's report (the members' runs may overlap in time)",
+        node_days=_sum_all([m["training_time"]["node_days"] for m in md]),
+        gpu_days=_sum_all([m["training_time"]["gpu_days"] for m in md]),
+        hardware=mdf.inventory_text(hardware["node_types"]), flops=flops,
+        evidence=(f"The figures are the sums of {len(reports)} member report(s), each verified before the merge "
+                  "(federation.inputs); `tao report validate --input` merges them again."),
+        attribution_methods=energy["attribution_methods"],
+        scope_note=(f"This report covers a federation of {', '.join(labels)}. If that is the model's training (or a "
+                    "part of it), these are its figures; relating the runs to the model is the provider's statement."))
+    return {"model_documentation": mdf.mdf_section(inputs), "work_units": units,
+            "sci": sci_section(facility_j=energy["facility_energy_j"], emissions=emissions,
+                               embodied_g=_sum_all([r["sci"]["m_g_co2e"] for r in reports]), work_units=units,
+                               federated=True)}
+
+
 def merge_reports(
     reports: Sequence[Mapping[str, Any]],
     *,
@@ -288,10 +340,11 @@ def merge_reports(
     energy = _energy(reports, labels)
     prov = _provenance(reports, energy["it_energy_j"])
     emissions = _emissions(reports, energy["facility_energy_j"])
+    hardware = _hardware(reports, labels)
     report = {
         "report_format": REPORT_FORMAT, "report_type": "federated", "generated_at": generated_at or now_iso(),
         "generator": generator(), "subject": _subject(reports, labels, members), "energy": energy,
-        "provenance": prov, "hardware": _hardware(reports, labels), "emissions": emissions,
+        "provenance": prov, "hardware": hardware, "emissions": emissions,
         "optimization_inversion": _inversion(reports, energy), "controller": _controller(reports, members),
         "regulatory": regulatory_section(
             measured_all=prov["measured_share"] >= 1.0 - 1e-9,
@@ -299,6 +352,7 @@ def merge_reports(
             facility_method="sum of member facility energy", pue_source="each member",
             attribution_methods=energy["attribution_methods"],
             emissions_method=emissions["method"] if emissions else None, federated=True),
+        **_documentation(reports, labels, energy, prov, emissions, hardware),
         "federation": {
             "method": MERGE_METHOD,
             "inputs": [{"label": lab, "report_sha256": r["integrity"]["content_sha256"], "report_type": r["report_type"],

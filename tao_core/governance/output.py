@@ -1,4 +1,5 @@
-"""Writing reports: JSON, Markdown (PNG plots beside it) or HTML (plots embedded), all
+"""Writing reports: JSON, Markdown (PNG plots beside it), HTML (plots embedded) or the Model
+Documentation Form items alone (``mdf``: Markdown text to paste into the form), all
 through ``tao_core.files``: every file is written whole or not at all (the Markdown and
 its plots together), never over anything but a regular file, and never over an input."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ from tao_core.errors import InputError, ParameterError
 from tao_core.files import OutputSet
 
 PathLike = Union[str, "os.PathLike[str]"]
-FORMATS = ("json", "md", "html")
+FORMATS = ("json", "md", "html", "mdf")
 
 
 def report_json_bytes(report: Mapping[str, Any]) -> bytes:
@@ -21,7 +22,7 @@ def report_json_bytes(report: Mapping[str, Any]) -> bytes:
 
 def write_report(report: Mapping[str, Any], path: PathLike, fmt: str = "json", *, field: str = "path",
                  inputs: Sequence[Tuple[str, Optional[PathLike]]] = ()) -> list[pathlib.Path]:
-    """Write ``report`` as ``fmt`` (json, md or html) to ``path``; returns the files
+    """Write ``report`` as ``fmt`` (json, md, html or mdf) to ``path``; returns the files
     written (Markdown also writes its PNG plots beside it, ``<stem>-<plot>.png``).
     ``field`` names the path in errors; ``inputs``: (field, path) pairs none of the outputs
     may be. Raises ``InputError`` (one line; nothing written) when a target is a folder,
@@ -36,6 +37,8 @@ def write_report(report: Mapping[str, Any], path: PathLike, fmt: str = "json", *
 
     if fmt == "html":
         return _write_all([(field, path, render.render_html(report).encode("utf-8"))], inputs)
+    if fmt == "mdf":
+        return _write_all([(field, path, render.render_mdf(report).encode("utf-8"))], inputs)
     pngs = render.render_pngs(report)
     targets = {name: path.with_name(f"{path.stem}-{name}.png") for name in pngs}
     text = render.render_markdown(report, {name: p.name for name, p in targets.items()})

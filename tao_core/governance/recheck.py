@@ -86,7 +86,8 @@ def check_against_ledger(report: Mapping[str, Any], ledger: Any, pubkey: Any = N
         rebuilt = build_report(
             ledger, pubkey=pubkey, run_id=params.run_id, policy=params.policy, job=params.job,
             carbon_intensity_g_per_kwh=params.carbon_intensity_g_per_kwh, cluster_name=params.cluster_name,
-            include_unsigned=params.include_unsigned, upto_seq=led["head_seq"], generated_at=report["generated_at"])
+            include_unsigned=params.include_unsigned, upto_seq=led["head_seq"], generated_at=report["generated_at"],
+            embodied_g_co2e=params.embodied_g_co2e)
     except InputError as exc:
         return [f"cannot be rebuilt from the ledger {ledger}: {exc}"]
     if rebuilt["ledger"]["head_hash"] != led["head_hash"]:

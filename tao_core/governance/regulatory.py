@@ -27,6 +27,14 @@ def regulatory_section(
          "provision": "Article 53(1)(a)",
          "purpose": "documentation drawn up, kept up to date and provided on request: the report is tied to a signed, "
                     "hash-chained record that a third party can check offline (the Act does not prescribe this)"},
+        {"field": "model_documentation",
+         "provision": "General-Purpose AI Code of Practice (10 July 2025), Transparency chapter, Model Documentation "
+                      "Form (Art. 53(1)(a), Annex XI, Section 1, points 2(d) and 2(e))",
+         "purpose": "the form's energy and compute items filled from the ledger, those TAO cannot know left to the "
+                    "provider with the reason, and the measurement boundary the form does not define"},
+        {"field": "work_units, sci",
+         "provision": "none (ISO/IEC 21031:2024 Software Carbon Intensity for sci)",
+         "purpose": "energy and emissions per unit of useful work the tasks counted; not required by the Act"},
         {"field": "energy.by_component, energy.by_group, energy.by_job, optimization_inversion, controller, emissions",
          "provision": "none (supporting detail)",
          "purpose": "not required by Article 53 or Annex XI; explains where the energy went and how it was managed"},
@@ -42,6 +50,9 @@ def regulatory_section(
     ]
     if emissions_method is not None:
         estimates.append({"field": "emissions.emissions_kg_co2e", "estimated": True, "method": emissions_method})
+    estimates.append({"field": "model_documentation.training_energy", "estimated": not measured_all,
+                      "method": "facility energy (energy.facility_energy_j) in MWh, to the significant figures its "
+                                "standard uncertainty allows (at least two)"})
     notes = (
         "Article 53(1)(a) requires providers of general-purpose AI models to keep technical documentation holding "
         "at least the information of Annex XI; " + e_note + ", which may be based on the computational resources "

@@ -3,7 +3,9 @@
 ``render_pngs(report)`` draws the plots (PNG bytes per name: ``facility``, ``components``,
 ``nodes``, ``groups``); ``render_markdown(report, png_names)`` references the PNG files
 written beside the Markdown; ``render_html(report)`` embeds them as base64 data URIs, so the
-HTML is one self-contained file. Energy is shown in kWh when large, else in kJ or J.
+HTML is one self-contained file; ``render_mdf(report)`` writes the Model Documentation Form
+items alone, as Markdown text to paste into the form. Energy is shown in kWh when large,
+else in kJ or J.
 """
 from __future__ import annotations
 
@@ -399,6 +401,71 @@ def _regulatory_section(report: Mapping[str, Any]) -> list[Block]:
                                                         m["method"]] for m in reg["estimates"]])]
 
 
+MDF_ITEMS = ("training_time", "training_computation", "training_energy", "energy_methodology",
+             "inference_computation", "boundary")
+
+
+def _mdf_section(report: Mapping[str, Any]) -> list[Block]:
+    md = report["model_documentation"]
+    rows = [[md["labels"][k], md[k]["status"], md[k]["text"]] for k in MDF_ITEMS]
+    return [("p", f"{md['form']}; {md['wording']}. {md['scope_note']}"),
+            ("table", ["item", "status", "what to enter"], rows)]
+
+
+def fmt_per_unit(j: Optional[float]) -> str:
+    """Joules per unit with three significant figures (n/a when unknown)."""
+    return "n/a" if j is None else f"{j:.3g} J"
+
+
+def fmt_amount(n: float) -> str:
+    """A count of units: whole numbers with thousands separators, else six significant figures."""
+    return f"{n:,.0f}" if float(n).is_integer() and abs(n) < 1e15 else f"{n:,.6g}"
+
+
+def _grams(g: Optional[float]) -> str:
+    return "n/a" if g is None else f"{g:.3g} g"
+
+
+def _units_section(report: Mapping[str, Any]) -> list[Block]:
+    wu = report["work_units"]
+    if not wu["counted"]:
+        return [("p", f"{wu['note'][0].upper()}{wu['note'][1:]}: no figure per unit (count units in the tasks with "
+                      "`tao.count(unit, n)`).")]
+    blocks: list[Block] = [
+        ("p", f"{wu['note'][0].upper()}{wu['note'][1:]}. Per report subject: {wu['definitions']['totals']}. Per "
+              f"group: {wu['definitions']['by_group']}."),
+        ("table", ["unit", "counted", "task work per unit", "facility energy per unit", "std. uncertainty",
+                   "gCO2e per unit"],
+         [[t["unit"], fmt_amount(t["amount"]), fmt_per_unit(t["task_energy_j_per_unit"]),
+           fmt_per_unit(t["facility_energy_j_per_unit"]), fmt_per_unit(t["standard_uncertainty_j_per_unit"]),
+           _grams(t["emissions_g_co2e_per_unit"])] for t in wu["totals"]])]
+    for key in ("group", "job"):
+        rows = wu[f"by_{key}"]
+        if rows:
+            blocks.append(("table", [key, "unit", "counted", "task work per unit", "facility energy per unit",
+                                     "std. uncertainty", "gCO2e per unit"],
+                           [[r[key], r["unit"], fmt_amount(r["amount"]), fmt_per_unit(r["energy_j_per_unit"]),
+                             fmt_per_unit(r["facility_energy_j_per_unit"]),
+                             fmt_per_unit(r["standard_uncertainty_j_per_unit"]), _grams(r["emissions_g_co2e_per_unit"])]
+                            for r in rows]))
+    return blocks
+
+
+def _sci_section(report: Mapping[str, Any]) -> list[Block]:
+    sci = report["sci"]
+    kv = [["E", f"{sci['e_kwh']:.6g} kWh", sci["e_boundary"]],
+          ["I", fmt_num(sci["i_g_co2e_per_kwh"], "gCO2e/kWh", 1), sci["i_source"]],
+          ["O = E x I", _grams(sci["o_g_co2e"]), "operational emissions"],
+          ["M", _grams(sci["m_g_co2e"]), sci["m_source"]]]
+    blocks: list[Block] = [("p", f"{sci['specification']}: {sci['formula']}. Status: {sci['status']}."),
+                           ("table", ["term", "value", "basis"], kv)]
+    if sci["per_unit"]:
+        blocks.append(("table", ["R (functional unit)", "amount", "O per R", "SCI = (O + M) per R"],
+                       [[r["unit"], fmt_amount(r["r"]), _grams(r["operational_g_co2e_per_unit"]),
+                         _grams(r["sci_g_co2e_per_unit"])] for r in sci["per_unit"]]))
+    return blocks
+
+
 def _integrity_section(report: Mapping[str, Any]) -> list[Block]:
     integ = report["integrity"]
     sig = integ.get("signature")
@@ -423,7 +490,10 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list[Block]]]:
         secs.append(("Federation members", _federation_section(report)))
     if report.get("ledger"):
         secs.append(("Ledger", _ledger_section(report)))
-    secs += [("EU AI Act mapping", _regulatory_section(report)), ("Integrity", _integrity_section(report))]
+    secs += [("Energy per unit of work", _units_section(report)),
+             ("Software Carbon Intensity (SCI)", _sci_section(report)),
+             ("Model Documentation Form (GPAI Code of Practice)", _mdf_section(report)),
+             ("EU AI Act mapping", _regulatory_section(report)), ("Integrity", _integrity_section(report))]
     return secs
 
 
@@ -471,6 +541,26 @@ def render_markdown(report: Mapping[str, Any], png_names: Optional[Mapping[str, 
         lines += [f"## {heading}", ""]
         for b in blocks:
             lines += _md_block(b, png_names)
+    return "\n".join(lines)
+
+
+def render_mdf(report: Mapping[str, Any]) -> str:
+    """The Model Documentation Form items as Markdown: one heading per item, then the text
+    to enter, then where the figures come from."""
+    md = report["model_documentation"]
+    title = report["subject"].get("cluster_name") or report["subject"].get("run_id") or "run"
+    lines = [f"# Model Documentation Form: energy and compute items ({title})", "",
+             f"{md['form']}; {md['wording']}.", "", md["scope_note"], ""]
+    for w in warnings(report):
+        lines += [f"**{w}**", ""]
+    for k in MDF_ITEMS:
+        lines += [f"## {md['labels'][k]}", "", md[k]["text"], ""]
+        if md[k]["status"] != "filled":
+            lines += [f"_({md[k]['status']})_", ""]
+    led = report.get("ledger") or {}
+    lines += ["---", "", f"From TAO energy report {report['integrity']['content_sha256']} ({report['report_format']}, "
+              f"generated {report['generated_at']})" + (f", ledger head {led['head_hash']} at seq {led['head_seq']}"
+                                                        if led.get("head_hash") else "") + ".", ""]
     return "\n".join(lines)
 
 

@@ -25,6 +25,12 @@ from the ledger prefix up to ``ledger.head_seq`` and compares every field.
 
 Emissions: facility energy in kWh x the carbon intensity given (gCO2e/kWh), else the
 summary's emissions when a time-varying carbon signal priced the run.
+
+Sections for the field's formats: ``model_documentation`` (the energy and compute items of
+the GPAI Code of Practice's Model Documentation Form, ``mdf.py``), ``work_units`` (energy and
+emissions per unit of work the tasks counted, ``work_units.py``) and ``sci`` (the Software
+Carbon Intensity per unit, ISO/IEC 21031:2024, ``sci.py``; embodied emissions only as given
+in ``embodied_g_co2e``).
 """
 from __future__ import annotations
 
@@ -39,14 +45,16 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from tao_core.accounting.figures import INVERSION_THRESHOLD, OVERHEAD_SHARE_DEFINITION, RunFigures
 from tao_core.accounting.records import RunRecords
 from tao_core.errors import InputError, ParameterError
-from tao_core.governance.breakdown import Basis, energy_section
+from tao_core.governance import mdf, work_units
+from tao_core.governance.breakdown import Basis, energy_section, job_work
 from tao_core.governance.canonical import to_jsonable
 from tao_core.governance.provenance import provenance_section
 from tao_core.governance.regulatory import regulatory_section
 from tao_core.governance.runs import parse_run, select_run, split_runs
+from tao_core.governance.sci import sci_section
 from tao_core.governance.validate import seal
 
-REPORT_FORMAT = "tao-energy-report/2"
+REPORT_FORMAT = "tao-energy-report/3"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -75,7 +83,9 @@ def now_iso() -> str:
 @dataclass(frozen=True)
 class ReportParameters:
     """How a run report is built. ``carbon_intensity_g_per_kwh``: grams CO2e per kWh of
-    facility energy (None: emissions from the summary record, if any)."""
+    facility energy (None: emissions from the summary record, if any); it should be the
+    grid's location-based intensity (the SCI uses it). ``embodied_g_co2e``: embodied
+    emissions of the hardware's share for the run (gCO2e), the SCI's M (None: missing)."""
 
     run_id: Optional[str] = None
     policy: Optional[str] = None
@@ -83,24 +93,28 @@ class ReportParameters:
     carbon_intensity_g_per_kwh: Optional[float] = None
     cluster_name: Optional[str] = None
     include_unsigned: bool = False
+    embodied_g_co2e: Optional[float] = None
 
     def __post_init__(self) -> None:
-        ci = self.carbon_intensity_g_per_kwh
-        if ci is not None and (isinstance(ci, bool) or not isinstance(ci, (int, float)) or not math.isfinite(ci)
-                               or ci < 0):
-            raise ParameterError("carbon_intensity_g_per_kwh", ci, "must be a finite number >= 0 (gCO2e/kWh)")
+        for name, unit in (("carbon_intensity_g_per_kwh", "gCO2e/kWh"), ("embodied_g_co2e", "gCO2e")):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or v < 0):
+                raise ParameterError(name, v, f"must be a finite number >= 0 ({unit})")
         if not isinstance(self.include_unsigned, bool):
             raise ParameterError("include_unsigned", self.include_unsigned, "must be true or false")
 
     def section(self) -> dict:
-        ci = self.carbon_intensity_g_per_kwh
+        ci, m = self.carbon_intensity_g_per_kwh, self.embodied_g_co2e
         return {"run_id": self.run_id, "policy": self.policy, "job": self.job,
                 "carbon_intensity_g_per_kwh": float(ci) if ci is not None else None,
-                "cluster_name": self.cluster_name, "include_unsigned": self.include_unsigned}
+                "cluster_name": self.cluster_name, "include_unsigned": self.include_unsigned,
+                "embodied_g_co2e": float(m) if m is not None else None}
 
     @classmethod
     def from_section(cls, p: Mapping[str, Any]) -> "ReportParameters":
-        return cls(**{k: p.get(k) for k in ("run_id", "policy", "job", "carbon_intensity_g_per_kwh", "cluster_name")},
+        return cls(**{k: p.get(k) for k in ("run_id", "policy", "job", "carbon_intensity_g_per_kwh", "cluster_name",
+                                            "embodied_g_co2e")},
                    include_unsigned=bool(p.get("include_unsigned")))
 
 
@@ -208,12 +222,28 @@ def _regulatory(energy: dict, prov: dict, emissions: Optional[dict]) -> dict:
     )
 
 
+def _documentation(rr: RunRecords, params: ReportParameters, energy: dict, prov: dict, basis: Basis,
+                   emissions: Optional[dict], hardware: dict, ledger: Mapping[str, Any]) -> dict:
+    """The model_documentation, work_units and sci sections."""
+    scope = job_work(rr, params.job) if params.job is not None else rr.work
+    units = work_units.run_section(scope, energy, prov, emissions)
+    flops = next((t["amount"] for t in units["totals"] if t["unit"] == "flops"), None)
+    return {
+        "model_documentation": mdf.mdf_section(mdf.run_inputs(rr, params.job, energy, prov, basis, hardware, ledger,
+                                                              flops)),
+        "work_units": units,
+        "sci": sci_section(facility_j=energy["facility_energy_j"], emissions=emissions,
+                           embodied_g=params.embodied_g_co2e, work_units=units, job=params.job),
+    }
+
+
 def assemble_run_report(rr: RunRecords, params: ReportParameters, ledger: Mapping[str, Any],
                         generated_at: Optional[str] = None) -> dict:
     """The report of one run's records (sealed); ``ledger``: the ledger section."""
     energy, basis, fig = energy_section(rr, params.job)
     prov = provenance_section(basis.records, energy["it_energy_j"])
     emissions = _emissions(rr, fig, params)
+    hardware = _hardware(rr)
     report = {
         "report_format": REPORT_FORMAT,
         "report_type": "run",
@@ -224,11 +254,12 @@ def assemble_run_report(rr: RunRecords, params: ReportParameters, ledger: Mappin
         "ledger": dict(ledger),
         "energy": energy,
         "provenance": prov,
-        "hardware": _hardware(rr),
+        "hardware": hardware,
         "emissions": emissions,
         "optimization_inversion": _inversion(fig, basis, params.job),
         "controller": _controller(rr, params.job),
         "regulatory": _regulatory(energy, prov, emissions),
+        **_documentation(rr, params, energy, prov, basis, emissions, hardware, ledger),
     }
     report = seal(to_jsonable(report, "report"))
     from tao_core.governance.consistency import sum_problems
@@ -255,6 +286,7 @@ def build_report_from_records(
     cluster_name: Optional[str] = None,
     generated_at: Optional[str] = None,
     policy: Optional[str] = None,
+    embodied_g_co2e: Optional[float] = None,
 ) -> dict:
     """The report of one run (or ``job``) from records (dicts with kind, payload and
     optionally time) that come from no verified ledger: ``ledger.status`` is
@@ -262,7 +294,7 @@ def build_report_from_records(
     ``InputError`` (``ParameterError`` naming the parameter) on unusable input."""
     params = ReportParameters(run_id=run_id, policy=policy, job=job,
                               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, cluster_name=cluster_name,
-                              include_unsigned=True)
+                              include_unsigned=True, embodied_g_co2e=embodied_g_co2e)
     run = select_run(split_runs(list(records)), run_id, policy)
     rr = parse_run(run)
     rr.seqs = []  # numbers of no ledger: the report names no sequence numbers
@@ -355,6 +387,7 @@ def build_report(
     policy: Optional[str] = None,
     include_unsigned: bool = False,
     notes: Optional[list[str]] = None,
+    embodied_g_co2e: Optional[float] = None,
 ) -> dict:
     """Verify the ledger at ``ledger_path`` and build the report of one run (or ``job``)
     from its signed records (all verified records with ``include_unsigned``).
@@ -362,11 +395,12 @@ def build_report(
     ``pubkey``: an Ed25519 public key object, or a path to one, to authenticate the signer.
     ``upto_seq``: treat the ledger as ending at this sequence number (to rebuild a report
     made before more records were appended). ``notes``: a list that gets one line per
-    thing the caller should know (records left out). A ledger that fails verification
-    raises ``ParameterError`` (parameter ``ledger``); a torn last line is left out."""
+    thing the caller should know (records left out). ``embodied_g_co2e``: the SCI's
+    embodied emissions M (gCO2e), when known. A ledger that fails verification raises
+    ``ParameterError`` (parameter ``ledger``); a torn last line is left out."""
     params = ReportParameters(run_id=run_id, policy=policy, job=job,
                               carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh, cluster_name=cluster_name,
-                              include_unsigned=include_unsigned)
+                              include_unsigned=include_unsigned, embodied_g_co2e=embodied_g_co2e)
     prefix = _read_ledger(ledger_path, pubkey, upto_seq)
     used = _signed_part(prefix, include_unsigned)
     left = len(prefix.records) - len(used.records)

@@ -115,6 +115,7 @@ def parse_run(run: Run) -> RunRecords:
         first = run.records[0] if run.records else {}
         raise InputError(f"{_where(first)}: the run has no config record; a report needs the run's config")
     old = legacy.is_legacy(run.config)
+    fmt = legacy.RECORD_FORMAT if old else run.config.get("record_format")
     out = RunRecords(config=None, nodes=[], work=[], summary=None, decisions=[],  # type: ignore[arg-type]
                      seqs=[r["seq"] for r in run.records if isinstance(r.get("seq"), int)],
                      times=[float(r["time"]) for r in run.records
@@ -126,7 +127,7 @@ def parse_run(run: Run) -> RunRecords:
         elif kind == "energy" and isinstance(p, Mapping) and p.get("scope") == "node":
             out.nodes.append(NodeRecord.from_payload(p, where))
         elif kind == "energy":
-            out.work.append(WorkRecord.from_payload(p, where))
+            out.work.append(WorkRecord.from_payload(p, where, fmt))
         elif kind == "summary":
             out.summary = RunSummary.from_payload(p, where)
         elif kind == "decision" and isinstance(p, Mapping):

@@ -28,14 +28,18 @@ Assumptions (each one is a modelling choice, stated in the README):
 """
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
+from tao_core.files import read_csv
+from tao_core.files.values import name as checked_name
+from tao_core.files.values import number
 from tao_core.power.curve import PowerCurve
+from tao_core.sim.loaders import (
+    MAX_NAME_CHARS, MAX_NODE_CPUS, MAX_NODE_GPUS, MAX_NODES, MAX_TASKS, MAX_TIME_S, MAX_WORKLOAD_BYTES,
+)
 from tao_core.sim.model import ClusterSpec, SimNode, SimTask, Workload
 
 #: SPECpower_ssj2008 curve used for CPU power (IBM x3550 M3, 2 x Xeon X5675, 12 cores),
@@ -62,32 +66,23 @@ NODE_COLUMNS = ("sn", "cpu_milli", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "num_gpu", "gpu_milli", "pod_phase", "creation_time", "deletion_time", "scheduled_time")
 
 
-def _reader(path: Path, required: tuple[str, ...], what: str):
-    try:
-        fh = path.open(newline="")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what} ({exc.strerror}); give an existing CSV file") from None
-    reader = csv.DictReader(fh)
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
+def _records(path: Path, field: str, required: tuple[str, ...], what: str,
+             max_rows: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """(where, row as a dict) of each data row; the header must hold ``required``."""
+    header, rows = read_csv(path, field, max_bytes=MAX_WORKLOAD_BYTES, max_rows=max_rows, what=what)
+    missing = [c for c in required if c not in header]
     if missing:
-        fh.close()
-        raise InputError(f"{path}: header: missing column(s) {', '.join(missing)}; is this the Alibaba v2023 {what}?")
-    return fh, reader
+        raise InputError(f"{field} {path}: header: missing column(s) {', '.join(missing)}; "
+                         f"is this the Alibaba v2023 {what} list?")
+    for line, row in rows:
+        yield f"{field} {path}: row {line}", dict(zip(header, row))
 
 
-def _f(row: dict, key: str, where: str, *, allow_empty: bool = False, minimum: float = 0.0) -> Optional[float]:
+def _f(row: dict, key: str, where: str, *, allow_empty: bool = False, hi: float = MAX_TIME_S) -> Optional[float]:
     raw = (row.get(key) or "").strip()
-    if raw == "":
-        if allow_empty:
-            return None
-        raise InputError(f"{where}: {key}: empty; the trace needs a number here (fix or drop the row)")
-    try:
-        x = float(raw)
-    except ValueError:
-        raise InputError(f"{where}: {key}: {raw!r} is not a number (fix or drop the row)") from None
-    if not math.isfinite(x) or x < minimum:
-        raise InputError(f"{where}: {key}: {raw!r} must be a finite number >= {minimum:g} (fix or drop the row)")
-    return x
+    if raw == "" and allow_empty:
+        return None
+    return number(raw, f"{where}: {key}", lo=0.0, hi=hi, fix=f"give a number from 0 to {hi:g} (fix or drop the row)")
 
 
 def cpu_curve_for(cores: float) -> PowerCurve:
@@ -95,68 +90,64 @@ def cpu_curve_for(cores: float) -> PowerCurve:
     return PowerCurve(CPU_CURVE_W).scaled(cores / CPU_CURVE_CORES)
 
 
-def load_alibaba_nodes(path: str | Path) -> ClusterSpec:
-    """The cluster of an ``openb_node_list_*.csv`` with power mapped as the module docstring says."""
+def load_alibaba_nodes(path: str | Path, *, field: str = "nodes") -> ClusterSpec:
+    """The cluster of an ``openb_node_list_*.csv`` with power mapped as the module docstring
+    says; ``field`` names the file in errors (``--nodes``)."""
     p = Path(path)
-    fh, reader = _reader(p, NODE_COLUMNS, "node list")
     types: dict[str, NodeType] = {}
     nodes: list[SimNode] = []
     seen: set[str] = set()
-    with fh:
-        for row in reader:
-            where = f"{p}: row {reader.line_num}"
-            sn = (row.get("sn") or "").strip()
-            if not sn:
-                raise InputError(f"{where}: sn: empty; every node needs a name")
-            if sn in seen:
-                raise InputError(f"{where}: sn: {sn!r} appears twice; node names must be unique")
-            seen.add(sn)
-            cpus = _f(row, "cpu_milli", where) / 1000.0
-            if cpus <= 0:
-                raise InputError(f"{where}: cpu_milli: must be > 0")
-            gpus = _f(row, "gpu", where)
-            if gpus != int(gpus):
-                raise InputError(f"{where}: gpu: {gpus!r} must be a whole number of GPUs")
-            gpus = int(gpus)
-            model = (row.get("model") or "").strip()
-            if gpus > 0:
-                if model not in GPU_MODELS:
-                    raise InputError(f"{where}: model: {model!r} has no power figures; known: {', '.join(sorted(GPU_MODELS))}")
-                idle_w, max_w = GPU_MODELS[model]
-            else:
-                model, idle_w, max_w = "cpu", 0.0, 0.0
-            name = f"{model}-{cpus:g}c-{gpus}g"
-            if name not in types:
-                types[name] = NodeType(name=name, cpus=cpus, power_curve=cpu_curve_for(cpus), gpus=gpus,
-                                       gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W,
-                                       gpu_model=None if model == "cpu" else ("V100" if max_w == V100_MAX_W else model))
-            nodes.append(SimNode(sn, name))
+    for where, row in _records(p, field, NODE_COLUMNS, "node", MAX_NODES):
+        sn = checked_name(row.get("sn") or "", f"{where}: sn", max_chars=MAX_NAME_CHARS, what="node name")
+        if sn in seen:
+            raise InputError(f"{where}: sn: {sn[:40]!r} appears twice; node names must be unique")
+        seen.add(sn)
+        cpus = _f(row, "cpu_milli", where, hi=MAX_NODE_CPUS * 1000.0) / 1000.0
+        if cpus <= 0:
+            raise InputError(f"{where}: cpu_milli: must be > 0")
+        gpus = _f(row, "gpu", where, hi=MAX_NODE_GPUS)
+        if gpus != int(gpus):
+            raise InputError(f"{where}: gpu: {gpus!r} must be a whole number of GPUs")
+        gpus = int(gpus)
+        model = (row.get("model") or "").strip()
+        if gpus > 0:
+            if model not in GPU_MODELS:
+                raise InputError(f"{where}: model: {model[:40]!r} has no power figures; known: {', '.join(sorted(GPU_MODELS))}")
+            idle_w, max_w = GPU_MODELS[model]
+        else:
+            model, idle_w, max_w = "cpu", 0.0, 0.0
+        name = f"{model}-{cpus:g}c-{gpus}g"
+        if name not in types:
+            types[name] = NodeType(name=name, cpus=cpus, power_curve=cpu_curve_for(cpus), gpus=gpus,
+                                   gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W,
+                                   gpu_model=None if model == "cpu" else ("V100" if max_w == V100_MAX_W else model))
+            if not OFF_W < types[name].idle_w:
+                raise InputError(f"{where}: cpu_milli: a node of {cpus:g} CPUs would draw {types[name].idle_w:.3g} W idle "
+                                 f"in this model, not more than the {OFF_W:g} W it draws off; the trace's nodes have "
+                                 "8 or more CPUs: fix the row")
+        nodes.append(SimNode(sn, name))
     if not nodes:
-        raise InputError(f"{p}: no node rows; give the trace's node list")
+        raise InputError(f"{field} {p}: no node rows; give the trace's node list")
     return ClusterSpec(node_types=types, nodes=nodes, pue=1.0, power_budget_w=None, source=str(p))
 
 
-def _pod_row(row: dict, where: str) -> tuple:
+def _pod(where: str, row: dict) -> tuple:
     """(name, created, deleted, scheduled, cpus, gpus, phase, qos) of one pod row, checked."""
-    name = (row.get("name") or "").strip()
-    if not name:
-        raise InputError(f"{where}: name: empty; every pod needs a name")
-    cpus = _f(row, "cpu_milli", where) / 1000.0
+    name = checked_name(row.get("name") or "", f"{where}: name", max_chars=MAX_NAME_CHARS, what="pod name")
+    cpus = _f(row, "cpu_milli", where, hi=MAX_NODE_CPUS * 1000.0) / 1000.0
     if cpus <= 0:
         raise InputError(f"{where}: cpu_milli: must be > 0")
-    num_gpu = _f(row, "num_gpu", where)
-    gpu_milli = _f(row, "gpu_milli", where, allow_empty=True) or 0.0
-    if gpu_milli > 1000:
-        raise InputError(f"{where}: gpu_milli: {gpu_milli:g} is more than one GPU (1000); fix the row")
+    num_gpu = _f(row, "num_gpu", where, hi=MAX_NODE_GPUS)
+    gpu_milli = _f(row, "gpu_milli", where, allow_empty=True, hi=1000.0) or 0.0
     gpus = num_gpu * gpu_milli / 1000.0 if num_gpu > 0 else 0.0
     created = _f(row, "creation_time", where)
     deleted = _f(row, "deletion_time", where, allow_empty=True)
     scheduled = _f(row, "scheduled_time", where, allow_empty=True)
-    phase = (row.get("pod_phase") or "").strip()
     if deleted is not None and deleted < created:
         raise InputError(f"{where}: deletion_time {deleted:g} is before creation_time {created:g}; fix the row")
-    qos = (row.get("qos") or "").strip() or "none"
-    return name, created, deleted, scheduled, cpus, gpus, phase, qos
+    qos = (row.get("qos") or "").strip()[:MAX_NAME_CHARS]
+    return (name, created, deleted, scheduled, cpus, gpus, (row.get("pod_phase") or "").strip(),
+            qos if qos and qos.isprintable() else "none")
 
 
 def _pod_task(pod: tuple, end: float, notes: dict[str, int]) -> SimTask:
@@ -178,14 +169,20 @@ def _pod_task(pod: tuple, end: float, notes: dict[str, int]) -> SimTask:
     return SimTask(name, created, max(0.0, deleted - start), cpus, gpus, group, None)
 
 
-def load_alibaba_pods(path: str | Path) -> Workload:
-    """The workload of an ``openb_pod_list_*.csv`` (run times as the module docstring says)."""
+def load_alibaba_pods(path: str | Path, *, field: str = "workload") -> Workload:
+    """The workload of an ``openb_pod_list_*.csv`` (run times as the module docstring says);
+    ``field`` names the file in errors (``--workload``)."""
     p = Path(path)
-    fh, reader = _reader(p, POD_COLUMNS, "pod list")
-    with fh:
-        rows = [_pod_row(row, f"{p}: row {reader.line_num}") for row in reader]
+    rows = []
+    seen: set[str] = set()
+    for where, row in _records(p, field, POD_COLUMNS, "pod", MAX_TASKS):
+        pod = _pod(where, row)
+        if pod[0] in seen:
+            raise InputError(f"{where}: name: {pod[0][:40]!r} appears twice; pod names must be unique")
+        seen.add(pod[0])
+        rows.append(pod)
     if not rows:
-        raise InputError(f"{p}: no pod rows; give the trace's pod list")
+        raise InputError(f"{field} {p}: no pod rows; give the trace's pod list")
     end = max(max((r[2] for r in rows if r[2] is not None), default=0.0), max(r[1] for r in rows))
     notes: dict[str, int] = {}
     tasks = [_pod_task(r, end, notes) for r in rows]

@@ -168,3 +168,38 @@ def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j:
     if bound_j is not None and bound_j > 0:
         out["bound_ratio"] = fac / bound_j
     return out
+
+
+def implausible(name: str, summary: dict[str, Any], res: SimResult, cluster: ClusterSpec, workload: Workload,
+                bound_j: float) -> Optional[str]:
+    """Why the run of policy ``name`` cannot be reported (None when it can): a figure that is
+    not finite, tasks that never ran, energy below the lower bound, or a task on a node
+    without the CPUs or GPUs it holds."""
+    for key, v in summary.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"policy {name}: {key} is {v}; the inputs drive the model out of range"
+    total = len(workload.tasks)
+    never = total - summary["tasks_completed"] - summary["tasks_rejected"]
+    if never > 0:
+        why = (f"; the power budget {res.budget_w:g} W may be too small to run them: raise --budget-w"
+               if res.budget_w is not None else "; lower --lambda or check the workload")
+        return f"policy {name}: {never:,} of {total:,} tasks never ran, so its energy is not that of the workload{why}"
+    if summary["tasks_completed"] == total and summary["energy_j"] < bound_j * (1.0 - 1e-9):
+        return (f"policy {name}: {summary['energy_j']:.6g} J is below the lower bound {bound_j:.6g} J, which no schedule "
+                "can beat; this is a defect of the simulation")
+    node = np.asarray(res.node_of_task)
+    ran = node >= 0
+    if ran.any():
+        types = [cluster.node_types[n.node_type] for n in cluster.nodes]
+        cap_c = np.array([t.cpus for t in types], dtype=float)[node[ran]]
+        cap_g = np.array([t.gpus for t in types], dtype=float)[node[ran]]
+        need_c = np.fromiter((t.cpus for t in workload.tasks), dtype=float, count=total)[ran]
+        need_g = np.fromiter((t.gpus for t in workload.tasks), dtype=float, count=total)[ran]
+        bad = (need_c > cap_c + 1e-9) | (need_g > cap_g + 1e-9)
+        if bad.any():
+            k = int(np.flatnonzero(ran)[int(np.argmax(bad))])
+            t, n = workload.tasks[k], cluster.nodes[int(node[k])]
+            nt = cluster.node_types[n.node_type]
+            return (f"policy {name}: task {t.task_id[:40]!r} ({t.cpus:g} CPUs, {t.gpus:g} GPUs) ran on {n.node_id}, "
+                    f"which has {nt.cpus:g} CPUs and {nt.gpus} GPUs; this is a defect of the policy")
+    return None

@@ -59,6 +59,8 @@ class SimTask:
     ``submit_s``: arrival time, seconds. ``duration_s``: run time at speed 1.0 (on a node of
     speed s it runs ``duration_s / s``). ``cpus``/``gpus``: what it holds while running; it
     uses its CPUs fully. ``deadline_s``: absolute time it should finish by (same clock).
+    ``units``: the useful work it does when it completes (unit -> amount, as a task would
+    count it with ``tao.count``), carried into the ledger's group records.
     """
 
     task_id: str
@@ -68,6 +70,7 @@ class SimTask:
     gpus: float = 0.0
     group: str = "default"
     deadline_s: Optional[float] = None
+    units: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

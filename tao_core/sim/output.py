@@ -16,6 +16,7 @@ from tao_core.accounting.figures import EnergyParts
 from tao_core.accounting.records import NodeInfo, NodeRecord, RunConfig, RunSummary, WorkRecord, run_records
 from tao_core.sim.engine import SimResult
 from tao_core.sim.model import ClusterSpec, Workload
+from tao_core.units import add_units
 
 COLUMNS = (  # (header, width, format)
     ("policy", 22, "{:<22}"), ("energy kWh", 11, "{:>11.3f}"), ("x bound", 8, "{:>8.2f}"),
@@ -154,7 +155,10 @@ def attributed_energy(res: SimResult, cluster: ClusterSpec, workload: Workload) 
 
 
 def _groups(res: SimResult, workload: Workload, task_j: list[float]) -> list[WorkRecord]:
+    """One record per task group: its task work, time span, and the units of work of its
+    tasks that completed (a task counts its units when it ends)."""
     groups: dict[str, list[float]] = {}
+    units: dict[str, dict[str, float]] = {}
     for i, t in enumerate(workload.tasks):
         s, e = res.start_s[i], res.end_s_task[i]
         if s == s:
@@ -162,8 +166,9 @@ def _groups(res: SimResult, workload: Workload, task_j: list[float]) -> list[Wor
             g[0] += task_j[i]
             g[1] = min(g[1], s)
             g[2] = max(g[2], e if e == e else s)
+            units[t.group] = add_units(units.get(t.group, {}), t.units if e == e else {})
     return [WorkRecord(scope="group", id=g, group=g, energy_j=e, source="modeled", method=TASK_METHOD,
-                       start_s=s0, end_s=s1) for g, (e, s0, s1) in sorted(groups.items())]
+                       start_s=s0, end_s=s1, units=units[g]) for g, (e, s0, s1) in sorted(groups.items())]
 
 
 def ledger_records(name: str, setup_config: dict[str, Any], res: SimResult, cluster: ClusterSpec,

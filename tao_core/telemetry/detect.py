@@ -25,7 +25,7 @@ from tao_core.telemetry.base import EnergySource
 from tao_core.telemetry.composite import CompositeSource
 from tao_core.telemetry.estimator import ModeledSource, default_tdp_w
 from tao_core.telemetry.nvml import NvmlSource, NvmlUnavailable
-from tao_core.telemetry.rapl import RaplSource, RaplUnavailable, resolve_root
+from tao_core.telemetry.rapl import RaplPermissionError, RaplSource, RaplUnavailable, resolve_root
 from tao_core.telemetry.thermal import CpuThermal, diagnose_thermal
 
 __all__ = ["Candidate", "Detection", "detect"]
@@ -86,6 +86,41 @@ class Detection:
         self.close()
 
 
+def _detect_rapl(root: "os.PathLike[str]") -> tuple[Optional[RaplSource], Candidate]:
+    """The RAPL source under ``root`` (None when unusable) and its candidate entry."""
+    try:
+        rapl = RaplSource(root)
+    except RaplUnavailable as exc:
+        # zones whose counters only root may read are found, not usable
+        return None, Candidate("rapl", isinstance(exc, RaplPermissionError), False, exc.diagnosis.reason,
+                               list(exc.diagnosis.fixes), {"root": str(root)})
+    reason = f"{len(rapl.zones)} zone(s) under {root}: " + ", ".join(z.name for z in rapl.zones)
+    if rapl.denied:
+        reason += f"; permission denied on {', '.join(rapl.denied)}"
+    if rapl.invalid:
+        reason += "; left out: " + ", ".join(f"{n} ({why})" for n, why in rapl.invalid.items())
+    return rapl, Candidate("rapl", True, False, reason, details={"root": str(root), "domains": [z.name for z in rapl.zones]})
+
+
+def _detect_nvml(nvml: Any) -> tuple[Optional[NvmlSource], Candidate]:
+    """The NVML source (None when no GPU gives energy, power or utilization) and its entry."""
+    try:
+        nv = NvmlSource(nvml)
+        nv.read()
+    except NvmlUnavailable as exc:
+        return None, Candidate("nvml", False, False, str(exc))
+    gpus = nv.status()
+    usable = [g for g in gpus if g.mode != "none" and not g.lost]
+    details = {"gpus": [{"domain": g.domain, "name": g.name, "mode": g.mode, "lost": g.lost,
+                         "power_limit_w": g.power_limit_w, "errors": g.errors} for g in gpus]}
+    if not usable:
+        nv.close()
+        return None, Candidate("nvml", True, False, f"{len(gpus)} GPU(s), none gives energy, power or utilization",
+                               details=details)
+    return nv, Candidate("nvml", True, True, f"{len(usable)} GPU(s): " + ", ".join(
+        f"{g.domain} {g.name} ({g.mode})" for g in usable), details=details)
+
+
 def detect(
     powercap_root: "str | os.PathLike[str] | None" = None,
     *,
@@ -106,15 +141,7 @@ def detect(
 
     # --- RAPL ----------------------------------------------------------------------------
     root = resolve_root(powercap_root)
-    rapl: Optional[RaplSource] = None
-    try:
-        rapl = RaplSource(root)
-        reason = f"{len(rapl.zones)} zone(s) under {root}: " + ", ".join(z.name for z in rapl.zones)
-        if rapl.denied:
-            reason += f"; permission denied on {', '.join(rapl.denied)}"
-        rapl_c = Candidate("rapl", True, False, reason, details={"root": str(root), "domains": [z.name for z in rapl.zones]})
-    except RaplUnavailable as exc:
-        rapl_c = Candidate("rapl", False, False, exc.diagnosis.reason, list(exc.diagnosis.fixes), {"root": str(root)})
+    rapl, rapl_c = _detect_rapl(root)
 
     # --- pyRAPL --------------------------------------------------------------------------
     pyrapl_c: Candidate
@@ -152,25 +179,10 @@ def detect(
         cpu_measured = True
 
     # --- NVML ----------------------------------------------------------------------------
-    if use_nvml:
-        try:
-            nv = NvmlSource(nvml)
-            nv.read()
-            gpus = nv.status()
-            usable = [g for g in gpus if g.mode != "none" and not g.lost]
-            details = {"gpus": [{"domain": g.domain, "name": g.name, "mode": g.mode, "lost": g.lost,
-                                 "power_limit_w": g.power_limit_w, "errors": g.errors} for g in gpus]}
-            if usable:
-                sources.append(nv)
-                nvml_c = Candidate("nvml", True, True, f"{len(usable)} GPU(s): " + ", ".join(
-                    f"{g.domain} {g.name} ({g.mode})" for g in usable), details=details)
-            else:
-                nv.close()
-                nvml_c = Candidate("nvml", True, False, f"{len(gpus)} GPU(s), none gives energy, power or utilization", details=details)
-        except NvmlUnavailable as exc:
-            nvml_c = Candidate("nvml", False, False, str(exc))
-    else:
-        nvml_c = Candidate("nvml", False, False, "not looked for (use_nvml=False)")
+    nv, nvml_c = _detect_nvml(nvml) if use_nvml else (None, Candidate("nvml", False, False,
+                                                                       "not looked for (use_nvml=False)"))
+    if nv is not None:
+        sources.append(nv)
 
     # --- thermal -------------------------------------------------------------------------
     th_diag = diagnose_thermal(sysfs_root)

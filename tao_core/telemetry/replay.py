@@ -21,36 +21,74 @@ a sampler run as root can feed an unprivileged TAO.
 
 Every domain is labelled ``replay`` with the original source in its method, unless
 ``keep_source=True`` (a privileged sampler's file, trusted as what it says).
+
+Limits: files of at most 256 MiB and :data:`MAX_ROWS` rows (domain readings); times and
+joules finite (joules >= 0), watts from 0 to :data:`MAX_POWER_W`, kelvin from 0 to 1,000,
+uncertainty from 0 to 10; domain names up to 256 printable characters. Anything else is an
+:class:`~tao_core.errors.InputError` naming the file, row or line and the field.
 """
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 import re
 import threading
 import time
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
 from tao_core.errors import InputError
+from tao_core.files import parse_json_text, read_csv, read_input_text, write_output
+from tao_core.files.values import name as checked_name
+from tao_core.files.values import number, quote
 from tao_core.telemetry.base import DomainReading, EnergySource, Reading, SourceKind
 
-__all__ = ["ReplaySource", "CSV_COLUMNS", "write_csv"]
+__all__ = ["ReplaySource", "CSV_COLUMNS", "write_csv", "MAX_ROWS"]
 
 CSV_COLUMNS = ("t_s", "domain", "energy_j", "power_w", "temperature_k", "parent", "source", "method", "uncertainty")
 _REQUIRED = ("t_s", "domain", "energy_j")
+#: domain readings in one file (about 0.3 KB of memory each)
+MAX_ROWS = 2_000_000
+MAX_BYTES = 256 * 1024 * 1024
+#: seconds and joules accepted (far beyond any real counter)
+MAX_ABS = 1e15
+#: watts of one domain
+MAX_POWER_W = 1e7
+MAX_TEXT_CHARS = 1024
+
+#: (field, lowest, highest) of the optional numbers
+_RANGES = {"power_w": (0.0, MAX_POWER_W), "temperature_k": (0.0, 1000.0), "uncertainty": (0.0, 10.0)}
 
 
-def _opt_float(row: dict, key: str, where: str) -> Optional[float]:
-    v = row.get(key)
-    if v is None or v == "":
+def _opt_float(value: Any, key: str, where: str) -> Optional[float]:
+    if value is None or value == "":
         return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: column {key!r} must be a number, got {v!r}") from None
+    lo, hi = _RANGES[key]
+    return number(value, f"{where}: {key}", lo=lo, hi=hi)
+
+
+def _opt_text(value: Any, key: str, where: str) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
+        raise InputError(f"{where}: {key}: {quote(value)} must be text of at most {MAX_TEXT_CHARS} characters")
+    return value
+
+
+def _row(where: str, t: Any, name: Any, e: Any, p: Any, temp: Any, parent: Any, src: Any, method: Any,
+         unc: Any) -> tuple:
+    """One checked row: (t_s, domain, energy_j, power_w, temperature_k, parent, source, method, uncertainty)."""
+    if t is None or t == "" or e is None or e == "" or not name:
+        raise InputError(f"{where}: t_s, domain and energy_j must all be given")
+    return (number(t, f"{where}: t_s", lo=-MAX_ABS, hi=MAX_ABS),
+            checked_name(name, f"{where}: domain", what="domain name"),
+            number(e, f"{where}: energy_j", lo=0.0, hi=MAX_ABS, fix="give cumulative joules, >= 0"),
+            _opt_float(p, "power_w", where), _opt_float(temp, "temperature_k", where),
+            None if parent in (None, "") else checked_name(parent, f"{where}: parent", what="domain name"),
+            _opt_text(src, "source", where), _opt_text(method, "method", where),
+            _opt_float(unc, "uncertainty", where) or 0.0)
 
 
 class ReplaySource(EnergySource):
@@ -81,40 +119,40 @@ class ReplaySource(EnergySource):
     # --- loading -----------------------------------------------------------------------
     @classmethod
     def from_csv(cls, path: "str | os.PathLike[str]", *, keep_source: bool = False, **kw) -> "ReplaySource":
+        """Read the CSV format of the module docstring."""
+        header, records = read_csv(path, "replay CSV", max_bytes=MAX_BYTES, max_rows=MAX_ROWS, what="row")
+        missing = [c for c in _REQUIRED if c not in header]
+        if missing:
+            raise InputError(f"replay CSV {path}: missing column(s) {', '.join(missing)}; required: t_s, domain, energy_j")
         rows = []
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(missing)}; required: t_s, domain, energy_j")
-            for n, row in enumerate(reader, start=2):
-                where = f"{path} row {n}"
-                t = _opt_float(row, "t_s", where)
-                e = _opt_float(row, "energy_j", where)
-                if t is None or e is None or not row.get("domain"):
-                    raise InputError(f"{where}: t_s, domain and energy_j must all be given")
-                rows.append((t, row["domain"], e, _opt_float(row, "power_w", where),
-                             _opt_float(row, "temperature_k", where), row.get("parent") or None,
-                             row.get("source") or None, row.get("method") or None,
-                             _opt_float(row, "uncertainty", where) or 0.0))
+        for n, fields in records:
+            row = dict(zip(header, fields))
+            rows.append(_row(f"replay CSV {path}: row {n}", row.get("t_s"), row.get("domain"), row.get("energy_j"),
+                             row.get("power_w"), row.get("temperature_k"), row.get("parent"), row.get("source"),
+                             row.get("method"), row.get("uncertainty")))
         return cls(_group(rows, str(path), keep_source), origin=str(path), **kw)
 
     @classmethod
     def from_jsonl(cls, path: "str | os.PathLike[str]", *, keep_source: bool = False, **kw) -> "ReplaySource":
         """Read the JSON lines of ``tao monitor --json``."""
+        text = read_input_text(path, "replay JSONL", max_bytes=MAX_BYTES)
         rows = []
-        with open(path) as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    t = float(obj["t_s"])
-                    for name, d in obj["domains"].items():
-                        rows.append((t, name, float(d["energy_j"]), d.get("power_w"), d.get("temperature_k"),
-                                     d.get("parent"), d.get("source"), d.get("method"), float(d.get("uncertainty", 0.0))))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    raise InputError(f"{path} line {n}: not a tao monitor JSON line ({exc})") from None
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"replay JSONL {path}: line {n}"
+            obj = parse_json_text(line, where)
+            if not isinstance(obj, dict) or "t_s" not in obj or not isinstance(obj.get("domains"), dict):
+                raise InputError(f"{where}: not a tao monitor JSON line (an object with t_s and domains)")
+            for name, d in obj["domains"].items():
+                if not isinstance(d, dict):
+                    raise InputError(f"{where}: domains.{quote(name)}: expected an object with energy_j")
+                rows.append(_row(f"{where}: domains.{quote(name)}", obj["t_s"], name, d.get("energy_j"),
+                                 d.get("power_w"), d.get("temperature_k"), d.get("parent"), d.get("source"),
+                                 d.get("method"), d.get("uncertainty")))
+                if len(rows) > MAX_ROWS:
+                    raise InputError(f"replay JSONL {path}: more than {MAX_ROWS:,} domain readings (the limit, which "
+                                     "keeps memory bounded); split the file")
         names = {r[1] for r in rows}
         rows = [r[:5] + (r[5] or _implied_parent(r[1], names),) + r[6:] for r in rows]
         return cls(_group(rows, str(path), keep_source), origin=str(path), **kw)
@@ -184,14 +222,13 @@ def _interpolate(readings: list[Reading], t_file: float, t_out: float) -> Readin
 
 
 def write_csv(path: "str | os.PathLike[str]", readings: Iterable[Reading]) -> None:
-    """Write readings in the CSV format above (to a temp file, then renamed)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for r in readings:
-            for d in r.domains.values():
-                w.writerow([r.t_s, d.name, d.energy_j, "" if d.power_w is None else d.power_w,
-                            "" if d.temperature_k is None else d.temperature_k, d.parent or "",
-                            str(d.source), d.method, d.uncertainty])
-    os.replace(tmp, path)
+    """Write readings in the CSV format above, whole or not at all (``tao_core.files``)."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for r in readings:
+        for d in r.domains.values():
+            w.writerow([r.t_s, d.name, d.energy_j, "" if d.power_w is None else d.power_w,
+                        "" if d.temperature_k is None else d.temperature_k, d.parent or "",
+                        str(d.source), d.method, d.uncertainty])
+    write_output(path, buf.getvalue(), "replay CSV")
