@@ -94,6 +94,59 @@ def lower_bound_j(cluster: ClusterSpec, workload: Workload, gpu_limits: Any = "m
     return e * cluster.pue
 
 
+def _arr(a: Any) -> np.ndarray:
+    return np.frombuffer(a, dtype=float) if len(a) else np.zeros(0)
+
+
+def _wait_figures(start: np.ndarray, end: np.ndarray, submit: np.ndarray) -> dict[str, Any]:
+    """Makespan and waits (s) of the tasks that ran; ``tasks_completed``."""
+    done = ~np.isnan(end)
+    waits = (start - submit)[~np.isnan(start)]
+    completed = int(done.sum())
+    return {
+        "makespan_s": float(end[done].max() - submit.min()) if completed else 0.0,
+        "wait_mean_s": float(waits.mean()) if waits.size else 0.0,
+        "wait_p95_s": float(np.percentile(waits, 95)) if waits.size else 0.0,
+        "wait_max_s": float(waits.max()) if waits.size else 0.0,
+        "tasks_completed": completed,
+    }
+
+
+def _deadline_figures(workload: Workload, start: np.ndarray, end: np.ndarray, submit: np.ndarray,
+                      p95_s: float) -> dict[str, Any]:
+    """``service_wait_p95_s`` (the p95 wait of the tasks without a deadline) and, where tasks
+    have deadlines, how many there are and how many were missed."""
+    deadline = np.fromiter((t.deadline_s if t.deadline_s is not None else np.nan for t in workload.tasks),
+                           dtype=float, count=len(workload.tasks))
+    has_dl = ~np.isnan(deadline)
+    if not has_dl.any():
+        return {"service_wait_p95_s": p95_s}
+    late = has_dl & (np.isnan(end) | (end > deadline + 1e-9))
+    urgent = (start - submit)[~np.isnan(start) & ~has_dl]
+    return {"deadlines_total": int(has_dl.sum()), "deadlines_missed": int(late.sum()),
+            "service_wait_p95_s": float(np.percentile(urgent, 95)) if urgent.size else 0.0}
+
+
+def _refusals(res: SimResult, n_tasks: int, completed: int) -> dict[str, Any]:
+    """Actions the simulator refused and tasks that never ran (empty when none)."""
+    out: dict[str, Any] = {}
+    if res.invalid:
+        out["refused_actions"] = len(res.invalid)
+        out["refused_examples"] = res.invalid[:5]
+    missed = n_tasks - completed - res.rejected
+    if completed < n_tasks and missed > 0:
+        out["tasks_never_run"] = missed
+    return out
+
+
+def _emissions(res: SimResult, cluster: ClusterSpec, carbon: CarbonSignal) -> dict[str, Any]:
+    if not len(res.timeline_t):
+        raise ValueError("emissions need the power timeline: run with record_timeline=True")
+    grams = emissions_of_power_g(carbon, np.frombuffer(res.timeline_t, dtype=float),
+                                 np.frombuffer(res.timeline_w, dtype=float) * cluster.pue, res.end_s)
+    return {"emissions_kg_co2e": grams / 1000.0, "carbon_source": carbon.source}
+
+
 def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j: Optional[float] = None,
               carbon: Optional[CarbonSignal] = None) -> dict[str, Any]:
     """The per-policy JSON record of ``tao simulate``. With a ``carbon`` signal (on the
@@ -105,14 +158,10 @@ def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j:
     off = sum(n.off_j for n in res.nodes)
     it = dyn + idle + boot + off
     fac = it * cluster.pue
-    task_j = float(np.frombuffer(res.attributed_task_j, dtype=float).sum()) if len(res.attributed_task_j) else 0.0
-    start = np.frombuffer(res.start_s, dtype=float) if len(res.start_s) else np.zeros(0)
-    end = np.frombuffer(res.end_s_task, dtype=float) if len(res.end_s_task) else np.zeros(0)
+    task_j = float(_arr(res.attributed_task_j).sum())
+    start, end = _arr(res.start_s), _arr(res.end_s_task)
     submit = np.fromiter((t.submit_s for t in workload.tasks), dtype=float, count=len(workload.tasks))
-    done = ~np.isnan(end)
-    ran = ~np.isnan(start)
-    waits = (start - submit)[ran]
-    completed = int(done.sum())
+    waits = _wait_figures(start, end, submit)
     share = overhead_share(task_j, fac)
     out: dict[str, Any] = {
         "energy_j": fac,
@@ -122,16 +171,12 @@ def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j:
         "boot_energy_j": boot,
         "off_energy_j": off,
         "task_energy_j": task_j,
-        "makespan_s": float(end[done].max() - submit.min()) if completed else 0.0,
-        "wait_mean_s": float(waits.mean()) if waits.size else 0.0,
-        "wait_p95_s": float(np.percentile(waits, 95)) if waits.size else 0.0,
-        "wait_max_s": float(waits.max()) if waits.size else 0.0,
+        **waits,
         "peak_power_w": res.peak_power_w,
         "budget_w": res.budget_w,
         "budget_violation_s": res.budget_violation_s,
         "budget_excess_j": res.budget_excess_j,
         "overhead_share": share if share is not None else 0.0,
-        "tasks_completed": completed,
         "tasks_total": len(workload.tasks),
         "tasks_rejected": res.rejected,
         "boots": sum(n.boots for n in res.nodes),
@@ -140,30 +185,10 @@ def summarize(res: SimResult, cluster: ClusterSpec, workload: Workload, bound_j:
         "method": "discrete-event simulation; node power from declared power curves, integrated exactly",
         "sim_wall_s": res.wall_s,
     }
-    if res.invalid:
-        out["refused_actions"] = len(res.invalid)
-        out["refused_examples"] = res.invalid[:5]
-    if completed < len(workload.tasks):
-        missed = len(workload.tasks) - completed - res.rejected
-        if missed > 0:
-            out["tasks_never_run"] = missed
-    deadline = np.fromiter((t.deadline_s if t.deadline_s is not None else np.nan for t in workload.tasks),
-                           dtype=float, count=len(workload.tasks))
-    has_dl = ~np.isnan(deadline)
-    out["service_wait_p95_s"] = out["wait_p95_s"]
-    if has_dl.any():
-        late = has_dl & (np.isnan(end) | (end > deadline + 1e-9))
-        out["deadlines_total"] = int(has_dl.sum())
-        out["deadlines_missed"] = int(late.sum())
-        urgent = (start - submit)[ran & ~has_dl]
-        out["service_wait_p95_s"] = float(np.percentile(urgent, 95)) if urgent.size else 0.0
+    out.update(_refusals(res, len(workload.tasks), waits["tasks_completed"]))
+    out.update(_deadline_figures(workload, start, end, submit, waits["wait_p95_s"]))
     if carbon is not None:
-        if not len(res.timeline_t):
-            raise ValueError("emissions need the power timeline: run with record_timeline=True")
-        grams = emissions_of_power_g(carbon, np.frombuffer(res.timeline_t, dtype=float),
-                                     np.frombuffer(res.timeline_w, dtype=float) * cluster.pue, res.end_s)
-        out["emissions_kg_co2e"] = grams / 1000.0
-        out["carbon_source"] = carbon.source
+        out.update(_emissions(res, cluster, carbon))
     out["inverted"] = bool(is_inverted(share))
     if bound_j is not None and bound_j > 0:
         out["bound_ratio"] = fac / bound_j
