@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from control_fixtures import BIG, SMALL, TYPES
@@ -155,6 +156,27 @@ def test_predictive_scaling_boots_ahead_of_a_forecast_burst_and_powers_off_in_th
         quiet.set_node_state(f"s{i}", NodeState.ON, now_s=now - 1.0)
     plan = quiet.plan_scaling(now_s=now)
     assert len(plan.power_off) >= 3
+
+
+def test_early_power_offs_stop_for_a_type_once_boots_keep_undoing_them():
+    from tao_core.control.scaling import EarlyOffRecord
+    rec = EarlyOffRecord(2, halflife=20.0, prior=3.0)
+    horizon = np.array([100.0, 100.0])
+    threshold = np.array([0.3, 0.3])
+    assert rec.ok(0.0, horizon, threshold).all()  # no record yet: trusted
+    t = 0.0
+    for _ in range(10):  # type 0: every early power-off is followed by a boot within break-even
+        rec.powered_off(0, t)
+        rec.booted(0, t + 50.0, 100.0)
+        rec.powered_off(1, t)  # type 1: no boot follows within its break-even time
+        t += 500.0
+    ok = rec.ok(t, horizon, threshold)
+    assert not ok[0] and ok[1]
+    assert rec.total[1] == pytest.approx(rec.total[0], rel=0.2)  # type 1's were settled as right
+    # a boot with no early power-off before it is no evidence against early power-offs
+    before = rec.wrong[1]
+    rec.booted(1, t + 10.0, 100.0)
+    assert rec.wrong[1] == before
 
 
 def test_without_history_the_forecast_is_not_used():

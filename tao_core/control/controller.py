@@ -723,7 +723,7 @@ class Controller:
         if self._window_waits and pending:
             pending = [t for t in pending if not self.window_waiting(t.task_id, now_s)]
         plan = scaling.plan(self.cluster, self.config, self.loop, now_s=now_s, pending=pending,
-                            demand=self._demand(now_s))
+                            demand=self._demand(now_s, for_plan=True))
         self._forecast_holds = plan.reason.find(scaling.HELD_BY_FORECAST) >= 0
         # wake requests are hints for this plan only: a task still waiting asks again
         self.cluster.clear_wake_requests()
@@ -741,12 +741,15 @@ class Controller:
                                              budget=budget_state))
         return plan
 
-    def _demand(self, now_s: float) -> scaling.Demand:
+    def _demand(self, now_s: float, *, for_plan: bool = False) -> scaling.Demand:
+        """What the planner knows of demand to come; ``for_plan``: with the track record of
+        early power-offs, which the plan reads and adds to (the idle timeouts and the
+        planning timer need neither)."""
         fc = self.forecast
         d = scaling.Demand(arrival_rate=self.arrival_rate(now_s), forecast=fc, mean_cpus=fc.mean_cpus,
                            mean_gpus=fc.gpus_asked / fc.tasks if fc.tasks else 0.0,
                            mean_run_s=self.predictor.overall_mean_s())
-        if not self.config.predictive_scaling:
+        if not (for_plan and self.config.predictive_scaling):
             return d
         cv = self.cluster
         ok = self._early_off.ok(now_s, cv.idle_timeouts_s(None, self.config.min_idle_timeout_s),

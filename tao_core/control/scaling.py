@@ -196,18 +196,23 @@ def plan(view: ClusterView, cfg: ControllerConfig, loop: PowerLoop, *, now_s: fl
         p.power_off_idle()
         if cfg.consolidate and not (cfg.pack_efficient and pending):
             p.drain_one()  # (packing drains no capacity while tasks wait for it)
-    plan_ = ScalePlan(power_on=tuple(p.power_on), power_off=tuple(p.power_off), drain=tuple(p.drain),
-                      reason="; ".join(p.reasons))
     if demand.early_off_record is not None:
-        rec = demand.early_off_record
-        nt = view.nodes
-        be = view.idle_timeouts_s(None, cfg.min_idle_timeout_s)
-        for nid in p.early_off:
-            rec.powered_off(int(nt.ti[nt.index[nid]]), now_s)
-        for nid in p.power_on:
-            k = int(nt.ti[nt.index[nid]])
-            rec.booted(k, now_s, float(be[k]))
-    return plan_
+        _record_early_offs(demand.early_off_record, view, cfg, p, now_s)
+    return ScalePlan(power_on=tuple(p.power_on), power_off=tuple(p.power_off), drain=tuple(p.drain),
+                     reason="; ".join(p.reasons))
+
+
+def _record_early_offs(rec: EarlyOffRecord, view: ClusterView, cfg: ControllerConfig, p: "_Planner",
+                       now_s: float) -> None:
+    """Add a plan's early power-offs and its boots to the track record (a boot of a type
+    within its break-even time of an early power-off of that type says it was wrong)."""
+    nt = view.nodes
+    be = view.idle_timeouts_s(None, cfg.min_idle_timeout_s)
+    for nid in p.early_off:
+        rec.powered_off(int(nt.ti[nt.index[nid]]), now_s)
+    for nid in p.power_on:
+        k = int(nt.ti[nt.index[nid]])
+        rec.booted(k, now_s, float(be[k]))
 
 
 class _Planner:
