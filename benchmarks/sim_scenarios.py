@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_file import write_json  # noqa: E402
 from sim_workloads import GOAL_SCENARIOS, HELD_OUT, SCENARIOS, Scenario, specpower_cluster  # noqa: E402,F401
 from tao_core.sim import output  # noqa: E402
 from tao_core.sim.runner import POLICY_NAMES, run_all  # noqa: E402
@@ -100,7 +101,7 @@ def write(doc: dict[str, Any], name: str, json_path: Optional[str]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     jp = Path(json_path) if json_path else RESULTS / f"sim_{name}.json"
     results = doc.pop("results")
-    os.replace(output.write_json(doc, jp), jp)
+    write_json(output.json_document(doc), jp)
     pp = jp.with_suffix(".png")
     os.replace(output.write_plot(results, pp, title=f"{name}: cluster IT power", budget_w=doc.get("power_budget_w")),
                pp)
