@@ -13,6 +13,9 @@ from the measured per-limit profiles), ``defer_to_on_windows`` (deferrable work 
 deadline waits for nodes that are on anyway). For each run: facility energy (kWh), the p95
 wait of the tasks without a deadline (s), the mean wait (s), boots, deadlines missed, and
 TAO's own objective, energy + lambda x the summed waits (J), which is what a lever trades.
+A lever that cannot act on a scenario (GPU power limits without measured per-limit profiles
+or GPU tasks, on-window deferral without deadlines) is not run switched off: its run is the
+one with every lever on (``same_as``).
 Writes ``benchmarks/results/sim_levers.json`` and prints a Markdown table.
 """
 from __future__ import annotations
@@ -28,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_file import write_json  # noqa: E402
-from sim_workloads import GOAL_SCENARIOS, HELD_OUT, SCENARIOS  # noqa: E402
+from sim_workloads import GOAL_SCENARIOS, HELD_OUT, SCENARIOS, Scenario  # noqa: E402
 from tao_core.control import ControllerConfig  # noqa: E402
+from tao_core.sim.gpu_limits import GpuLimitModel  # noqa: E402
 from tao_core.sim.runner import run_all  # noqa: E402
 
 LEVERS = ("predictive_scaling", "size_boots", "pack_efficient", "gpu_power_limits", "defer_to_on_windows")
@@ -45,20 +49,39 @@ def _figures(m: dict[str, Any], n_tasks: int, lam: float) -> dict[str, Any]:
             "gpu_limited_tasks": m.get("gpu_limited_tasks", 0)}
 
 
+def idle_levers(sc: Scenario) -> set[str]:
+    """The levers that cannot act on a scenario: GPU power limits where no node type has
+    measured per-limit profiles or no task asks for a GPU, on-window deferral where no task
+    has a deadline. Switching one of them off gives the run with every lever on."""
+    out = set()
+    model = GpuLimitModel(sc.cluster.node_types)
+    used = {n.node_type for n in sc.cluster.nodes}
+    if not any(model.limits_w(t) for t in used) or not any(t.gpus > 0 for t in sc.workload.tasks):
+        out.add("gpu_power_limits")
+    if not any(t.deadline_s is not None for t in sc.workload.tasks):
+        out.add("defer_to_on_windows")
+    return out
+
+
 def measure(name: str) -> dict[str, Any] | None:
     sc = SCENARIOS[name]()
     if sc is None:
         return None
     lam = ControllerConfig().lambda_j_per_s
-    out: dict[str, Any] = {"tasks": len(sc.workload), "nodes": len(sc.cluster.nodes), "runs": {}}
+    idle = idle_levers(sc)
+    out: dict[str, Any] = {"tasks": len(sc.workload), "nodes": len(sc.cluster.nodes), "runs": {},
+                           "levers_without_effect": sorted(idle)}
     t0 = time.perf_counter()
     for off in (None,) + LEVERS:
+        key = "all on" if off is None else f"without {off}"
+        if off in idle:  # it cannot act here: the run is the one with every lever on
+            out["runs"][key] = dict(out["runs"]["all on"], same_as="all on")
+            continue
         opts = {} if off is None else {off: False}
         m = run_all(sc.cluster, sc.workload, ["tao"], budget_w=sc.budget_w, controller_options=opts, strict=False,
                     sweep=())["policies"]["tao"]
-        out["runs"]["all on" if off is None else f"without {off}"] = _figures(m, len(sc.workload), lam)
-        print(f"  {name}: {'all on' if off is None else 'without ' + off}: {m['energy_j'] / 3.6e6:.4g} kWh, "
-              f"p95 {m['service_wait_p95_s']:.0f} s", flush=True)
+        out["runs"][key] = _figures(m, len(sc.workload), lam)
+        print(f"  {name}: {key}: {m['energy_j'] / 3.6e6:.4g} kWh, p95 {m['service_wait_p95_s']:.0f} s", flush=True)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -72,6 +95,9 @@ def table(doc: dict[str, Any]) -> str:
         cells = [f"{on['energy_kwh']:.4g}, {on['p95_wait_s']:.0f}"]
         for lv in LEVERS:
             r = d["runs"][f"without {lv}"]
+            if "same_as" in r:
+                cells.append("(cannot act)")
+                continue
             diff = r["energy_kwh"] / on["energy_kwh"] - 1.0
             cells.append(f"{r['energy_kwh']:.4g} ({100 * diff:+.1f} %), {r['p95_wait_s']:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
