@@ -63,14 +63,18 @@ def idle_levers(sc: Scenario) -> set[str]:
     return out
 
 
-def measure(name: str) -> dict[str, Any] | None:
+def measure(name: str, doc: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    """TAO with every lever on, then each switched off, on scenario ``name``; the JSON is
+    rewritten after each run (a long series stopped early keeps what it measured; a
+    scenario still running has ``complete`` false)."""
     sc = SCENARIOS[name]()
     if sc is None:
         return None
     lam = ControllerConfig().lambda_j_per_s
     idle = idle_levers(sc)
     out: dict[str, Any] = {"tasks": len(sc.workload), "nodes": len(sc.cluster.nodes), "runs": {},
-                           "levers_without_effect": sorted(idle)}
+                           "levers_without_effect": sorted(idle), "complete": False}
+    doc["scenarios"][name] = out
     t0 = time.perf_counter()
     for off in (None,) + LEVERS:
         key = "all on" if off is None else f"without {off}"
@@ -82,7 +86,11 @@ def measure(name: str) -> dict[str, Any] | None:
                     sweep=())["policies"]["tao"]
         out["runs"][key] = _figures(m, len(sc.workload), lam)
         print(f"  {name}: {key}: {m['energy_j'] / 3.6e6:.4g} kWh, p95 {m['service_wait_p95_s']:.0f} s", flush=True)
+        out["wall_s"] = time.perf_counter() - t0
+        write_json(doc, json_path)
+    out["complete"] = True
     out["wall_s"] = time.perf_counter() - t0
+    write_json(doc, json_path)
     return out
 
 
@@ -91,11 +99,15 @@ def table(doc: dict[str, Any]) -> str:
     head = "| scenario | all on: kWh, p95 s | " + " | ".join(f"without {SHORT[lv]}" for lv in LEVERS) + " |"
     lines = [head, "|" + "---|" * (len(LEVERS) + 2)]
     for name, d in doc["scenarios"].items():
-        on = d["runs"]["all on"]
+        on = d["runs"].get("all on")
+        if on is None:
+            continue
         cells = [f"{on['energy_kwh']:.4g}, {on['p95_wait_s']:.0f}"]
         for lv in LEVERS:
-            r = d["runs"][f"without {lv}"]
-            if "same_as" in r:
+            r = d["runs"].get(f"without {lv}")
+            if r is None:
+                cells.append("(not run)")
+            elif "same_as" in r:
                 cells.append("(cannot act)")
                 continue
             diff = r["energy_kwh"] / on["energy_kwh"] - 1.0
@@ -114,11 +126,8 @@ def main(argv=None) -> int:
                            "scenarios": {}, "source": "modeled (discrete-event simulation)"}
     for n in names:
         print(f"== {n}", flush=True)
-        d = measure(n)
-        if d is None:
+        if measure(n, doc, args.json) is None:
             print(f"{n}: input not found; skipped")
-            continue
-        doc["scenarios"][n] = d
     print(table(doc))
     write_json(doc, args.json)
     print(f"wrote {args.json}")
