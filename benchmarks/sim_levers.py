@@ -94,6 +94,10 @@ def measure(name: str, doc: dict[str, Any], json_path: str) -> dict[str, Any] | 
     return out
 
 
+def _kwh(x: float) -> str:
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.4g}"
+
+
 def table(doc: dict[str, Any]) -> str:
     """Markdown: per scenario, every lever on, and each lever's effect when switched off."""
     head = "| scenario | all on: kWh, p95 s | " + " | ".join(f"without {SHORT[lv]}" for lv in LEVERS) + " |"
@@ -102,16 +106,14 @@ def table(doc: dict[str, Any]) -> str:
         on = d["runs"].get("all on")
         if on is None:
             continue
-        cells = [f"{on['energy_kwh']:.4g}, {on['p95_wait_s']:.0f}"]
+        cells = [f"{_kwh(on['energy_kwh'])}, {on['p95_wait_s']:.0f}"]
         for lv in LEVERS:
             r = d["runs"].get(f"without {lv}")
-            if r is None:
-                cells.append("(not run)")
-            elif "same_as" in r:
-                cells.append("(cannot act)")
+            if r is None or "same_as" in r:
+                cells.append("(not run)" if r is None else "(cannot act)")
                 continue
             diff = r["energy_kwh"] / on["energy_kwh"] - 1.0
-            cells.append(f"{r['energy_kwh']:.4g} ({100 * diff:+.1f} %), {r['p95_wait_s']:.0f}")
+            cells.append(f"{_kwh(r['energy_kwh'])} ({100 * diff:+.1f} %), {r['p95_wait_s']:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
