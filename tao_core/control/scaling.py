@@ -331,8 +331,8 @@ class _Planner:
                     continue
                 if g <= 0 and self.cfg.size_boots:
                     # CPUs that will serve it once their work ends: nodes on, booting or chosen that can hold it
-                    capacity = float(nt.cpus[(free_c >= 0.0) & (nt.cpus >= c - _EPS)].sum())
-                    if not self._worth_booting(i, capacity, left_n, left_c):
+                    serving = (free_c >= 0.0) & (nt.cpus >= c - _EPS)
+                    if not self._worth_booting(i, serving, left_n, left_c):
                         self.queued_c += c  # waits for capacity to free: not demand to boot for
                         continue
                 if not self._boot(i):
@@ -365,19 +365,38 @@ class _Planner:
                 cpus += c
         return n, cpus
 
-    def _worth_booting(self, i: int, capacity: float, left_n: int, left_c: float) -> bool:
+    def _worth_booting(self, i: int, serving: np.ndarray, left_n: int, left_c: float) -> bool:
         """Whether booting row ``i`` for the CPU-only tasks that fit nowhere (``left_n`` of
-        them, ``left_c`` CPUs) saves more waiting, at lambda, than waking it costs. Fluid
-        queue: the tasks' work (CPUs x the mean run time) is served by ``capacity`` CPUs (on,
-        booting or chosen), so their mean wait is about work / (2 x capacity); one more node
-        of ``c`` CPUs saves ``left_n x work / 2 x (1/capacity - 1/(capacity + c))`` task-seconds."""
+        them, ``left_c`` CPUs) saves more, in waiting at lambda and in energy, than waking it
+        costs. Fluid queue: the tasks' work (CPUs x the mean run time) is served by the
+        ``capacity`` CPUs of the ``serving`` rows (on, booting or chosen), so their mean wait
+        is about work / (2 x capacity); one more node of ``c`` CPUs saves ``left_n x work / 2
+        x (1/capacity - 1/(capacity + c))`` task-seconds. Energy: a queue says demand is above
+        what is on, so a node more efficient than the serving ones (their watts per unit of
+        work at full load, weighted by CPUs) runs its CPUs' worth of that demand over the
+        ``boot_amortize_s`` it is expected to stay useful at its own watts instead of theirs."""
+        nt = self.nt
+        capacity = float(nt.cpus[serving].sum())
         if capacity <= _EPS or left_n <= 0:
             return True
-        c = float(self.nt.cpus[i])
+        c = float(nt.cpus[i])
         work = left_c * self.demand.mean_run_s
         saved_s = left_n * work / 2.0 * (1.0 / capacity - 1.0 / (capacity + c))
-        k = int(self.nt.ti[i])
-        return self.cfg.lambda_j_per_s * saved_s > float(self.view.type_wake_j[k])
+        eff = self._cpu_eff()
+        serve_eff = float((eff[serving] * nt.cpus[serving]).sum()) / capacity
+        gain_j = max(0.0, serve_eff - float(eff[i])) * c * float(self.speed[i]) * self.cfg.boot_amortize_s
+        k = int(nt.ti[i])
+        return self.cfg.lambda_j_per_s * saved_s + gain_j > float(self.view.type_wake_j[k])
+
+    def _cpu_eff(self) -> np.ndarray:
+        """Per node, watts of its CPU curve at full load per unit of CPU work (CPUs x speed)
+        x T/T_ref: what CPU-only work costs there (a GPU node's GPUs left out)."""
+        got = getattr(self, "_cpu_eff_cache", None)
+        if got is None:
+            nt = self.nt
+            full = self.view.curves.watts_rows(nt.ti, np.full(self.n, 10.0))
+            got = self._cpu_eff_cache = full / (nt.cpus * self.speed) * nt.temp_ratio
+        return got
 
     def _node_for(self, c: float, g: float) -> int:
         """The OFF node, not chosen yet, that holds a task of ``c`` CPUs and ``g`` GPUs at
