@@ -52,6 +52,26 @@ def test_boots_for_a_queue_follow_the_energy_delay_trade():
     assert few >= 0
 
 
+def test_a_queue_boots_a_more_efficient_node_even_when_its_waits_are_cheap():
+    from tao_core.control import NodeType
+    from tao_core.power.curve import PowerCurve
+    old = NodeType("old", cpus=8, power_curve=PowerCurve.from_tdp(300.0), boot_s=30.0, off_w=2.0)
+    new = NodeType("new", cpus=32, power_curve=PowerCurve.from_tdp(400.0), boot_s=60.0, off_w=5.0)
+
+    def boots(off_type: NodeType) -> tuple[str, ...]:
+        ctl = Controller([old, new], ControllerConfig(lambda_j_per_s=0.01))
+        ctl.add_node("on", "old")
+        ctl.add_node("off", off_type.name, state=NodeState.OFF)
+        for k in range(8):  # the node that is on is full
+            ctl.decide(_req(f"r{k}", dur=60.0), now_s=0.0)
+        return ctl.plan_scaling(now_s=1.0, pending=[_req(f"p{j}", dur=60.0) for j in range(4)]).power_on
+
+    # the waits are worth almost nothing at 0.01 J/s: a node like the one on is not woken for them,
+    # a node that runs the same work on a third of the watts per CPU is
+    assert boots(old) == ()
+    assert boots(new) == ("off",)
+
+
 def test_a_task_no_node_that_is_on_can_hold_gets_a_boot_whatever_lambda():
     ctl = Controller(TYPES, ControllerConfig(lambda_j_per_s=0.0))
     ctl.add_node("s0", "small")
