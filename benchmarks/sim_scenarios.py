@@ -44,6 +44,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 FRONT = (0.0, 2.0, 200.0, 2000.0)
 
 
+def _rel(source: str) -> str:
+    """An input's path relative to the checkout (results name no absolute paths)."""
+    p = Path(source)
+    if p.is_absolute() and p.exists():
+        return os.path.relpath(p, ROOT)
+    return source
+
+
 def run_scenario(sc: Scenario) -> dict[str, Any]:
     """Every policy and TAO's front on one scenario; the document with ``goals``."""
     t0 = time.perf_counter()
@@ -60,7 +68,7 @@ def run_scenario(sc: Scenario) -> dict[str, Any]:
         g["budget_met"] = tao["budget_violation_s"] == 0.0
         g["violation_s"] = {k: v["budget_violation_s"] for k, v in pol.items()}
     doc["goals"] = g
-    doc["scenario"] = {"name": sc.name, "cluster": sc.cluster.source, "workload": sc.workload.source,
+    doc["scenario"] = {"name": sc.name, "cluster": _rel(sc.cluster.source), "workload": _rel(sc.workload.source),
                        "tasks": len(sc.workload), "nodes": len(sc.cluster.nodes), "note": sc.note,
                        "cluster_cpus": sum(sc.cluster.node_types[n.node_type].cpus for n in sc.cluster.nodes),
                        "budget_w": sc.budget_w}
