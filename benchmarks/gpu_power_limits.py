@@ -3,7 +3,7 @@ on measured data.
 
 Data: the Zeus NSDI'23 traces (ml-energy/zeus, Apache-2.0,
 ``examples/research_reproducibility/zeus_nsdi23/trace/summary_power_{v100,a40,p100,rtx6000}.csv``),
-copied into ``benchmarks/data/zeus-nsdi23/``: time per epoch (s) and average power (W) of DNN
+copied into ``tao_core/data/zeus_power_limits_<gpu>.csv``: time per epoch (s) and average power (W) of DNN
 training measured at each GPU power limit. Energy per epoch = time per epoch x average power.
 
 One trace is a (GPU, dataset, network, batch size, optimizer). Its job is modeled as
@@ -38,19 +38,19 @@ from tao_core.control.power_limits import PowerLimitLearner
 from results_file import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE / "data" / "zeus-nsdi23"
+DATA = HERE.parent / "tao_core" / "data"
 KEYS = ["dataset", "network", "batch_size", "optimizer"]
 
 
 def load_traces(data_dir: Path = DATA) -> pd.DataFrame:
     """All four GPUs' summaries in one frame with a ``gpu`` column."""
     frames = []
-    for path in sorted(data_dir.glob("summary_power_*.csv")):
+    for path in sorted(data_dir.glob("zeus_power_limits_*.csv")):
         df = pd.read_csv(path)
-        df["gpu"] = path.stem.removeprefix("summary_power_")
+        df["gpu"] = path.stem.removeprefix("zeus_power_limits_")
         frames.append(df)
     if not frames:
-        raise SystemExit(f"no summary_power_*.csv under {data_dir}")
+        raise SystemExit(f"no zeus_power_limits_*.csv under {data_dir}")
     out = pd.concat(frames, ignore_index=True)
     out["energy_j"] = out["time_per_epoch"] * out["average_power"]
     return out

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sim_scenarios import specpower_cluster  # noqa: E402
+from sim_workloads import specpower_cluster  # noqa: E402
 from tao_core.sim import output  # noqa: E402
 from tao_core.sim.metrics import lower_bound_j, summarize  # noqa: E402
 from tao_core.sim.model import ClusterSpec, SimTask, Workload, make_nodes  # noqa: E402

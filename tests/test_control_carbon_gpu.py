@@ -14,6 +14,9 @@ SIGNAL = SeriesCarbon([0, 1000, 2000], [500, 100, 450])
 
 
 def ctl_with(signal, **cfg) -> Controller:
+    # carbon shifting on its own: a deadline with room would also let a task wait for a node
+    # that is on anyway (tested in test_control_levers.py)
+    cfg.setdefault("defer_to_on_windows", False)
     ctl = Controller([SMALL], ControllerConfig(**cfg))
     ctl.add_node("s0", "small")
     ctl.set_carbon_signal(signal)

@@ -42,9 +42,15 @@ def test_public_reads_match_the_declared_types():
     g = cv.gpu_efficiency()
     assert g[2] == pytest.approx(BY_NAME["gpu"].peak_w / BY_NAME["gpu"].gpus) and np.isinf(np.delete(g, 2)).all()
     assert cv.max_boot_s() == max(t.boot_s for t in TYPES)
-    for t in TYPES:
+    lam = ctl.config.lambda_j_per_s
+    for k, t in enumerate(TYPES):
         be = t.boot_energy_j / (t.idle_w - t.off_w)
-        assert ctl.idle_timeouts_s()[t.name] == pytest.approx(max(be, ctl.config.min_idle_timeout_s))
+        assert cv.idle_timeouts_s(None, ctl.config.min_idle_timeout_s)[k] == pytest.approx(
+            max(be, ctl.config.min_idle_timeout_s))
+        # the controller's timeout adds the waits a later boot costs at lambda: before any
+        # arrival a task asks one CPU (and no GPU), so a node holds cpus tasks at once
+        waits = lam * t.boot_s * t.cpus / (t.idle_w - t.off_w)
+        assert ctl.idle_timeouts_s()[t.name] == pytest.approx(max(be + waits, ctl.config.min_idle_timeout_s))
     assert [cv.state_of(n) for n in ids] == [NodeState.ON, NodeState.OFF, NodeState.ON, NodeState.BOOTING,
                                              NodeState.ON]
     # supply: nodes on or booting; a hot node is less efficient by T/T_ref

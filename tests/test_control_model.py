@@ -1,6 +1,8 @@
 """Node model calibration and task predictions."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -58,20 +60,49 @@ def test_controller_calibrates_from_node_telemetry():
 
 
 def test_predictor_cold_start_and_learning():
-    p = TaskPredictor([1.0, 2.0], default_duration_s=10.0, alpha=0.5)
+    p = TaskPredictor([1.0, 2.0], default_duration_s=10.0, alpha=0.5, evidence=10.0)
     dur, edur = p.predict("g")
     assert list(dur) == [10.0, 5.0] and list(edur) == [10.0, 5.0]
     assert list(p.predict("g", 4.0)[0]) == [4.0, 2.0]
     p.observe("g", 0, duration_s=20.0, energy_ratio=2.0)
     dur, edur = p.predict("g")
-    # type 0 learned directly, type 1 from the group's reference time / speed
-    assert list(dur) == [20.0, 10.0]
+    # one reference time for every type, divided by the speed
+    assert dur == pytest.approx([20.0, 10.0])
     assert list(edur / dur) == [2.0, 2.0]
+    # a run of 6 s on the speed-2 type: the reference becomes the geometric mean of 20 and
+    # 12 s; the type's own factor 6 / 10 counts 1 / (1 + 10) with one run of evidence
     p.observe("g", 1, duration_s=6.0)
     dur, _ = p.predict("g")
-    assert dur[1] == 6.0
+    ref = math.sqrt(20.0 * 12.0)
+    assert dur[0] == pytest.approx(ref)
+    assert dur[1] == pytest.approx(ref / 2 * 0.6 ** (1 / 11))
+    # a running mean (of logs) of the first 1/alpha runs, then exponentially weighted
     p.observe("g", 0, duration_s=10.0)
-    assert p.predict("g")[0][0] == pytest.approx(15.0)
+    assert p.mean_s("g") == pytest.approx(math.exp(0.5 * math.log(ref) + 0.5 * math.log(10.0)))
+
+
+def test_predictor_types_of_equal_speed_agree_until_one_proves_different():
+    import random
+
+    rng = random.Random(4)
+    p = TaskPredictor([1.0, 1.0], alpha=0.3)
+    for _ in range(8):  # a lognormal spread of 50 % around 60 s, on either type
+        p.observe("g", rng.randrange(2), duration_s=rng.lognormvariate(math.log(60.0), 0.5))
+    dur, _ = p.predict("g")
+    assert abs(dur[0] / dur[1] - 1) < 0.15
+    for _ in range(200):  # type 1 is really twice as slow
+        p.observe("g", 1, duration_s=120.0)
+        p.observe("g", 0, duration_s=60.0)
+    dur, _ = p.predict("g")
+    assert dur[1] / dur[0] == pytest.approx(2.0, rel=0.1)
+
+
+def test_predictor_is_not_set_by_the_longest_runs_of_a_heavy_tailed_group():
+    p = TaskPredictor([1.0])
+    for k in range(40):  # most runs take a minute, one in ten takes a day
+        p.observe("pods", 0, duration_s=86400.0 if k % 10 == 0 else 60.0)
+    # an arithmetic mean would say hours; the geometric one stays near the typical run
+    assert p.predict("pods")[0][0] < 600.0
 
 
 def test_predictor_memory_is_bounded():

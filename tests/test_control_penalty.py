@@ -55,7 +55,8 @@ def _marginal_energy(ctl: Controller, node_id: str, task: TaskRequest, now_s: fl
                      ends: dict[str, list[float]], node_type: dict[str, str]) -> float:
     """Independent computation of E for a node that is on: model watts after minus before,
     times run time, plus idle watts over the extra time the node is kept on beyond the
-    predicted ends (``ends``, by node) of the work placed there."""
+    expected end of the work placed there: the latest of its predicted ends (``ends``, by
+    node) and, the node having been busy since 0 s, as long again from now (2 x now)."""
     t = BY_NAME[node_type[node_id]]
     c, g, n = ctl.reserved(node_id)
     if c + task.cpus > t.cpus + 1e-9 or g + task.gpus > t.gpus + 1e-9:
@@ -66,6 +67,8 @@ def _marginal_energy(ctl: Controller, node_id: str, task: TaskRequest, now_s: fl
     e = (after - before) * dur
     if keep_on:
         busy_until = max(ends.get(node_id, ()), default=-math.inf)
+        if n:
+            busy_until = max(busy_until, 2.0 * now_s - 0.0)
         e += t.idle_w * max(0.0, now_s + dur - max(busy_until, now_s))
     return e
 

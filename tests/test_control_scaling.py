@@ -72,7 +72,8 @@ def _cluster(**kw):
 
 
 def test_idle_nodes_go_after_timeout_least_efficient_first():
-    ctl = _cluster(idle_timeout_s=10.0)
+    # the order without packing (pack_efficient off): least efficient at full load first
+    ctl = _cluster(idle_timeout_s=10.0, pack_efficient=False)
     ctl.decide(TaskRequest("t", "g", cpus=2.0, duration_hint_s=1000.0), now_s=0.0)
     assert ctl.plan_scaling(now_s=5.0).power_off == ()  # not idle long enough
     plan = ctl.plan_scaling(now_s=11.0)
@@ -86,7 +87,7 @@ def test_idle_nodes_go_after_timeout_least_efficient_first():
 
 
 def test_hotter_idle_node_goes_first():
-    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0, scale_down_band=0.0)
+    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0, scale_down_band=0.0, pack_efficient=False)
     ctl.observe_node("b1", now_s=0.0, temperature_k=330.0)
     plan = ctl.plan_scaling(now_s=1.0)
     # 120 CPUs on, 60 must stay: smalls (least efficient) go, then the hottest big one
@@ -94,7 +95,7 @@ def test_hotter_idle_node_goes_first():
 
 
 def test_scale_down_band_keeps_headroom():
-    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0, scale_down_band=0.5)
+    ctl = _cluster(idle_timeout_s=0.0, spare_cpus=60.0, scale_down_band=0.5, pack_efficient=False)
     plan = ctl.plan_scaling(now_s=1.0)
     # 120 CPUs on; 90 (60 x 1.5) must stay: only the three small nodes go
     assert set(plan.power_off) == {"s0", "s1", "s2"}
@@ -110,7 +111,8 @@ def test_min_on_time_prevents_flapping():
 
 
 def test_default_idle_timeout_is_break_even():
-    ctl = _cluster()
+    # lambda 0: only the boot energy is weighed against the idle draw
+    ctl = _cluster(lambda_j_per_s=0.0)
     big = TYPES[0]
     be = big.boot_energy_j / (big.idle_w - big.off_w)
     ctl.set_node_state("s0", NodeState.DRAINING, now_s=0.0)
@@ -119,7 +121,8 @@ def test_default_idle_timeout_is_break_even():
 
 
 def test_boot_on_pending_demand_most_efficient_first():
-    ctl = Controller(TYPES, ControllerConfig())
+    # one node for every task that fits nowhere (size_boots off)
+    ctl = Controller(TYPES, ControllerConfig(size_boots=False))
     ctl.add_node("on", "small")
     for i in range(2):
         ctl.add_node(f"s{i}", "small", state=NodeState.OFF)

@@ -102,7 +102,11 @@ def test_hand_computed_energy_one_task():
     assert m["dynamic_energy_j"] == pytest.approx(500.0)
     assert m["idle_energy_j"] == pytest.approx(1000.0)
     assert m["energy_j"] == pytest.approx(2250.0)
-    assert m["overhead_share"] == pytest.approx(1 - 500.0 / 2250.0)
+    # task work (tao_core.accounting.figures): 500 J dynamic + the idle 100 W for the half of
+    # the node's CPUs the task held over its 10 s = 1000 J; overhead share 1 - 1000 / 2250
+    assert m["task_energy_j"] == pytest.approx(1000.0)
+    assert m["overhead_share"] == pytest.approx(1 - 1000.0 / 2250.0)
+    assert m["inverted"] is True
     assert m["peak_power_w"] == pytest.approx(150.0)
     assert m["makespan_s"] == pytest.approx(10.0)
     assert res.energy_task_j[0] == pytest.approx(500.0)

@@ -50,6 +50,10 @@ class CarbonShifter:
                 return s, m, now_mean
         return None
 
+    def planned(self, task_id: str) -> bool:
+        """Whether a start was planned for ``task_id`` (its window is chosen)."""
+        return task_id in self._planned
+
     def waiting(self, task_id: str, now_s: float) -> bool:
         """True while ``task_id`` waits for its planned start."""
         p = self._planned.get(task_id)

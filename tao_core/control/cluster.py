@@ -36,11 +36,16 @@ class ClusterView:
     column store; ``nodes.ids``, ``nodes.state``, ``nodes.used_c``, ...), ``curves`` (CPU
     curves in use, one row per type), ``modeled_w`` and ``modeled_static_w`` (modeled
     cluster IT watts and their static part), ``not_on`` (nodes not ON), and per type the
-    arrays ``type_speed``, ``type_cpus``, ``type_gpus``, ``type_boot_s``."""
+    arrays ``type_speed``, ``type_cpus``, ``type_gpus``, ``type_boot_s``, ``type_best_u`` (the
+    utilization with the fewest watts per unit of work on the type's curve)."""
 
     def __init__(self, node_types: Sequence[NodeType], *, calibration_prior: float = 5.0, allow_wake: bool = True,
-                 node_caps_w: Optional[Mapping[str, float]] = None) -> None:
+                 node_caps_w: Optional[Mapping[str, float]] = None, idle_timeout_s: Optional[float] = None,
+                 min_idle_timeout_s: float = 1.0, wake_tail_cap_s: float = 300.0) -> None:
         self.types: list[NodeType] = []
+        self._idle_timeout_s = idle_timeout_s
+        self._min_idle_timeout_s = min_idle_timeout_s
+        self._wake_tail_cap_s = wake_tail_cap_s
         self.type_index: dict[str, int] = {}
         self.models: list[NodeModel] = []
         self.curves = CurveTable()
@@ -88,9 +93,19 @@ class ClusterView:
         self._model_tables()
 
     def _model_tables(self) -> None:
-        """Per-type watts of the calibrated models (after a type is added or a curve refit)."""
+        """Per-type watts of the calibrated models (after a type is added or a curve refit),
+        the idle timeouts and what waking a node costs."""
         self.type_peak_w = np.array([m.peak_w for m in self.models], dtype=float)
         self.type_idle_w = np.array([m.idle_w for m in self.models], dtype=float)
+        # the utilization with the fewest watts per unit of work on each CPU curve
+        u = np.arange(1, 11) / 10.0
+        pts = self.curves.points[:, 1:] if len(self.curves) else np.zeros((0, 10))
+        self.type_best_u = u[np.argmin(pts / u, axis=1)] if len(pts) else np.zeros(0)
+        self.type_timeout_s = self.idle_timeouts_s(self._idle_timeout_s, self._min_idle_timeout_s)
+        # waking a node costs its boot and the idle watts (above off) it draws after its work
+        # until it is powered off again: its idle timeout (capped when it is never powered off)
+        tail = np.minimum(self.type_timeout_s, self._wake_tail_cap_s)
+        self.type_wake_j = self.type_boot_j + np.maximum(self.type_idle_w - self.type_off_w, 0.0) * tail
 
     def type_of(self, name: str) -> int:
         """Row of the node type called ``name``; InputError when none is."""
@@ -158,6 +173,7 @@ class ClusterView:
         nt.state[i] = STATE_CODE[state]
         nt.ready_at[i] = now_s + t.boot_s if state == NodeState.BOOTING else -_INF
         nt.busy_until[i] = -_INF
+        nt.busy_from[i] = _INF
         nt.temp_ratio[i] = 1.0
         cap = self._caps.get(node_id)
         nt.cap_w[i] = _INF if cap is None else float(cap)
@@ -197,9 +213,11 @@ class ClusterView:
         self.refresh_node(i)
 
     # ----------------------------------------------------------- reservations
-    def reserve(self, i: int, cpus: float, gpus: float, end_s: float) -> None:
+    def reserve(self, i: int, cpus: float, gpus: float, end_s: float, now_s: float) -> None:
         """Reserve ``cpus`` and ``gpus`` on row ``i`` until the predicted ``end_s``."""
         nt = self.nodes
+        if nt.n_tasks.item(i) == 0:
+            nt.busy_from[i] = now_s
         used = nt.used_c.item(i) + cpus
         nt.used_c[i] = used
         nt.free_c[i] = nt.cpus.item(i) - used
@@ -223,6 +241,7 @@ class ClusterView:
             nt.free_c[i] = nt.cpus.item(i)
             nt.free_g[i] = nt.gpus.item(i)
             nt.busy_until[i] = -_INF
+            nt.busy_from[i] = _INF
             nt.idle_since[i] = now_s
         else:
             nt.n_tasks[i] = n
@@ -238,6 +257,15 @@ class ClusterView:
         """Work reserved on row ``i`` is now predicted to end at ``end_s`` (it started late)."""
         if end_s > self.nodes.busy_until.item(i):
             self.nodes.busy_until[i] = end_s
+
+    def expected_end(self, now_s: float) -> np.ndarray:
+        """Per node, when its reserved work is expected to end: the latest predicted end,
+        or, when that is nearer, as far ahead as the node has been busy so far (a stretch of
+        work that has lasted ``a`` seconds is expected to last about as long again: run
+        times are heavy-tailed and a node that has been refilled keeps being refilled;
+        Lindy's rule); -inf for nodes without reserved work."""
+        nt = self.nodes
+        return np.maximum(nt.busy_until, 2.0 * now_s - nt.busy_from)
 
     # ------------------------------------------------------------- modeled watts
     def refresh_node(self, i: int, state_changed: bool = True) -> None:
@@ -267,7 +295,7 @@ class ClusterView:
         nt.p_static[i] = ps
         if state_changed:
             off = st == OFF
-            nt.wake_j[i] = self.type_boot_j.item(k) if off else 0.0
+            nt.wake_j[i] = self.type_wake_j.item(k) if off else 0.0
             nt.boot_wait[i] = self.type_boot_s.item(k) if off else 0.0
         self.scorer.row_changed(i, st, used_c, nt.free_c.item(i), nt.free_g.item(i), inv10, k, gs, gd, p_on, p)
 
@@ -297,6 +325,7 @@ class ClusterView:
         self._model_tables()
         rows = np.flatnonzero(self.nodes.ti == k)
         self.nodes.idle_w[rows] = self.models[k].idle_w
+        self.nodes.wake_j[rows] = np.where(self.nodes.state[rows] == OFF, self.type_wake_j[k], 0.0)
         self.refresh_rows(rows)
 
     # ------------------------------------------------------------- telemetry

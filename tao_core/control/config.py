@@ -76,6 +76,27 @@ class ControllerConfig:
     - ``wake_in_decide``: let ``decide`` consider nodes that are off (answering DEFER and
       asking ``plan_scaling`` to boot the chosen one).
 
+    Levers (each can be switched off to measure it on its own):
+
+    - ``predictive_scaling``: hold and boot capacity for the arrivals the forecast
+      (:mod:`tao_core.control.forecast`) expects, a newsvendor choice per node type, and
+      power idle nodes off at once when the forecast says the quiet outlasts their
+      break-even time (see :mod:`tao_core.control.scaling`); before the forecast has
+      history, the idle timeout and the arrival rate as without it.
+    - ``size_boots``: boot for a queue of CPU-only tasks only the nodes whose saved waits,
+      at ``lambda_j_per_s``, outweigh what waking them costs (a fluid model of the queue),
+      instead of one node for every task that fits nowhere.
+    - ``pack_efficient``: choose the nodes kept on by the watts they would draw at the load
+      they would carry (each type's curve, not its full-load efficiency alone), and drain
+      the busy node whose load the others carry on fewer watts (not only nodes under 50 %).
+    - ``gpu_power_limits``: choose a GPU power limit per task group where limits are
+      enabled (``Controller.enable_gpu_power_limits``); False: every GPU at its highest.
+    - ``defer_to_on_windows``: a deferrable task with a deadline whose cheapest node would
+      stay on (or be woken) for it waits, until its latest start (the deadline less its
+      run time x (1 + ``carbon_slack``) and the longest boot), for a node that is on anyway
+      for other work; it is not demand to boot for meanwhile.
+    - ``forecast_bin_s``, ``forecast_history_s``: the forecast's bin width and memory, s.
+
     Carbon (used once a signal is given with ``Controller.set_carbon_signal``):
 
     - ``carbon_min_saving``: a deferrable task with a deadline waits for a cleaner start only
@@ -133,6 +154,14 @@ class ControllerConfig:
     scale_down: bool = True
     consolidate: bool = True
     wake_in_decide: bool = True
+
+    predictive_scaling: bool = True
+    size_boots: bool = True
+    pack_efficient: bool = True
+    gpu_power_limits: bool = True
+    defer_to_on_windows: bool = True
+    forecast_bin_s: float = 60.0
+    forecast_history_s: float = 8 * 86400.0
 
     carbon_min_saving: float = 0.10
     carbon_slack: float = 0.25
@@ -224,6 +253,8 @@ _RULES: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (("scale_down_band",), lambda v: _finite(v) and v >= 0,
      "must be a finite fraction >= 0 (0.25 keeps 25 % above demand)"),
     (("boot_amortize_s",), lambda v: _num(v) and v > 0, "must be a positive number of seconds"),
+    (("forecast_bin_s",), lambda v: _finite(v) and v > 0, "must be a finite positive number of seconds"),
+    (("forecast_history_s",), lambda v: _finite(v) and v > 0, "must be a finite positive number of seconds"),
     (("carbon_min_saving",), lambda v: _num(v) and 0 <= v < 1,
      "must be a fraction in [0, 1) (0.10 = wait only for 10 % cleaner power)"),
     (("carbon_max_fill",), lambda v: _num(v) and 0 < v <= 1, "must be a fraction in (0, 1]"),

@@ -17,6 +17,7 @@ Units: seconds, joules, watts, kelvin.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from tao_core.control.budget import PowerLoop
 from tao_core.control.carbon_shift import CarbonShifter
 from tao_core.control.cluster import ClusterView
 from tao_core.control.config import ControllerConfig
+from tao_core.control.forecast import ArrivalForecast
 from tao_core.control.model import ModelSnapshot, NodeModel
 from tao_core.control.penalty import Scores
 from tao_core.control.power_limits import PowerLimitLearner
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 BOOT_RECHECK_S = 5.0
 #: tasks that may wait for their settled energy at once (``task_finished(energy_pending=True)``)
 MAX_SETTLING = 100_000
+#: a task fits a node's window when at most this share of its run lies beyond the window
+_WINDOW_SLACK = 0.05
 _INF = float("inf")
 
 _DECISION_DEFAULTS = {f.name: f.default for f in fields(Decision)}
@@ -93,7 +97,9 @@ class Controller:
         self.event_sink = event_sink
         #: nodes and node types as the controller sees them (read them, do not change them)
         self.cluster = ClusterView(node_types, calibration_prior=cfg.calibration_prior,
-                                   allow_wake=cfg.wake_in_decide, node_caps_w=cfg.node_caps_w)
+                                   allow_wake=cfg.wake_in_decide, node_caps_w=cfg.node_caps_w,
+                                   idle_timeout_s=cfg.idle_timeout_s if cfg.scale_down else math.inf,
+                                   min_idle_timeout_s=cfg.min_idle_timeout_s, wake_tail_cap_s=cfg.boot_amortize_s)
         self.scorer = self.cluster.scorer
         self.reservations = Reservations()
         self.predictor = TaskPredictor(self.cluster.type_speed, default_duration_s=cfg.default_duration_s,
@@ -106,6 +112,8 @@ class Controller:
         #: task id -> when its wait for a node that is OFF or BOOTING runs out, s; a task asking
         #: again after that goes to a node that is on when one has room (no second wait)
         self._wake_waits: dict[str, float] = {}
+        #: task id -> latest start of a deferrable task waiting for a node that is on anyway
+        self._window_waits: dict[str, float] = {}
         self._arr_rate_c = 0.0  # CPUs asked per second (exponentially weighted)
         self._arr_rate_g = 0.0
         self._arr_t = -_INF
@@ -114,6 +122,11 @@ class Controller:
         self._last_margin_event = 0.0
         self._last_fit_s = [-_INF] * len(self.cluster.types)
         self.counters = {"place": 0, "defer": 0, "reject": 0, "warn": 0}
+        self.forecast = ArrivalForecast(bin_s=cfg.forecast_bin_s,
+                                        history_s=max(cfg.forecast_history_s, cfg.forecast_bin_s),
+                                        eval_window_s=cfg.forecast_bin_s)
+        self._forecast_holds = False  #: the last plan kept idle nodes on for forecast arrivals
+        self._early_off = scaling.EarlyOffRecord(len(self.cluster.types))
         self.carbon: Optional[CarbonShifter] = None
         self.gpu_limits: dict[str, PowerLimitLearner] = {}  # by node type name
 
@@ -149,6 +162,7 @@ class Controller:
         self.cluster.add_type(node_type)
         self._last_fit_s.append(-_INF)
         self.predictor.add_type(node_type.speed)
+        self._early_off.add_type()
 
     def _emit(self, ev: DecisionEvent) -> None:
         sink = self.event_sink
@@ -272,6 +286,7 @@ class Controller:
         return self._arr_rate_c * f, self._arr_rate_g * f
 
     def _note_arrival(self, now_s: float, cpus: float, gpus: float) -> None:
+        self.forecast.note(now_s, cpus, gpus)
         tau = self._arr_tau
         at = self._arr_t
         if now_s > at:
@@ -358,13 +373,8 @@ class Controller:
         dur_k, edur_k = self.predictor.predict(task.group, task.duration_hint_s)
         lp = self.loop
         any_not_on = cv.not_on > 0
-        share_k = None
-        if any_not_on:
-            share_k = cpus / cv.type_cpus
-            if gpus > 0:
-                share_k = np.maximum(share_k, gpus * cv.type_inv_gpus)
         p_now = lp.predict_w(cv.modeled_static_w, cv.modeled_w - cv.modeled_static_w)
-        sc = self.scorer.score(cpus, gpus, dur_k, edur_k, share_k, now_s, cfg.lambda_j_per_s, cfg.mu, p_now,
+        sc = self.scorer.score(cpus, gpus, dur_k, edur_k, now_s, cfg.lambda_j_per_s, cfg.mu, p_now,
                                lp.dynamic_scale, lp.effective_budget_w, cfg.scale_down, any_not_on, cv.any_temp,
                                cv.any_cap)
         return sc, dur_k, p_now
@@ -379,6 +389,10 @@ class Controller:
         cost = sc.cost.item(j)
         if not cost < _INF:  # inf, or NaN from a degenerate input: nothing feasible
             return self._defer(task, now_s, None, self._defer_reason(task, budget), None, sc=sc)
+        if task.deadline_s is not None and task.deferrable and self.config.defer_to_on_windows:
+            waits = self._window_wait(task, now_s, j, dur_k)
+            if waits is not None:
+                return waits
         if self.cluster.nodes.state.item(j) != ON:
             return self._defer_for_boot(task, now_s, j, sc)
         energy = sc.energy_j.item(j)
@@ -409,6 +423,49 @@ class Controller:
         if nxt is not None:
             until = min(until, nxt if nxt > now_s else now_s + BOOT_RECHECK_S)
         return self._defer(task, now_s, until, reason, j, sc=sc)
+
+    # ------------------------------------------------------------- on windows
+    def _latest_start(self, task: TaskRequest) -> Optional[float]:
+        """The latest start that still meets ``task``'s deadline: the deadline less its run
+        time on the slowest node type x (1 + ``carbon_slack``) and the longest boot time.
+        The run time is the task's ``duration_hint_s``, else the longest its group has had
+        (after three finished); None without either (no deadline can be promised)."""
+        hint = task.duration_hint_s
+        ref = hint if hint is not None and 0 < hint < _INF else self.predictor.longest_s(task.group)
+        if ref is None or task.deadline_s is None or not math.isfinite(task.deadline_s):
+            return None
+        cv = self.cluster
+        run_s = ref / float(cv.type_speed.min())
+        return task.deadline_s - run_s * (1.0 + self.config.carbon_slack) - cv.max_boot_s()
+
+    def _window_wait(self, task: TaskRequest, now_s: float, j: int, dur_k: np.ndarray) -> Optional[Decision]:
+        """``defer_to_on_windows``: a deferrable task with a deadline whose cheapest node
+        would have to stay on (or be woken) for it waits, until its latest start, for a
+        node that is on anyway for other work: one whose reserved work outlasts the task's
+        run. It is asked again whenever capacity changes; None: decide as usual."""
+        tid = task.task_id
+        if self.carbon is not None and self.carbon.planned(tid):
+            return None  # its start was chosen for cleaner power: that is its window
+        latest = self._latest_start(task)
+        if latest is None or latest <= now_s:
+            self._window_waits.pop(tid, None)
+            return None
+        nt = self.cluster.nodes
+        run = float(dur_k[nt.ti.item(j)])
+        st = nt.state.item(j)
+        end = max(nt.busy_until.item(j), 2.0 * now_s - nt.busy_from.item(j))
+        window = max(0.0, end - now_s) if st == ON or st == DRAINING else 0.0
+        if run - window <= _WINDOW_SLACK * run:
+            self._window_waits.pop(tid, None)
+            return None  # it fits in a window the node is on for anyway
+        self._window_waits[tid] = latest
+        return self._defer(task, now_s, latest, f"waiting until t={latest:.0f} s at the latest for a node that is "
+                           "on anyway", None)
+
+    def window_waiting(self, task_id: str, now_s: float) -> bool:
+        """Whether ``task_id`` waits for a node that is on anyway (not demand to boot for)."""
+        latest = self._window_waits.get(task_id)
+        return latest is not None and latest > now_s
 
     # ------------------------------------------------------------- carbon
     def set_carbon_signal(self, signal: Optional[CarbonSignal]) -> None:
@@ -445,19 +502,26 @@ class Controller:
     # -------------------------------------------------------- GPU power limits
     def enable_gpu_power_limits(self, node_type: str, limits_w: Sequence[float]) -> None:
         """Let the controller choose GPU power limits (watts, among ``limits_w``) for the
-        GPUs of ``node_type``, learned per task group from measured time and energy."""
-        self.cluster.type_of(node_type)
+        GPUs of ``node_type``, learned per task group from measured time and energy.
+
+        A unit of work is judged by its GPU energy plus ``lambda`` and the node's idle draw
+        per GPU times its run time: a slower unit keeps its share of the node's static draw
+        on for longer, which a GPU's own energy figure leaves out."""
+        k = self.cluster.type_of(node_type)
+        t = self.cluster.types[k]
+        static = float(self.cluster.type_idle_w[k]) / t.gpus if t.gpus else 0.0
         self.gpu_limits[node_type] = PowerLimitLearner(limits_w, max_slowdown=self.config.gpu_max_slowdown,
-                                                       lambda_j_per_s=self.config.lambda_j_per_s)
+                                                       lambda_j_per_s=self.config.lambda_j_per_s + static)
 
     def gpu_power_limit(self, group: str, node_id: str, *, now_s: float) -> Optional[float]:
         """The power limit in watts for the next unit of ``group``'s work on each GPU of
-        ``node_id`` (None if limits are not enabled for its type). Under a power budget the
+        ``node_id`` (None if limits are not enabled for its type, or ``gpu_power_limits`` is
+        off). Under a power budget the
         limit's measured draw fits the headroom: idle watts plus the budget's free watts
         (and what the node's reserved GPUs are already counted for) shared by those GPUs."""
         ntype = self.cluster.node_type(node_id)
         learner = self.gpu_limits.get(ntype.name)
-        if learner is None:
+        if learner is None or not self.config.gpu_power_limits:
             return None
         cap = None
         budget = self.loop.effective_budget_w
@@ -519,6 +583,8 @@ class Controller:
         node_id = nt.ids[j]
         if self._wake_waits:
             self._wake_waits.pop(tid, None)
+        if self._window_waits:
+            self._window_waits.pop(tid, None)
         # before the reservation: sc.dp_w can be the scorer's cached row that it updates
         alts = self._alternatives(sc) if self.config.alternatives else ()
         cpus = float(task.cpus)
@@ -529,7 +595,7 @@ class Controller:
         end = now_s + dur
         self.reservations.add(Reservation(tid, task.group, task.job, node_id, nt.ti.item(j), cpus, gpus, now_s, dur,
                                           energy, model_attr, end))
-        cv.reserve(j, cpus, gpus, end)
+        cv.reserve(j, cpus, gpus, end, now_s)
         if self._deferred:
             self._deferred.pop(tid, None)
         self.counters["place"] += 1
@@ -592,6 +658,7 @@ class Controller:
         self.counters["reject"] += 1
         self._deferred.pop(task.task_id, None)
         self._wake_waits.pop(task.task_id, None)
+        self._window_waits.pop(task.task_id, None)
         if self._events_on:
             self._emit(DecisionEvent(t_s=now_s, kind="reject", subject=task.task_id, group=task.group,
                                      reason=reason, budget=self.budget_state(task.job)))
@@ -671,6 +738,7 @@ class Controller:
     def cancel(self, task_id: str, *, now_s: float) -> None:
         """Frees a PLACE that never ran (or forgets a deferred task)."""
         self._deferred.pop(task_id, None)
+        self._window_waits.pop(task_id, None)
         if self.reservations.get(task_id) is not None:
             self._release(task_id, now_s=now_s)
 
@@ -691,8 +759,11 @@ class Controller:
         ``set_node_state(node, ON)`` when a booted node is ready."""
         if self.carbon is not None and pending:
             pending = [t for t in pending if not self.carbon.waiting(t.task_id, now_s)]
+        if self._window_waits and pending:
+            pending = [t for t in pending if not self.window_waiting(t.task_id, now_s)]
         plan = scaling.plan(self.cluster, self.config, self.loop, now_s=now_s, pending=pending,
-                            arrival_rate=self.arrival_rate(now_s))
+                            demand=self._demand(now_s, for_plan=True))
+        self._forecast_holds = plan.reason.find(scaling.HELD_BY_FORECAST) >= 0
         # wake requests are hints for this plan only: a task still waiting asks again
         self.cluster.clear_wake_requests()
         for nid in plan.power_on:
@@ -709,11 +780,49 @@ class Controller:
                                              budget=budget_state))
         return plan
 
-    def idle_timeouts_s(self) -> dict[str, float]:
-        """Seconds of idleness before a node of each type is powered off, by type name."""
-        cfg = self.config
-        tos = self.cluster.idle_timeouts_s(cfg.idle_timeout_s, cfg.min_idle_timeout_s)
+    def _demand(self, now_s: float, *, for_plan: bool = False) -> scaling.Demand:
+        """What the planner knows of demand to come; ``for_plan``: with the track record of
+        early power-offs, which the plan reads and adds to (the idle timeouts and the
+        planning timer need neither)."""
+        fc = self.forecast
+        d = scaling.Demand(arrival_rate=self.arrival_rate(now_s), forecast=fc, mean_cpus=fc.mean_cpus,
+                           mean_gpus=fc.gpus_asked / fc.tasks if fc.tasks else 0.0,
+                           mean_run_s=self.predictor.overall_mean_s())
+        if not (for_plan and self.config.predictive_scaling):
+            return d
+        cv = self.cluster
+        ok = self._early_off.ok(now_s, cv.idle_timeouts_s(None, self.config.min_idle_timeout_s),
+                                scaling.early_off_thresholds(cv, self.config, d))
+        return dataclasses.replace(d, early_off_ok=ok, early_off_record=self._early_off)
+
+    def idle_timeouts_s(self, now_s: float = 0.0) -> dict[str, float]:
+        """Seconds of idleness before a node of each type is powered off, by type name: the
+        configured timeout, or the break-even of a later boot and the waits it costs at
+        lambda (:func:`tao_core.control.scaling.idle_timeouts`; it follows the mean task
+        size seen so far)."""
+        tos = scaling.idle_timeouts(self.cluster, self.config, self._demand(now_s))
         return {t.name: float(x) for t, x in zip(self.cluster.types, tos.tolist())}
+
+    def next_plan_s(self, *, now_s: float) -> Optional[float]:
+        """The earliest time after ``now_s`` at which :meth:`plan_scaling` may change
+        something although no task, node or telemetry event came: an idle node's timeout
+        running out, or (predictive scaling) the arrival forecast moving on to its next bin
+        while it holds idle nodes on. None: nothing is due. For a caller's timer (the
+        simulator ticks then)."""
+        cv = self.cluster
+        nt = cv.nodes
+        idle = (nt.n_tasks == 0) & ((nt.state == ON) | (nt.state == DRAINING))
+        if not idle.any():
+            return None
+        tos = scaling.idle_timeouts(cv, self.config, self._demand(now_s))[nt.ti[idle]]
+        due = np.maximum(nt.idle_since[idle] + tos, nt.on_since[idle] + self.config.min_on_s)
+        later = due[due > now_s + 1e-9]
+        t = float(later.min()) if later.size else None
+        if self._forecast_holds:
+            b = self.forecast.bin_s
+            nxt = (math.floor(now_s / b + 1e-9) + 1) * b
+            t = nxt if t is None else min(t, nxt)
+        return t
 
     # ------------------------------------------------------------ inspect
     @property

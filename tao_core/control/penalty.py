@@ -12,13 +12,18 @@ Terms and units:
     model adds at its reserved load plus this task (CPU curve, and GPU idle-to-busy watts
     for each GPU asked for), times the predicted run time ``d`` (s), times the learned
     energy correction ``c`` (measured / predicted for the task's group, 1.0 cold);
-  * keep-on: ``P_idle,n * max(0, start + d - max(busy_until_n, start))``, the node's idle
+  * keep-on: ``P_idle,n * max(0, start + d - max(end_n, start))``, the node's idle
     watts over the extra time the task keeps it on beyond the work already reserved on
     it (0 when it packs inside a busy node's window, the whole run time on an empty node),
-    counted only when the controller may power idle nodes off (``scale_down``);
-  * wake: for a node that is off, its boot energy times the share of the node the task
-    uses (``max(cpus / node cpus, gpus / node gpus)``), i.e. boot cost amortised over a
-    full node's worth of work.
+    counted only when the controller may power idle nodes off (``scale_down``). ``end_n``
+    is when the node's reserved work is expected to end: its latest predicted end, or as
+    far ahead as the node has been busy so far when that is later (a stretch of work that
+    has lasted ``a`` seconds is expected to last about as long again: run times are
+    heavy-tailed, and a node that has been refilled keeps being refilled);
+  * wake: for a node that is off, what waking it costs whatever share of it the task
+    uses: its boot energy plus its idle watts (above its off watts) over the idle timeout
+    it stays on after its work before it is powered off again (the timeout capped at
+    ``boot_amortize_s`` when nodes are never powered off).
 
 - ``T_n / T_ref``, dimensionless: node temperature over the reference temperature, both
   kelvin (default 298.15 K; no reading counts as ``T_ref``). Landauer's bound ``k T ln 2``
@@ -153,6 +158,13 @@ class Scorer:
                 dyn[i] = inf
                 dp[i] = inf
 
+    def _window(self, now_s: float, out: np.ndarray) -> None:
+        """Per node, seconds until its reserved work is expected to end (``end_n - now``;
+        see the module docstring; -inf without reserved work), into ``out``."""
+        nt = self.nt
+        np.subtract(now_s, nt.busy_from, out=out)  # how long it has been busy (-inf: not)
+        np.maximum(out, nt.busy_until - now_s, out=out)
+
     def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._scratch_cap < n:
             cap = max(16, 2 * n)
@@ -165,15 +177,13 @@ class Scorer:
 
     # ------------------------------------------------------------ scoring
     def score(self, cpus: float, gpus: float, dur_k: np.ndarray, edur_k: np.ndarray,
-              share_k: Optional[np.ndarray], now_s: float, lambda_j_per_s: float, mu: float,
+              now_s: float, lambda_j_per_s: float, mu: float,
               power_now_w: float, ratio: float, budget_w: Optional[float], keep_on: bool,
               any_not_on: bool, any_temp: bool, any_cap: bool) -> Scores:
         """Score all nodes for a task of ``cpus`` CPUs and ``gpus`` GPUs.
 
         ``dur_k``: predicted run time per node type (s); ``edur_k``: run time times the
-        learned energy correction per node type (s); ``share_k``: per node type, the
-        share of a node the task uses (wake term; needed when nodes are off);
-        ``power_now_w``: predicted cluster IT watts now (modeled x ``ratio``);
+        learned energy correction per node type (s); ``power_now_w``: predicted cluster IT watts now (modeled x ``ratio``);
         ``budget_w``: IT budget less admission margin (None: no barrier). Over-budget
         nodes get a large finite barrier here; :meth:`choose` makes them infeasible."""
         nt = self.nt
@@ -189,20 +199,19 @@ class Scorer:
             wait = np.maximum(nt.ready_at - now_s, nt.boot_wait)
             np.maximum(wait, 0.0, out=wait)
             if keep_on:
-                np.subtract(nt.busy_until, now_s, out=x)
+                self._window(now_s, x)
                 x -= wait
                 np.maximum(x, 0.0, out=x)
                 np.subtract(d, x, out=x)
                 np.maximum(x, 0.0, out=x)
                 x *= nt.idle_w
                 e += x
-            if share_k is not None:
-                e += nt.wake_j * share_k[ti]
+            e += nt.wake_j
             d += wait  # delay = wait + run time
             dpw = dp
         else:
             if keep_on:
-                np.subtract(nt.busy_until, now_s, out=x)
+                self._window(now_s, x)
                 np.maximum(x, 0.0, out=x)
                 np.subtract(d, x, out=x)
                 np.maximum(x, 0.0, out=x)

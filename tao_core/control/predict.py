@@ -5,15 +5,29 @@ Run time (seconds) on node type ``k``:
 
 1. the task's own ``duration_hint_s`` (run time at speed 1.0) divided by the speed of
    ``k``, when given;
-2. else the EWMA of run times measured for (group, k), if any;
-3. else the EWMA of the group's reference run time (measured run time x speed of the
-   node type it ran on) divided by the speed of ``k``;
-4. else ``default_duration_s`` divided by the speed.
+2. else the group's reference run time (measured run time x speed of the node type it ran
+   on, a geometric mean over every type) divided by the speed of ``k``, times a per-type
+   correction;
+3. else ``default_duration_s`` divided by the speed.
 
-Energy: the controller predicts a task's dynamic energy from the node power model
-(marginal watts x run time). When an attributed measurement comes back, the ratio
-measured / predicted is learned (EWMA) per (group, k), falling back to the group's ratio
-over all types, then 1.0. The correction multiplies the model's prediction.
+One reference time shared by every type is the best guess for a type few of the group's
+tasks ran on: run times of one group vary from task to task (a lognormal spread of 50 %
+is common), so a handful of runs on one type says little about that type. A type's own
+correction (the geometric mean of measured / predicted there) counts in proportion to its
+evidence: ``c_k ** (n_k / (n_k + evidence))``, ``n_k`` runs measured there. Types of equal
+speed then get equal predictions until one of them has proved different.
+
+Run times are averaged in log space (a geometric mean, the median of a lognormal spread):
+in a group whose runs span seconds to days, an arithmetic mean is set by the few longest
+runs and jumps with each one, and would make every task of the group look days long. The
+means are running means of every measurement until ``1 / alpha`` of them were seen, then
+exponentially weighted with weight ``alpha`` (a drift is followed; early ones are not
+noisier than later ones).
+
+Energy: the controller predicts a task's attributed energy from the node power model
+(marginal watts x run time plus its share of idle watts). When a measurement comes back,
+the ratio measured / predicted is learned per group, and per (group, type) as a
+correction shrunk the same way. The correction multiplies the model's prediction.
 
 Memory is bounded: at most ``max_groups`` groups are kept, least recently used first out.
 Predictions are handed out as per-type numpy arrays, cached per group until the group
@@ -28,36 +42,69 @@ from typing import Optional, Sequence
 import numpy as np
 
 
+class _Mean:
+    """A running mean that turns into an EWMA of weight ``alpha`` after ``1/alpha`` samples."""
+
+    __slots__ = ("value", "n")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.n = 0
+
+    def add(self, x: float, alpha: float) -> None:
+        self.n += 1
+        w = max(alpha, 1.0 / self.n)
+        self.value += w * (x - self.value)
+
+
 class _Group:
-    __slots__ = ("dur", "dur_seen", "ref_dur", "ref_dur_max", "ratio", "ratio_seen", "ref_ratio", "n", "cache",
-                 "ratio_arr")
+    __slots__ = ("ref", "ref_max", "type_dur", "ratio", "type_ratio", "n", "cache", "ratio_arr")
 
     def __init__(self, k: int) -> None:
-        self.dur = [0.0] * k
-        self.dur_seen = [False] * k
-        self.ref_dur: Optional[float] = None
-        self.ref_dur_max = 0.0  #: longest run time seen, at speed 1.0, s
-        self.ratio = [1.0] * k
-        self.ratio_seen = [False] * k
-        self.ref_ratio: Optional[float] = None
+        self.ref = _Mean()                                   #: log of the run time at speed 1.0
+        self.ref_max = 0.0                                   #: longest run time seen at speed 1.0, s
+        self.type_dur = [_Mean() for _ in range(k)]          #: log of measured / predicted run time per type
+        self.ratio = _Mean()                                 #: measured / predicted energy, every type
+        self.type_ratio = [_Mean() for _ in range(k)]        #: measured / group-predicted energy per type
         self.n = 0
         self.cache: Optional[tuple[np.ndarray, np.ndarray]] = None
         self.ratio_arr: Optional[np.ndarray] = None
 
 
+def _shrunk(m: _Mean, evidence: float) -> float:
+    """A per-type correction counted in proportion to its evidence (1.0 with none)."""
+    if m.n == 0:
+        return 1.0
+    return 1.0 + (m.value - 1.0) * m.n / (m.n + evidence)
+
+
+def _shrunk_log(m: _Mean, evidence: float) -> float:
+    """A per-type run-time factor from a mean of log ratios, shrunk towards 1 by evidence."""
+    if m.n == 0:
+        return 1.0
+    return math.exp(m.value * m.n / (m.n + evidence))
+
+
+_MIN_S = 1e-3  # run times are floored at a millisecond before their log is taken
+
+
 class TaskPredictor:
-    """Online per-group predictions of run time (s) and energy correction (ratio), per node type."""
+    """Online per-group predictions of run time (s) and energy correction (ratio), per node type.
+
+    ``evidence``: runs on one type at which that type's own correction counts half."""
 
     def __init__(self, speeds: Sequence[float], *, default_duration_s: float = 10.0,
-                 alpha: float = 0.3, max_groups: int = 10_000) -> None:
-        self.speeds = np.asarray(speeds, dtype=float)
-        self._speeds = [float(x) for x in self.speeds]
-        self.k = len(self.speeds)
+                 alpha: float = 0.3, max_groups: int = 10_000, evidence: float = 10.0) -> None:
+        self._speeds = [float(x) for x in speeds]
+        self.speeds = np.asarray(self._speeds, dtype=float)
+        self.k = len(self._speeds)
         self.default_duration_s = float(default_duration_s)
         self.alpha = float(alpha)
         self.max_groups = int(max_groups)
+        self.evidence = float(evidence)
         self._groups: "OrderedDict[str, _Group]" = OrderedDict()
         self._cold_cache: dict[Optional[float], tuple[np.ndarray, np.ndarray]] = {}
+        self._all = _Mean()  #: run time at speed 1.0 over every group, s
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -80,13 +127,8 @@ class TaskPredictor:
         self.k = len(self._speeds)
         self._cold_cache.clear()
         for g in self._groups.values():
-            g.dur.append(0.0)
-            g.dur_seen.append(False)
-            g.ratio.append(1.0)
-            g.ratio_seen.append(False)
-            if g.ratio_arr is not None:
-                rr = g.ref_ratio if g.ref_ratio is not None else 1.0
-                g.ratio_arr = np.append(g.ratio_arr, max(rr, 1e-6))
+            g.type_dur.append(_Mean())
+            g.type_ratio.append(_Mean())
             self._build(g)
 
     def correction(self, group: str) -> np.ndarray:
@@ -111,30 +153,37 @@ class TaskPredictor:
         return self._build(g)
 
     def _build(self, g: _Group) -> tuple[np.ndarray, np.ndarray]:
-        ref = g.ref_dur if g.ref_dur is not None else self.default_duration_s
-        rr = 1.0 if g.ref_ratio is None else g.ref_ratio
-        durs = []
-        edurs = []
-        for k, sp in enumerate(self._speeds):
-            d = g.dur[k] if g.dur_seen[k] else ref / sp
-            if d < 1e-9:
-                d = 1e-9
-            r = g.ratio[k] if g.ratio_seen[k] else rr
-            if r < 1e-6:
-                r = 1e-6
-            durs.append(d)
-            edurs.append(d * r)
-        g.cache = (np.array(durs), np.array(edurs))
+        ref = math.exp(g.ref.value) if g.ref.n else self.default_duration_s
+        ev = self.evidence
+        durs = np.array([max(ref / sp * _shrunk_log(td, ev), 1e-9) for sp, td in zip(self._speeds, g.type_dur)])
+        if g.ratio.n:
+            rr = g.ratio.value
+            g.ratio_arr = np.array([max(rr * _shrunk(tr, ev), 1e-6) for tr in g.type_ratio])
+            g.cache = (durs, durs * g.ratio_arr)
+        else:
+            g.ratio_arr = None
+            g.cache = (durs, durs)
         return g.cache
+
+    def overall_mean_s(self) -> float:
+        """Mean run time at speed 1.0 over every finished task (``default_duration_s`` before
+        any), s."""
+        return self._all.value if self._all.n else self.default_duration_s
+
+    def mean_s(self, group: str) -> Optional[float]:
+        """The group's reference run time at speed 1.0 (s; a geometric mean), None before any
+        run finished."""
+        g = self._groups.get(group)
+        return math.exp(g.ref.value) if g is not None and g.ref.n else None
 
     def longest_s(self, group: str, min_seen: int = 3) -> Optional[float]:
         """The longest run time seen for ``group`` at speed 1.0 (s), once at least
         ``min_seen`` of its tasks finished; else None (too little is known to promise a
         deadline)."""
         g = self._groups.get(group)
-        if g is None or g.n < min_seen or g.ref_dur_max <= 0:
+        if g is None or g.n < min_seen or g.ref_max <= 0:
             return None
-        return g.ref_dur_max
+        return g.ref_max
 
     def observe(self, group: str, type_index: int, *, duration_s: Optional[float] = None,
                 energy_ratio: Optional[float] = None) -> None:
@@ -151,18 +200,18 @@ class TaskPredictor:
         a = self.alpha
         k = type_index
         if duration_s is not None and math.isfinite(duration_s) and duration_s >= 0:
-            g.dur[k] = duration_s if not g.dur_seen[k] else (1 - a) * g.dur[k] + a * duration_s
-            g.dur_seen[k] = True
-            ref = duration_s * self._speeds[k]
-            g.ref_dur = ref if g.ref_dur is None else (1 - a) * g.ref_dur + a * ref
-            g.ref_dur_max = max(g.ref_dur_max, ref)
-            g.n += 1
+            sp = self._speeds[k]
+            ref = duration_s * sp
+            lr = math.log(max(ref, _MIN_S))
+            if g.ref.n:
+                g.type_dur[k].add(lr - g.ref.value, a)  # log of measured / shared prediction on this type
+            g.ref.add(lr, a)
+            self._all.add(ref, min(a, 0.05))
+            g.ref_max = max(g.ref_max, ref)
+            g.n += 1  # a task counts once, with its run time (its energy may come later)
         if energy_ratio is not None and math.isfinite(energy_ratio) and energy_ratio >= 0:
             r = min(energy_ratio, 100.0)
-            g.ratio[k] = r if not g.ratio_seen[k] else (1 - a) * g.ratio[k] + a * r
-            g.ratio_seen[k] = True
-            g.ref_ratio = r if g.ref_ratio is None else (1 - a) * g.ref_ratio + a * r
-        if g.ratio_seen[k] or g.ref_ratio is not None:
-            rr = g.ref_ratio
-            g.ratio_arr = np.array([max(g.ratio[j] if g.ratio_seen[j] else rr, 1e-6) for j in range(self.k)])
+            if g.ratio.n and g.ratio.value > 0:
+                g.type_ratio[k].add(r / g.ratio.value, a)
+            g.ratio.add(r, a)
         self._build(g)

@@ -29,6 +29,7 @@ _FLOAT_FIELDS = (
     "boot_wait",   # seconds before it could run work, when OFF: boot_s; else 0
     "ready_at",    # BOOTING: time it is expected ready; else -inf
     "busy_until",  # predicted end of the latest reserved work (-inf when none)
+    "busy_from",   # when the node's current stretch of reserved work began (+inf when none)
     "temp_ratio",  # T_n / T_ref
     "cap_w",       # per-node cap, watts (inf when none)
     "idle_since",  # time the node last became empty of reserved work

@@ -33,7 +33,8 @@ class NodeType:
     watts idle and up to ``gpu_max_w`` watts busy (or ``gpu_power_limit_w`` when a lower
     limit is set). ``speed`` is relative to a reference node (a task of 10 s at speed 1.0
     runs 5 s at speed 2.0). Booting takes ``boot_s`` seconds at ``boot_w`` watts (default:
-    the idle draw); a node that is off draws ``off_w`` watts.
+    the idle draw); a node that is off draws ``off_w`` watts. ``gpu_model`` names the GPU
+    (``"V100"``), where known.
     """
 
     name: str
@@ -47,6 +48,7 @@ class NodeType:
     boot_s: float = 0.0
     boot_w: Optional[float] = None
     off_w: float = 0.0
+    gpu_model: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.cpus > 0:

@@ -119,7 +119,8 @@ def load_alibaba_nodes(path: str | Path, *, field: str = "nodes") -> ClusterSpec
         name = f"{model}-{cpus:g}c-{gpus}g"
         if name not in types:
             types[name] = NodeType(name=name, cpus=cpus, power_curve=cpu_curve_for(cpus), gpus=gpus,
-                                   gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W)
+                                   gpu_idle_w=idle_w, gpu_max_w=max_w, speed=1.0, boot_s=BOOT_S, off_w=OFF_W,
+                                   gpu_model=None if model == "cpu" else ("V100" if max_w == V100_MAX_W else model))
             if not OFF_W < types[name].idle_w:
                 raise InputError(f"{where}: cpu_milli: a node of {cpus:g} CPUs would draw {types[name].idle_w:.3g} W idle "
                                  f"in this model, not more than the {OFF_W:g} W it draws off; the trace's nodes have "

@@ -16,8 +16,10 @@ headroom closes the queue to tasks at least as large until then.
 Events, in order at equal times: task ends, boot completions, arrivals, retries of deferred
 tasks, then one offer of the waiting tasks, then a scaling tick. Ticks come on a grid of
 the policy's ``tick_interval_s`` (Ray's autoscaler: 5 s; Dask Adaptive: 1 s) while tasks
-wait, and at ``activity_horizons_s`` after each change (so an idle timeout is seen when it
-expires); between those nothing can change, so no tick is simulated.
+wait, at ``activity_horizons_s`` after each change (so an idle timeout is seen when it
+expires), and at the policy's ``next_plan_s(now_s=...)`` when it has one (the
+controller's own timer: idle timeouts that follow the workload, the forecast's next bin);
+between those nothing can change, so no tick is simulated.
 
 Energy: a node's power is constant between events, so energy is integrated exactly. An ON
 (or draining) node draws ``power_curve(cpus_used / cpus)`` plus, per GPU, ``gpu_idle_w`` up
@@ -31,6 +33,13 @@ node's idle draw), idle, boot and off joules. Per task it keeps two figures:
   a node's energy (dynamic by CPU share, static = idle watts by share of the node's CPUs),
   the definition the adapters feed ``Controller.task_finished(energy_j=...)``; the
   simulator feeds it too.
+
+GPU power limits (``gpu_limits``, :mod:`tao_core.sim.gpu_limits`): a GPU task starting on
+a node type with measured profiles asks the policy for a limit
+(``gpu_power_limit(group, node_id, now_s=...)``, when it has one; None or no such method:
+the highest). Its run time and its GPUs' busy draw follow the measured profile of its
+group at that limit, and when it ends the policy is told the time and GPU energy per
+second of work at full speed (``observe_gpu_work``), as an adapter reports a unit of work.
 
 Units: seconds, watts, joules.
 """
@@ -49,6 +58,7 @@ import numpy as np
 from tao_core.control.admission import AdmissionQueue
 from tao_core.control.types import Action, Decision, NodeState, NodeType, ScalePlan, TaskRequest
 from tao_core.power.curve import segment
+from tao_core.sim.gpu_limits import GpuLimitModel
 from tao_core.sim.model import ClusterSpec, SimTask
 
 EPS = 1e-9
@@ -65,7 +75,8 @@ class _Node:
     __slots__ = (
         "idx", "node_id", "nt", "cpus", "gpus", "speed", "state", "cpus_used", "gpus_used", "running",
         "power", "last_t", "e_dyn", "e_idle", "e_boot", "e_off", "acc_cpu", "acc_gpu", "acc_attr", "idle_w",
-        "pts", "gpu_idle_total", "gpu_dyn_per_gpu", "cpu_dyn", "gpu_dyn", "boot_w", "off_w", "boots", "on_since",
+        "pts", "gpu_idle_total", "gpu_dyn_per_gpu", "cpu_dyn", "gpu_dyn", "gpu_dyn_w", "boot_w", "off_w", "boots",
+        "on_since",
     )
 
     def __init__(self, idx: int, node_id: str, nt: NodeType):
@@ -88,6 +99,7 @@ class _Node:
         self.power = self.idle_w
         self.cpu_dyn = 0.0
         self.gpu_dyn = 0.0
+        self.gpu_dyn_w = 0.0  # GPU watts above idle of the tasks running (each at its power limit)
         self.last_t = 0.0
         self.e_dyn = self.e_idle = self.e_boot = self.e_off = 0.0
         self.acc_cpu = 0.0   # cumulative joules of CPU dynamic energy per CPU held
@@ -126,7 +138,7 @@ class _Node:
             p = self.pts
             j, f = segment(self.cpus_used / self.cpus * 10.0)
             self.cpu_dyn = p[j] + (p[j + 1] - p[j]) * f - p[0]
-            self.gpu_dyn = self.gpu_dyn_per_gpu * self.gpus_used
+            self.gpu_dyn = self.gpu_dyn_w if self.running else 0.0
             self.power = self.idle_w + self.cpu_dyn + self.gpu_dyn
         elif st is NodeState.BOOTING:
             self.cpu_dyn = self.gpu_dyn = 0.0
@@ -191,6 +203,7 @@ class SimResult:
     ticks: int
     invalid: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    gpu_limited_tasks: int = 0  #: GPU tasks that ran at a power limit the policy set
 
     @property
     def it_energy_j(self) -> float:
@@ -207,6 +220,7 @@ class Simulator:
     (default False: policies learn run times from finished tasks of the same group).
     ``progress``: show a tqdm bar on stderr (only when stderr is a terminal).
     ``budget_w``: IT watts (None: the cluster's own; ``inf``: none, even if the cluster has one).
+    ``gpu_limits``: measured effect of GPU power limits (see the module docstring; None: none).
     """
 
     def __init__(self, cluster: ClusterSpec, tasks: Sequence[SimTask], policy: Any, *,
@@ -214,7 +228,8 @@ class Simulator:
                  initial_state: NodeState = NodeState.ON, duration_hints: bool = False,
                  strict: bool = True, progress: bool = False, record_timeline: bool = True,
                  tick_interval_s: Optional[float] = None,
-                 activity_horizons_s: Optional[Sequence[float]] = None) -> None:
+                 activity_horizons_s: Optional[Sequence[float]] = None,
+                 gpu_limits: Optional[GpuLimitModel] = None) -> None:
         self.cluster = cluster
         self.tasks = tasks
         self.policy = policy
@@ -230,6 +245,9 @@ class Simulator:
         self.tick_iv: Optional[float] = float(iv) if iv else None
         hz = activity_horizons_s if activity_horizons_s is not None else getattr(policy, "activity_horizons_s", ())
         self.horizons = tuple(float(h) for h in hz)
+        self.gpu_limits = gpu_limits if gpu_limits else None
+        self._next_plan = getattr(policy, "next_plan_s", None)
+        self._ask_limit = getattr(policy, "gpu_power_limit", None) if self.gpu_limits is not None else None
 
     # -- helpers -----------------------------------------------------------------------
     def _invalid(self, msg: str) -> None:
@@ -299,6 +317,13 @@ class Simulator:
             self._schedule_tick(t + h)
         if len(self.queue):
             self._schedule_tick(t + self.tick_iv * 0.5)
+        self._timer(t)
+
+    def _timer(self, t: float) -> None:
+        """A tick when the policy says a plan may next change something by itself."""
+        nxt = self._next_plan(now_s=t) if self._next_plan is not None else None
+        if nxt is not None and nxt > t and nxt < math.inf:
+            self._schedule_tick(nxt)
 
     def _request(self, i: int) -> TaskRequest:
         task = self.tasks[i]
@@ -317,9 +342,31 @@ class Simulator:
         return bool(np.any(self._on_mask & (self._cap_c - self._used_c >= cpus - EPS)
                            & (self._cap_g - self._used_g >= gpus - EPS)))
 
+    def _gpu_run(self, i: int, n: _Node, t: float) -> tuple[float, float]:
+        """(run-time factor, GPU watts above idle) of GPU task ``i`` starting on ``n`` now, at
+        the power limit the policy sets (see the module docstring)."""
+        task = self.tasks[i]
+        nt = n.nt
+        prof = self.gpu_limits.profile(nt.name, task.group) if self.gpu_limits is not None else None
+        if prof is None:
+            return 1.0, task.gpus * n.gpu_dyn_per_gpu
+        limit = self._ask_limit(task.group, n.node_id, now_s=t) if self._ask_limit is not None else None
+        tf, pf = prof.at(limit)
+        busy = max(nt.gpu_idle_w, nt.gpu_max_w * pf)
+        if limit is not None:
+            self._limit[i] = limit
+            self._limited += 1
+        self._gtf[i] = tf
+        return tf, task.gpus * (busy - nt.gpu_idle_w)
+
     def _start(self, i: int, n: _Node, t: float) -> None:
         task = self.tasks[i]
         n.advance(t)
+        tf = 1.0
+        if task.gpus > 0:
+            tf, gdyn = self._gpu_run(i, n, t)
+            self._gdyn[i] = gdyn
+            n.gpu_dyn_w += gdyn
         n.cpus_used += task.cpus
         n.gpus_used += task.gpus
         self._used_c[n.idx] = n.cpus_used
@@ -330,7 +377,7 @@ class Simulator:
         self._start_s[i] = t
         self._node_of[i] = n.idx
         self._e_task[i], self._a_task[i] = n.marks(task.cpus, task.gpus)  # start marks; the end subtracts
-        self._push(t + task.duration_s / n.speed, _FINISH, i, n.idx)
+        self._push(t + task.duration_s / n.speed * tf, _FINISH, i, n.idx)
         self._placements += 1
 
     def _place_problem(self, i: int, d: Decision, t: float) -> Optional[str]:
@@ -428,15 +475,25 @@ class Simulator:
         n.running.discard(i)
         n.cpus_used -= task.cpus
         n.gpus_used -= task.gpus
+        if task.gpus > 0:
+            n.gpu_dyn_w -= self._gdyn[i]
         if not n.running:
             n.cpus_used = 0.0
             n.gpus_used = 0.0
+            n.gpu_dyn_w = 0.0
         self._used_c[k] = n.cpus_used
         self._used_g[k] = n.gpus_used
         old = n.power
         self._power_changed(t, n.recompute() - old)
         self._end_s[i] = t
         self.policy.task_finished(task.task_id, now_s=t, energy_j=self._a_task[i], duration_s=t - self._start_s[i])
+        lim = self._limit[i]
+        if lim == lim:  # it ran at a limit the policy set: report one unit of work
+            tf = self._gtf[i]
+            busy = self._gdyn[i] / task.gpus + n.nt.gpu_idle_w
+            obs = getattr(self.policy, "observe_gpu_work", None)
+            if obs is not None:
+                obs(task.group, n.node_id, limit_w=lim, time_s=tf, energy_j=busy * tf)
         self._done += 1
         if self._bar is not None and self._done % 5000 == 0:
             self._bar.update(5000)
@@ -495,6 +552,7 @@ class Simulator:
             was_dirty = self._dirty
             self._dirty = False
             self._tick(t)  # a change calls _activity, which schedules the next ticks
+            self._timer(t)
             if len(self.queue) and was_dirty:
                 # tick again while waiting tasks might be helped; a tick that found
                 # nothing new and changed nothing stops the ticking until the next change
@@ -518,6 +576,10 @@ class Simulator:
         self._node_of = array("l", [-1]) * ntasks
         self._e_task = array("d", [0.0]) * ntasks
         self._a_task = array("d", [0.0]) * ntasks
+        self._gdyn = array("d", [0.0]) * ntasks  # GPU watts above idle of each task
+        self._gtf = array("d", [1.0]) * ntasks   # its run-time factor at its GPU power limit
+        self._limit = array("d", [nan]) * ntasks  # the limit the policy set (NaN: none)
+        self._limited = 0
         self._heap: list = []
         self._seq = 0
         self._tick_times: set[float] = set()
@@ -593,5 +655,5 @@ class Simulator:
             timeline_t=self._tl_t, timeline_w=self._tl_w, peak_power_w=self._peak_w, budget_w=self.budget_w,
             budget_violation_s=self._viol_s, budget_excess_j=self._excess_j, placements=self._placements,
             defers=self.queue.deferrals, rejected=self._rejected, ticks=self._ticks, invalid=self._invalid_msgs,
-            wall_s=wall_s,
+            wall_s=wall_s, gpu_limited_tasks=self._limited,
         )

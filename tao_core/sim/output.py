@@ -45,6 +45,17 @@ def table(doc: dict[str, Any]) -> str:
         lines.append("deadlines missed: " + ", ".join(f"{name} {n}" for name, n in late.items()))
     lines.append(f"lower bound: {doc['lower_bound_j'] / 3.6e6:.3f} kWh (facility; every unit of work at the most "
                  f"efficient node type and load, no idle, no boot)")
+    if doc.get("tao_sweep"):
+        lines.append("tao at other lambdas (J/s): " + ", ".join(
+            f"{lam}: {m['energy_j'] / 3.6e6:.3f} kWh, p95 wait {m['wait_p95_s']:.1f} s"
+            for lam, m in doc["tao_sweep"].items()))
+    if doc.get("verdicts"):
+        from tao_core.sim.verdict import WAIT_SLACK_S, Verdict
+
+        lines.append(f"verdict (tao at lambda {doc.get('tao_lambda_j_per_s', 'default'):g} J/s against each baseline: "
+                     f"less energy at a p95 wait no worse than the baseline's + {WAIT_SLACK_S:g} s, else a point of "
+                     "its lambda sweep that has both):")
+        lines.extend("  " + Verdict(**v).line() for v in doc["verdicts"])
     return "\n".join(lines)
 
 

@@ -19,8 +19,10 @@ engines queue it at a node instead (Ray's raylet) or on the scheduler/worker (Da
   5 s (``AUTOSCALER_UPDATE_INTERVAL_S``) the demand of waiting tasks that does not fit on the
   free room of running and booting nodes is bin-packed onto new nodes (node type fitting the
   most waiting demand, GPU types only for GPU demand); at most ``max(5, upscaling_speed (1.0)
-  x running nodes)`` nodes boot at once; a node idle for ``idle_timeout_minutes`` (5) is
-  terminated (powered off here). The head node (first node) never is.
+  x running nodes)`` nodes boot at once; a node idle for ``idle_timeout_minutes`` (5, the
+  documented default) is terminated (powered off here). The head node (first node) never is.
+- ``ray-autoscale-1min``: the same with ``idle_timeout_minutes: 1``, the short setting an
+  operator who pays for idle nodes would choose.
 - ``dask-default``: Dask's placement (``distributed.scheduler.decide_worker`` with
   ``worker_objective``): the worker where the task is expected to start earliest, i.e. the
   lowest occupancy per thread, occupancy being the summed expected run times of the tasks it
@@ -34,6 +36,15 @@ engines queue it at a node instead (Ray's raylet) or on the scheduler/worker (Da
   the target is above the current count (the off nodes in cluster order, nodes that fit a
   waiting task first); a worker proposed for closing in ``wait_count`` (3) consecutive
   intervals is closed (idle workers only, last nodes first). ``minimum`` 0.
+- ``dask-adaptive-tuned``: the same with three knobs set as Dask's docs describe them
+  (``distributed.deploy.Adaptive``; config ``distributed.adaptive``): ``target_duration``
+  ("amount of time we want a computation to take; this affects how aggressively we scale
+  up") 1 s instead of 5 s, so short tasks get workers too; ``wait_count`` ("number of
+  consecutive times that a worker should be suggested for removal before we remove it")
+  such that ``wait_count x interval`` is the longest boot time of the cluster: booting
+  draws about the idle watts, so a worker is kept through a gap as long as its boot (the
+  break-even of keeping it on against rebooting it) instead of 3 s; ``minimum`` 1, so
+  a trickle of work never waits for a boot.
 - ``spread``: the least-loaded node (lowest critical utilization after placing). Static.
 - ``pack``: best fit: the node left with the least free capacity (CPU share plus GPU share)
   after placing. Static.
@@ -315,7 +326,7 @@ class RayAutoscalePolicy(RayHybridPolicy):
 
     name = "ray-default-autoscale"
     tick_interval_s = 5.0
-    idle_timeout_s = 300.0
+    idle_timeout_s = 300.0  #: idle_timeout_minutes 5, the documented default
     upscaling_speed = 1.0
     activity_horizons_s = (300.0,)
 
@@ -385,6 +396,14 @@ class RayAutoscalePolicy(RayHybridPolicy):
         return best if best is not None and best_s[0] >= 0 else None
 
 
+class RayAutoscale1MinPolicy(RayAutoscalePolicy):
+    """The Ray autoscaler with ``idle_timeout_minutes: 1``."""
+
+    name = "ray-autoscale-1min"
+    idle_timeout_s = 60.0
+    activity_horizons_s = (60.0,)
+
+
 def _left_over(demands: list[tuple[float, float]], cpus: float, gpus: float) -> list[tuple[float, float]]:
     """The demands a new node of ``cpus`` and ``gpus`` does not take (first fit)."""
     rest = []
@@ -412,9 +431,10 @@ class DaskAdaptivePolicy(DaskPolicy):
     """Dask placement plus ``distributed.deploy.Adaptive`` (see the module docstring)."""
 
     name = "dask-adaptive"
-    tick_interval_s = 1.0
+    tick_interval_s = 1.0  #: interval
     target_duration_s = 5.0
     wait_count = 3
+    minimum = 0
     activity_horizons_s = (1.0, 2.0, 3.0)
 
     def __init__(self, *a, **kw) -> None:
@@ -445,7 +465,7 @@ class DaskAdaptivePolicy(DaskPolicy):
             cpu = math.ceil(cpu / nthreads * nw - 1e-9)
         elif pending:
             cpu = max(1, cpu)
-        return max(0, min(n, cpu))
+        return max(self.minimum, min(n, cpu))
 
     def plan_scaling(self, *, now_s: float, pending: Sequence[TaskRequest] = ()) -> ScalePlan:
         n = self.n
@@ -484,11 +504,29 @@ class DaskAdaptivePolicy(DaskPolicy):
         return ScalePlan(power_on=tuple(on), power_off=tuple(off), reason=self.name)
 
 
+class DaskAdaptiveTunedPolicy(DaskAdaptivePolicy):
+    """``Adaptive`` with ``target_duration`` 1 s, ``minimum`` 1 and ``wait_count`` such that
+    a worker proposed for closing is kept for the longest boot time of the cluster (see the
+    module docstring)."""
+
+    name = "dask-adaptive-tuned"
+    target_duration_s = 1.0
+    minimum = 1
+
+    def __init__(self, node_types, *a, **kw) -> None:
+        super().__init__(node_types, *a, **kw)
+        boot = max((t.boot_s for t in self.node_types.values()), default=0.0)
+        self.wait_count = max(3, math.ceil(boot / self.tick_interval_s - 1e-9))
+        self.activity_horizons_s = tuple(float(k) for k in range(1, 4)) + (float(self.wait_count),)
+
+
 BASELINES: dict[str, type[BasePolicy]] = {
     "ray-default": RayHybridPolicy,
     "ray-default-autoscale": RayAutoscalePolicy,
+    "ray-autoscale-1min": RayAutoscale1MinPolicy,
     "dask-default": DaskPolicy,
     "dask-adaptive": DaskAdaptivePolicy,
+    "dask-adaptive-tuned": DaskAdaptiveTunedPolicy,
     "spread": SpreadPolicy,
     "pack": PackPolicy,
 }

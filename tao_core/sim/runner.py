@@ -2,25 +2,36 @@
 
 Policy names: the baselines of :mod:`tao_core.sim.policies` and ``tao`` (the controller,
 ``tao_core.control.Controller``, unchanged, with its own scaling).
+
+When ``tao`` runs beside baselines, :func:`run_all` also judges it against each one
+(:mod:`tao_core.sim.verdict`): a baseline TAO's run does not beat at equal or better p95
+wait is tried against TAO at the other lambdas of ``sweep`` (energy-delay trades), one
+after the other until every baseline is settled (``sweep_all``: every lambda, for a full
+front). The sweep's runs are in ``tao_sweep``; they send no decision events.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from tao_core.carbon import CarbonSignal
 from tao_core.control.types import DecisionEvent, NodeState
 from tao_core.errors import InputError
 from tao_core.sim.engine import SimResult, Simulator
+from tao_core.sim.gpu_limits import GpuLimitModel
 from tao_core.sim.metrics import lower_bound_j, summarize
 from tao_core.sim.model import ClusterSpec, Workload
 from tao_core.sim.policies import BASELINES
+from tao_core.sim.verdict import undecided, verdicts
 
-POLICY_NAMES = ("ray-default", "ray-default-autoscale", "dask-default", "dask-adaptive", "spread", "pack", "tao")
+POLICY_NAMES = ("ray-default", "ray-default-autoscale", "ray-autoscale-1min", "dask-default", "dask-adaptive",
+                "dask-adaptive-tuned", "spread", "pack", "tao")
 
 #: seconds between scaling ticks of the controller while tasks wait
 TAO_TICK_S = 1.0
+#: lambdas (J/s) TAO is run at when its own run does not settle every baseline
+SWEEP_LAMBDAS = (200.0, 2000.0, 2.0, 0.0, 20000.0)
 
 
 @dataclass
@@ -45,7 +56,7 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
     if name in BASELINES:
         cls = BASELINES[name]
         pol = cls(cluster.node_types, seed=seed, event_sink=event_sink)
-        return PolicySetup(name, pol, cls.tick_interval_s, tuple(cls.activity_horizons_s),
+        return PolicySetup(name, pol, pol.tick_interval_s, tuple(pol.activity_horizons_s),
                            {"policy": name, "seed": seed})
     if name != "tao":
         raise InputError(f"--policy: unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
@@ -67,28 +78,28 @@ def build_policy(name: str, cluster: ClusterSpec, *, lambda_j_per_s: Optional[fl
     used = sorted({n.node_type for n in cluster.nodes})
     ctl = Controller([cluster.node_types[t] for t in used], cfg, event_sink=event_sink)
     ctl.set_carbon_signal(carbon)
-    # ticks: the next grid tick after any change, then when an idle timeout can expire
-    # (timeouts within 5 s of one another share a tick)
-    timeouts = sorted(set(ctl.idle_timeouts_s().values()))
-    horizons: list[float] = [TAO_TICK_S]
-    for to in timeouts:
-        if not to + cfg.min_on_s < 1e12:  # never (an infinite timeout or minimum on time)
-            continue
-        h = math.ceil(to + cfg.min_on_s) + TAO_TICK_S
-        if h - horizons[-1] > 5.0:
-            horizons.append(h)
+    model = GpuLimitModel(cluster.node_types)
+    for t in used:  # the limits the simulator models, offered as an NVML actuator would
+        lims = model.limits_w(t)
+        if lims is not None:
+            ctl.enable_gpu_power_limits(t, lims)
+    # ticks: the next grid tick after any change; the controller's own timer (next_plan_s)
+    # says when an idle timeout runs out or the forecast moves on
     conf = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else dict(v)) for k, v in vars(cfg).items()}
-    return PolicySetup("tao", ctl, TAO_TICK_S, tuple(sorted(horizons)), conf)
+    return PolicySetup("tao", ctl, TAO_TICK_S, (TAO_TICK_S,), conf)
 
 
 def run_policy(setup: PolicySetup, cluster: ClusterSpec, workload: Workload, *, budget_w: Optional[float] = None,
                progress: bool = False, strict: bool = True, record_timeline: bool = True,
-               duration_hints: bool = False) -> SimResult:
-    """Simulate one policy."""
+               duration_hints: bool = False, gpu_limits: bool = True) -> SimResult:
+    """Simulate one policy. ``gpu_limits``: model the measured effect of GPU power limits
+    on the node types :mod:`tao_core.sim.gpu_limits` has profiles for (every policy runs on
+    the same model; only one that sets limits changes anything)."""
     sim = Simulator(cluster, workload.tasks, setup.policy, policy_name=setup.name, budget_w=budget_w,
                     initial_state=NodeState.ON, duration_hints=duration_hints, strict=strict, progress=progress,
                     record_timeline=record_timeline, tick_interval_s=setup.tick_interval_s,
-                    activity_horizons_s=setup.activity_horizons_s)
+                    activity_horizons_s=setup.activity_horizons_s,
+                    gpu_limits=GpuLimitModel(cluster.node_types) if gpu_limits else None)
     return sim.run()
 
 
@@ -97,9 +108,11 @@ def run_all(cluster: ClusterSpec, workload: Workload, policies: Sequence[str] = 
             progress: bool = False, sink_factory: Optional[Callable[[str], Optional[Callable]]] = None,
             controller_options: Optional[dict[str, Any]] = None, strict: bool = True,
             on_result: Optional[Callable[[str, PolicySetup, SimResult], None]] = None,
-            carbon: Optional[CarbonSignal] = None) -> dict[str, Any]:
+            carbon: Optional[CarbonSignal] = None, sweep: Sequence[float] = SWEEP_LAMBDAS,
+            sweep_all: bool = False) -> dict[str, Any]:
     """Run every named policy on the same inputs; the ``tao simulate --json`` document
-    (``results`` holds the SimResult objects, not serialised)."""
+    (``results`` holds the SimResult objects, not serialised), with ``verdicts`` and
+    ``tao_sweep`` when TAO ran beside baselines (see the module docstring)."""
     bound = lower_bound_j(cluster, workload)
     budget = budget_w if budget_w is not None else cluster.power_budget_w
     out: dict[str, Any] = {"lower_bound_j": bound, "power_budget_w": None if budget == math.inf else budget,
@@ -115,4 +128,30 @@ def run_all(cluster: ClusterSpec, workload: Workload, policies: Sequence[str] = 
         out["results"][name] = res
         if on_result is not None:
             on_result(name, setup, res)
+    if "tao" in out["policies"] and len(out["policies"]) > 1:
+        _judge(out, cluster, workload, bound, budget, lambda_j_per_s, seed, controller_options, carbon,
+               sweep, sweep_all)
     return out
+
+
+def _judge(out: dict[str, Any], cluster: ClusterSpec, workload: Workload, bound: float, budget: Optional[float],
+           lambda_j_per_s: Optional[float], seed: int, controller_options: Optional[dict[str, Any]],
+           carbon: Optional[CarbonSignal], sweep: Sequence[float], sweep_all: bool) -> None:
+    """The TAO sweep (as far as needed) and the verdict per baseline, into ``out``."""
+    from tao_core.control import ControllerConfig
+
+    used = lambda_j_per_s if lambda_j_per_s is not None else ControllerConfig().lambda_j_per_s
+    pol = out["policies"]
+    done: dict[str, Any] = {}
+    for lam in sweep:
+        if not sweep_all and not undecided(pol, done):
+            break
+        if lam == used:
+            continue
+        setup = build_policy("tao", cluster, lambda_j_per_s=lam, budget_w=budget, seed=seed,
+                             controller_options=controller_options, carbon=carbon)
+        res = run_policy(setup, cluster, workload, budget_w=budget, record_timeline=carbon is not None)
+        done[f"{lam:g}"] = summarize(res, cluster, workload, bound, carbon=carbon)
+    out["tao_lambda_j_per_s"] = used
+    out["tao_sweep"] = done
+    out["verdicts"] = [asdict(v) for v in verdicts(pol, done)]
