@@ -8,8 +8,7 @@ Main names (imported on first use, so ``import tao_core`` stays cheap)::
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tao_core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -30,15 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'tao_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

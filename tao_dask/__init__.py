@@ -11,8 +11,7 @@ or, for a scheduler started from the command line, ``dask scheduler --preload ta
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tao_core.lazy import lazy_exports
 
 #: public name -> the module that holds it. The package loads a module on first use: a worker
 #: unpickling TAOWorkerPlugin imports the package, and should not pay for the scheduler's side
@@ -27,15 +26,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    where = _EXPORTS.get(name)
-    if where is None:
-        raise AttributeError(f"module 'tao_dask' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

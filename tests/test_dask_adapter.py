@@ -21,20 +21,13 @@ from distributed import Client, LocalCluster  # noqa: E402
 import tao_dask  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
 from tao_dask.reporting import attribution_of, fetch, spans_of  # noqa: E402
+from dask_fixtures import busy, wait_for as _wait_for  # noqa: E402
 
 EFFICIENT = "IbmX3250XeonX3470"  # 41.6 W idle .. 113 W peak
 WASTEFUL = "HpProLiantMl110G3PentiumD930"  # 105 W idle .. 169 W peak
 MIDDLE = "HpProLiantMl110G5Xeon3075"  # 93.7 W idle .. 135 W peak
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def busy(x, seconds=0.15):
-    """Burn ``seconds`` of thread CPU time; return ``x``."""
-    t = time.thread_time()
-    while time.thread_time() - t < seconds:
-        pass
-    return x
 
 
 def add(a, b):
@@ -48,15 +41,6 @@ def slow_add(a, b, seconds=0.1):
 def _cluster(n: int, **kw) -> LocalCluster:
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                         silence_logs=logging.ERROR, **kw)
-
-
-def _wait_for(pred, timeout=20.0, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _wait_telemetry(c: Client, n: int) -> None:

@@ -18,27 +18,11 @@ from distributed import get_worker, worker_client  # noqa: E402
 
 import tao_dask  # noqa: E402
 from tao_dask.reporting import fetch, spans_of  # noqa: E402
+from dask_fixtures import busy, wait_for as _wait_for  # noqa: E402
 
 EFFICIENT = "IbmX3250XeonX3470"
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def busy(x, seconds=0.15):
-    """Burn ``seconds`` of thread CPU time; return ``x``."""
-    t = time.thread_time()
-    while time.thread_time() - t < seconds:
-        pass
-    return x
-
-
-def _wait_for(pred, timeout=30.0, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _stats(c: Client) -> dict:

@@ -19,30 +19,15 @@ import tao  # noqa: E402
 import tao_dask  # noqa: E402
 from tao_core.hardware import describe_this_node  # noqa: E402
 from tao_dask.reporting import fetch  # noqa: E402
+from dask_fixtures import busy, wait_for as _wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def busy(x, seconds=0.1):
-    t = time.thread_time()
-    while time.thread_time() - t < seconds:
-        pass
-    return x
 
 
 def tokens(x, n=10):
     busy(x, 0.05)
     tao.count("tokens", n)
     return x
-
-
-def _wait_for(pred, timeout=30.0, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _plugin(c, what):
