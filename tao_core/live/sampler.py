@@ -42,8 +42,10 @@ from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy, TimelineRow,
 
 log = logging.getLogger("tao_core.live")
 
-#: seconds from a task's end until its span has surely reached the sampler
-SPAN_LAG_S = 1.0
+#: seconds from a task's end until its span has surely reached the sampler (workers flush
+#: every 0.2 s; on a host loaded ten times over its cores a flush took over a second to arrive,
+#: and a stretch settled before it lost that task's share)
+SPAN_LAG_S = 2.5
 #: seconds of silence after which a worker process that said it runs a task is taken as gone
 STALE_S = 10.0
 #: most readings a sampler keeps
