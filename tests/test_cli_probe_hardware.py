@@ -41,3 +41,18 @@ def test_probe_json_has_the_hardware_section(env, tmp_path, capsys):
     assert hw["platform"]["kind"] == "bare-metal"
     assert hw["model"]["curve_origin"] == "discovered" and hw["model"]["cpu_method"] == "per-thread"
     assert hw["node_type"]["name"] == "arm-neoverse-n1-1s-80t-256g" and len(hw["node_type"]["power_curve_w"]) == 11
+
+
+def test_detect_without_a_curve_models_the_discovered_hardware(tmp_path):
+    """With nothing given and nothing measured, the estimator uses the curve of this
+    machine's discovered hardware, and says so."""
+    from tao_core.hardware import describe_this_node
+    from tao_core.telemetry.detect import detect
+
+    det = detect(powercap_root=tmp_path, use_nvml=False, sysfs_root=tmp_path)
+    modeled = next(c for c in det.candidates if c.name == "modeled")
+    want = describe_this_node(cpus=None)
+    assert modeled.chosen and "discovered hardware" in modeled.reason and want.node_type.name in modeled.reason
+    src = det.sources[0]
+    assert src.power_curve.points_w == want.node_type.power_curve.points_w
+    assert src.uncertainty == want.model.provenance.uncertainty

@@ -5,8 +5,10 @@ Order of choice:
 - CPU energy: RAPL from the powercap tree (:mod:`~tao_core.telemetry.rapl`); pyRAPL instead
   only when ``prefer_pyrapl=True``; else the model-based estimator
   (:mod:`~tao_core.telemetry.estimator`, labelled ``modeled``) with ``power_curve``, or a
-  ``tdp_w`` with the default curve shape, or (nothing given) an assumed TDP from
-  :func:`~tao_core.telemetry.estimator.default_tdp_w`, which the method label says.
+  ``tdp_w`` with the default curve shape, or (nothing given) the curve of this machine's
+  discovered hardware (:func:`tao_core.hardware.describe_this_node`; an assumed TDP from
+  :func:`~tao_core.telemetry.estimator.default_tdp_w` only if discovery fails), which the
+  method label says.
 - GPU energy: NVML where pynvml, a driver and a GPU are present (each GPU by energy counter,
   power polls, or modeled from utilization; see :mod:`~tao_core.telemetry.nvml`).
 - CPU temperature: hwmon or thermal zones, attached to the CPU domains.
@@ -201,9 +203,7 @@ def detect(
             m = ModeledSource.from_tdp(tdp_w, cpus=cpus)
             why = f"given TDP {tdp_w:g} W with the default curve shape"
         else:
-            tdp = default_tdp_w()
-            m = ModeledSource.from_tdp(tdp, cpus=cpus, curve_label=f"assumed TDP {tdp:g} W (50 W + 10 W per CPU) x default SPECpower shape")
-            why = f"no curve or TDP given: assumed TDP {tdp:g} W with the default curve shape"
+            m, why = _discovered_model(cpus)
         sources.insert(0, m)
         modeled_c = Candidate(
             "modeled", True, True,
@@ -213,3 +213,23 @@ def detect(
 
     cands = [rapl_c, pyrapl_c, nvml_c, thermal_c, modeled_c]
     return Detection(sources=sources, candidates=cands, thermal=thermal)
+
+
+def _discovered_model(cpus: Optional[float]) -> tuple[ModeledSource, str]:
+    """No curve or TDP given: the model of this machine's discovered hardware
+    (:func:`tao_core.hardware.describe_this_node`); if discovery fails, an assumed TDP."""
+    from tao_core.hardware import describe_this_node
+
+    try:
+        d = describe_this_node(cpus=cpus)
+    except Exception as exc:  # noqa: BLE001 - any failure of discovery: the assumed TDP, said so
+        tdp = default_tdp_w()
+        return (ModeledSource.from_tdp(tdp, cpus=cpus, curve_label=f"assumed TDP {tdp:g} W (50 W + 10 W per CPU) x "
+                                       "default SPECpower shape"),
+                f"no curve or TDP given and hardware discovery failed ({type(exc).__name__}): assumed TDP {tdp:g} W "
+                "with the default curve shape")
+    prov = d.model.provenance
+    nt = d.node_type
+    src = ModeledSource(nt.power_curve, cpus=cpus if cpus is not None else nt.cpus, uncertainty=prov.uncertainty,
+                        curve_label=f"curve of the discovered hardware {nt.name} ({prov.origin})")
+    return src, f"no curve or TDP given: the curve of this machine's discovered hardware, {nt.name} ({prov.method})"
