@@ -33,6 +33,12 @@ from tao_dask.telemetry import OP, UNITS_OP, VERSION
 
 logger = logging.getLogger("tao_dask")
 
+#: runs shorter than this (s) get no settled energy on the worker: Dask's own placement takes
+#: tasks that short (``min_task_s``), so the controller waits for no energy of theirs, and
+#: settling thousands of them a second cost the worker's node about 7 % of its throughput
+#: (``benchmarks/dask_overhead.py``). The report still accounts them: its spans come from the
+#: scheduler.
+MIN_SETTLED_RUN_S = 0.02
 #: worker task states a task leaves when it stops running
 _RUNNING = ("executing", "long-running")
 
@@ -168,6 +174,8 @@ class TAOWorkerPlugin(WorkerPlugin):
         if got is None or self._sampler is None:
             return
         sid, t0 = got
+        if time.time() - t0 < MIN_SETTLED_RUN_S:
+            return
         from distributed.utils import key_split
 
         group = key_split(key)
