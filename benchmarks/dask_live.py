@@ -59,7 +59,7 @@ from tao_core.power.catalog import specpower_node_type
 from tao_dask.reporting import energy_between, fetch, spans_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_model import BOOT_S, OFF_W, NodeRun, Phases, TaskRun, charged_energy, load_average, lower_bound, print_table  # noqa: E402
+from live_model import BOOT_S, OFF_W, chosen_variants, NodeRun, Phases, TaskRun, charged_energy, load_average, lower_bound, print_table  # noqa: E402
 from results_file import write_json  # noqa: E402
 
 WASTEFUL = "HpProLiantMl110G3PentiumD930"
@@ -212,10 +212,8 @@ def run_adaptive_variant(variant: str, phases: Phases, task_s: float) -> dict:
 
 def adaptive_suite(a: argparse.Namespace) -> int:
     phases = Phases(a.busy, a.quiet, a.cycles, a.busy_gap, a.quiet_gap)
-    variants = [v for v in a.variants.split(",") if v]
-    bad = [v for v in variants if v not in ADAPTIVE_VARIANTS]
-    if bad:
-        print(f"--variants: unknown {bad}; choose from {', '.join(ADAPTIVE_VARIANTS)}", file=sys.stderr)
+    variants = chosen_variants(a.variants, ADAPTIVE_VARIANTS)
+    if variants is None:
         return 2
     rows: dict[str, dict] = {}
     for v in variants:
@@ -247,11 +245,9 @@ def adaptive_suite(a: argparse.Namespace) -> int:
 
 
 def static_suite(a: argparse.Namespace) -> int:
-    variants = [v for v in a.variants.split(",") if v]
-    for v in variants:
-        if v not in STATIC_VARIANTS:
-            print(f"--variants: unknown {v!r}; choose from {', '.join(STATIC_VARIANTS)}", file=sys.stderr)
-            return 2
+    variants = chosen_variants(a.variants, STATIC_VARIANTS)
+    if variants is None:
+        return 2
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(a.rounds):
         for v in (variants if r % 2 == 0 else variants[::-1]):

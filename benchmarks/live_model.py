@@ -151,3 +151,16 @@ def print_table(rows: Mapping[str, dict], goal_vs: str) -> None:
         lb = r["lower_bound"]["energy_j"]
         print(f"{v:24s} {e:9.0f} {r['metered_j']:8.0f} {r['boot_j']:7.0f} {r['off_j']:6.0f} {r['boots']:5d} "
               f"{m:8.1f} {vs:>22s} {xm:>6s} {lb:8.0f} {e / lb:6.2f}")
+
+
+def chosen_variants(text: str, known: Sequence[str]) -> list[str] | None:
+    """The comma-separated ``--variants`` in ``text``; None (after one line on stderr naming
+    the unknown ones and the choices) when any is not in ``known``."""
+    import sys
+
+    variants = [v for v in text.split(",") if v]
+    bad = [v for v in variants if v not in known]
+    if bad:
+        print(f"--variants: unknown {bad}; choose from {', '.join(known)}", file=sys.stderr)
+        return None
+    return variants

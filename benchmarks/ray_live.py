@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tao_ray  # noqa: E402
-from live_model import BOOT_S, OFF_W, Phases, TaskRun, charged_energy, load_average, lower_bound, print_table  # noqa: E402
+from live_model import BOOT_S, OFF_W, chosen_variants, Phases, TaskRun, charged_energy, load_average, lower_bound, print_table  # noqa: E402
 from results_file import write_json  # noqa: E402
 
 NODES = [("eff", 4), ("old", 2), ("old", 2), ("old", 2)]
@@ -196,10 +196,8 @@ def run_autoscaler_variant(variant: str, phases: Phases, work_s: float, idle_min
 
 def autoscaler_suite(a: argparse.Namespace) -> int:
     phases = Phases(a.busy, a.quiet, a.cycles, a.busy_gap, a.quiet_gap)
-    variants = [v for v in a.variants.split(",") if v]
-    bad = [v for v in variants if v not in AUTOSCALER_VARIANTS]
-    if bad:
-        print(f"--variants: unknown {bad}; choose from {', '.join(AUTOSCALER_VARIANTS)}", file=sys.stderr)
+    variants = chosen_variants(a.variants, AUTOSCALER_VARIANTS)
+    if variants is None:
         return 2
     rows: dict[str, dict] = {}
     for v in variants:
