@@ -14,6 +14,8 @@ from ray_cluster import LocalCluster  # noqa: E402
 
 from tao import UnitCountError, count  # noqa: E402
 import tao_ray  # noqa: E402
+from tao_core.control.config import ControllerConfig  # noqa: E402
+from tao_core.control.predict import TaskPredictor  # noqa: E402
 from tao_core.errors import InputError  # noqa: E402
 from tao_core.live.sampler import SPAN_LAG_S  # noqa: E402
 from tao_core.live.timeline import GAP_METHOD  # noqa: E402
@@ -181,7 +183,8 @@ def test_the_controller_learns_task_energy_from_the_samplers(tao):
     """Each slot goes back to the controller with its tasks' mean attributed energy (the
     samplers' settled attribution, as in the report): the group's energy correction on each
     node type moves from 1.0 to what was measured (modeled here) over what the model
-    predicted for the slot's placement."""
+    predicted for the slot's placement, pooled over the group's slots as the core's
+    predictor pools them (a type's own evidence counts in proportion to its runs)."""
     tao()
     ray.get([nap.options(tao_group="warm-up").remote(i, 0.3) for i in range(4)], timeout=60)  # workers started
     sleepy = nap.options(tao_group="sleepy")  # asleep: below the model's busy-CPU watts
@@ -196,18 +199,25 @@ def test_the_controller_learns_task_energy_from_the_samplers(tao):
     mine = df[(df["group"] == "sleepy") & df["task_id"].isin(set(tao_ray.placements()))]
     assert len(mine) >= 6
     types = {t.name: t for t in TYPES}
-    slots = {}  # node -> the first placement of a sleepy slot there
-    for e in tao_ray.decisions():
-        if e["kind"] == "place" and e["group"] == "sleepy":
-            slots.setdefault(e["node_id"], e)
-    for node, ran in mine.groupby("node_id"):  # the tasks each slot's node ran
-        place, nt = slots[node], types[tao_ray.stats()["nodes"][node]["type"]]
+    index = {name: i for i, name in enumerate(types)}
+    slots = [e for e in tao_ray.decisions() if e["kind"] == "place" and e["group"] == "sleepy"]
+    measured = {}  # node -> its tasks' attributed watts over the model's for the slot placed there
+    for node, ran in mine.groupby("node_id"):
+        place = next(e for e in slots if e["node_id"] == node)
+        nt = types[tao_ray.stats()["nodes"][node]["type"]]
         # the model's attributed watts of the placement: added watts (before the loop's scaling)
         # plus the task's share (1 of the node's CPUs) of the node's idle watts
         model_w = place["detail"]["added_w"] / place["budget"]["dynamic_scale"] + nt.idle_w / nt.cpus
-        measured = float(ran["energy_j"].sum() / (ran["end_s"] - ran["start_s"]).sum()) / model_w
-        assert measured < 0.9, ran["energy_j"].tolist()  # the tasks drew less than predicted ...
-        assert learned[nt.name] == pytest.approx(measured, rel=0.1)  # ... and the controller learned it
+        measured[node] = float(ran["energy_j"].sum() / (ran["end_s"] - ran["start_s"]).sum()) / model_w
+        assert measured[node] < 0.9, ran["energy_j"].tolist()  # the tasks drew less than predicted
+    pooled = TaskPredictor([1.0] * len(types), alpha=ControllerConfig().prediction_alpha)
+    for e in slots:  # every slot in the order it was placed, with its node's measured ratio
+        if e["node_id"] in measured:
+            pooled.observe("sleepy", index[tao_ray.stats()["nodes"][e["node_id"]]["type"]],
+                           energy_ratio=measured[e["node_id"]])
+    expected = dict(zip(types, pooled.correction("sleepy")))
+    for name in {tao_ray.stats()["nodes"][n]["type"] for n in measured}:
+        assert learned[name] == pytest.approx(expected[name], rel=0.1)  # the controller learned it
 
 
 @tao_ray.remote(num_cpus=1)

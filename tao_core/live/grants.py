@@ -26,12 +26,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from tao_core.control.types import TaskRequest
+from tao_core.live.sampler import SPAN_LAG_S
 from tao_core.live.session import Ended, SlotWant, SyncBatch, SyncReply
 from tao_core.live.values import Grant
 from tao_core.live.values import TaskEnergy
 
 #: most engine task ids kept waiting for their settled energy
 MAX_TRACKED = 100_000
+#: how long an idle slot waits for its tasks' energy to settle (s): a span reaches its
+#: sampler within ``SPAN_LAG_S``; as long again covers the sampling and the collection
+ENERGY_WAIT_S = 2 * SPAN_LAG_S
 
 
 @dataclass
@@ -81,7 +85,7 @@ class _Want:
 class GrantPool:
     """See the module doc. ``wake()`` asks for a sync soon."""
 
-    def __init__(self, *, linger_s: float = 0.5, energy_wait_s: float = 2.5, wake: Callable[[], None] = lambda: None,
+    def __init__(self, *, linger_s: float = 0.5, energy_wait_s: float = ENERGY_WAIT_S, wake: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.linger_s = linger_s
         self.energy_wait_s = energy_wait_s
