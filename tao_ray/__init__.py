@@ -46,6 +46,8 @@ __all__ = [
 log = logging.getLogger("tao_ray")
 #: seconds Ray's workers may take to hand their task events to the GCS (they report every 1 s)
 TASK_EVENT_LAG_S = 1.5
+#: most seconds ``report`` waits for Ray's events of the tasks that counted units
+COUNTED_WAIT_S = 10.0
 
 
 class ObserveOnlyWarning(UserWarning):
@@ -183,13 +185,15 @@ def report(path: Optional[str] = None, *, ledger: Optional[str] = None, policy: 
     # ended before this call are on their way: wait for them, then read every node
     time.sleep(max(0.0, t_call + TASK_EVENT_LAG_S - time.time()))
     rt.close_timelines()
-    rt.task_events.poll()
     t0, t1 = window or (rt.t_start, t_call)
     nodes, wrapped, outcomes = rt.book.window(t0, t1)
+    counts = rt.book.counts()
+    # a task that counted units is charged them only once its record is here: wait for it
+    rt.task_events.poll_until_seen({c.task_id for c in counts} - {w.task_id for w in wrapped}, COUNTED_WAIT_S)
     events = [e for e in rt.driver.decision_events() if t0 <= e.get("t_s", t0) <= t1]
     inp = live_report.ReportInputs("ray", dict(rt.nodes.node_types), nodes, wrapped + rt.task_events.rows(),
                                    rt.config.to_dict(), t0, t1, events, outcomes, rt.task_events.notes(),
-                                   dict(rt.task_events.jobs), counts=rt.book.counts(),
+                                   dict(rt.task_events.jobs), counts=counts,
                                    curves=rt.nodes.curve_provenance(lambda: rt.call("fitted_models")))
     df, rep = live_report.build(inp, path=path, ledger=ledger, policy=policy,
                                 job=rt.task_events.resolve_job(job) if job else None,

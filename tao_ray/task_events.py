@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from typing import Any, Optional
 
 from tao_core.task_rows import TaskRow
@@ -64,6 +65,19 @@ class TaskEventReader:
                 return
             self._keep(tasks, actors)
         self.unavailable = None
+
+    def poll_until_seen(self, task_ids: set[str], wait_s: float) -> set[str]:
+        """Poll until every task in ``task_ids`` (Ray task ids, hex) has an ended attempt here,
+        for at most ``wait_s`` seconds (Ray's events of a busy cluster can come several seconds
+        late); the ids still unseen."""
+        end = time.time() + wait_s
+        while True:
+            self.poll()
+            with self._lock:
+                left = task_ids - {tid for tid, _attempt in self._rows}
+            if not left or time.time() >= end or self.unavailable:
+                return left
+            time.sleep(0.5)
 
     def _tasks_of(self, job_id: str) -> list[Any]:
         from ray.util.state import list_tasks

@@ -136,16 +136,23 @@ def test_boot_on_pending_demand_most_efficient_first():
     assert ctl.plan_scaling(now_s=1.0, pending=pending).power_on == ()
 
 
-def test_spare_capacity_follows_arrival_rate():
+def _after_arrivals(run_s: float) -> Controller:
+    """4 big nodes (32 CPUs each) after 200 s of 1 CPU asked per second, each task holding
+    its CPU ``run_s`` seconds."""
     ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
     for i in range(4):
         ctl.add_node(f"b{i}", "big")
-    # 1 CPU-second of work asked per second for a while: about 60 CPUs of spare
     for k in range(200):
-        d = ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, duration_hint_s=0.5), now_s=float(k))
-        ctl.task_finished(d.task_id, now_s=k + 0.5)
-    plan = ctl.plan_scaling(now_s=200.0)
-    assert len(plan.power_off) == 2  # 4 x 32 CPUs on, about 60 kept free
+        d = ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, duration_hint_s=run_s), now_s=float(k))
+        ctl.task_finished(d.task_id, now_s=k + 0.5, duration_s=run_s)
+    return ctl
+
+
+def test_spare_capacity_follows_arrival_rate():
+    # tasks longer than the horizon: the arrivals of 60 s hold about 60 CPUs at once
+    assert len(_after_arrivals(100.0).plan_scaling(now_s=200.0).power_off) == 2
+    # 0.5 s tasks: by Little's law they hold about 0.5 CPU at once, one node covers them
+    assert len(_after_arrivals(0.5).plan_scaling(now_s=200.0).power_off) == 3
     quiet = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0))
     for i in range(4):
         quiet.add_node(f"b{i}", "big")

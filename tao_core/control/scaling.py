@@ -3,9 +3,11 @@
 Demand, in CPUs (GPUs alike):
 
     need = reserved on nodes that take work + pending + spare
-    spare = max(spare_cpus, arrival rate (CPUs/s) x spare_horizon_s)
+    spare = max(spare_cpus, arrival rate (CPUs/s) x min(spare_horizon_s, mean run time))
 
-Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply). The
+The arrival-rate spare is Little's law: the CPUs the arrivals of one horizon hold at once
+are the rate times how long each holds its CPUs, and no task holds them longer than it runs
+(short tasks arriving during a long boot free their CPUs for the next ones). Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply). The
 arrival-rate spare holds nodes on; boots follow reserved + pending + spare_cpus only.
 
 - Boot: (1) nodes a decision asked to wake since the last plan, even when supply covers
@@ -239,6 +241,7 @@ class _Planner:
         self._levels: dict[str, tuple[float, float]] = {}
         rate_c, rate_g = demand.arrival_rate
         horizon = cfg.spare_horizon_s if cfg.spare_horizon_s is not None else view.max_boot_s()
+        horizon = min(horizon, max(demand.mean_run_s, 0.0))  # Little's law (module doc)
         self.need_c = used_c + self.pend_c + max(cfg.spare_cpus, rate_c * horizon)
         self.need_g = used_g + self.pend_g + rate_g * horizon
         # spare from the arrival rate holds nodes on; it does not boot them (a burst shorter
