@@ -200,11 +200,12 @@ def test_the_controller_learns_task_energy_from_the_samplers(tao):
     assert len(mine) >= 6
     types = {t.name: t for t in TYPES}
     index = {name: i for i, name in enumerate(types)}
+    type_of = {n: v["type"] for n, v in tao_ray.stats()["nodes"].items()}
     slots = [e for e in tao_ray.decisions() if e["kind"] == "place" and e["group"] == "sleepy"]
     measured = {}  # node -> its tasks' attributed watts over the model's for the slot placed there
     for node, ran in mine.groupby("node_id"):
         place = next(e for e in slots if e["node_id"] == node)
-        nt = types[tao_ray.stats()["nodes"][node]["type"]]
+        nt = types[type_of[node]]
         # the model's attributed watts of the placement: added watts (before the loop's scaling)
         # plus the task's share (1 of the node's CPUs) of the node's idle watts
         model_w = place["detail"]["added_w"] / place["budget"]["dynamic_scale"] + nt.idle_w / nt.cpus
@@ -213,10 +214,9 @@ def test_the_controller_learns_task_energy_from_the_samplers(tao):
     pooled = TaskPredictor([1.0] * len(types), alpha=ControllerConfig().prediction_alpha)
     for e in slots:  # every slot in the order it was placed, with its node's measured ratio
         if e["node_id"] in measured:
-            pooled.observe("sleepy", index[tao_ray.stats()["nodes"][e["node_id"]]["type"]],
-                           energy_ratio=measured[e["node_id"]])
+            pooled.observe("sleepy", index[type_of[e["node_id"]]], energy_ratio=measured[e["node_id"]])
     expected = dict(zip(types, pooled.correction("sleepy")))
-    for name in {tao_ray.stats()["nodes"][n]["type"] for n in measured}:
+    for name in {type_of[n] for n in measured}:
         assert learned[name] == pytest.approx(expected[name], rel=0.1)  # the controller learned it
 
 

@@ -7,7 +7,9 @@ Demand, in CPUs (GPUs alike):
 
 The arrival-rate spare is Little's law: the CPUs the arrivals of one horizon hold at once
 are the rate times how long each holds its CPUs, and no task holds them longer than it runs
-(short tasks arriving during a long boot free their CPUs for the next ones). Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply). The
+(short tasks arriving during a long boot free their CPUs for the next ones).
+
+Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply). The
 arrival-rate spare holds nodes on; boots follow reserved + pending + spare_cpus only.
 
 - Boot: (1) nodes a decision asked to wake since the last plan, even when supply covers
@@ -178,15 +180,12 @@ class Demand:
 
 
 def plan(view: ClusterView, cfg: ControllerConfig, loop: PowerLoop, *, now_s: float,
-         pending: Sequence[TaskRequest], arrival_rate: tuple[float, float] = (0.0, 0.0),
-         demand: Optional[Demand] = None) -> ScalePlan:
-    """Which nodes to boot, power off and drain now (see the module docstring).
-    ``arrival_rate``: recent demand in (CPUs/s, GPUs/s), or ``demand`` with the forecast.
-    The view is not changed."""
+         pending: Sequence[TaskRequest], demand: Demand) -> ScalePlan:
+    """Which nodes to boot, power off and drain now (see the module docstring), for the
+    demand to come (``demand``: arrival rate, forecast, mean run time). The view is not
+    changed."""
     if len(view) == 0:
         return ScalePlan(reason="no nodes")
-    if demand is None:
-        demand = Demand(arrival_rate=arrival_rate)
     p = _Planner(view, cfg, loop, now_s, pending, demand)
     p.boot_requested()
     p.boot_fragmented()
