@@ -159,6 +159,31 @@ def test_spare_capacity_follows_arrival_rate():
     assert len(quiet.plan_scaling(now_s=200.0).power_off) == 4
 
 
+def test_spare_counts_each_task_for_at_most_the_horizon():
+    # half the tasks run 0.5 s, half 1,000 s: a mean run time of 500 s would keep the whole
+    # horizon (60 CPUs, two nodes on); they hold (0.5 + 60) / 2 = 30 s of the horizon on
+    # average, about 30 CPUs: one node covers them
+    ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
+    for i in range(4):
+        ctl.add_node(f"b{i}", "big")
+    for k in range(200):
+        run = 0.5 if k % 2 else 1000.0
+        d = ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, duration_hint_s=run), now_s=float(k))
+        ctl.task_finished(d.task_id, now_s=k + 0.5, duration_s=run)
+    assert len(ctl.plan_scaling(now_s=200.0).power_off) == 3
+
+
+def test_before_any_task_finished_arrivals_hold_the_whole_horizon():
+    # 100 tasks arrived and run, none finished: nothing says they free their CPUs early
+    ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
+    for i in range(8):
+        ctl.add_node(f"b{i}", "big")
+    for k in range(100):
+        ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0), now_s=float(k))
+    # 100 CPUs reserved + 60 CPUs of spare: 5 nodes of 32 stay on
+    assert len(ctl.plan_scaling(now_s=100.0).power_off) == 3
+
+
 def test_decide_defers_to_waking_node_and_plan_boots_it():
     ctl = Controller(TYPES, ControllerConfig())
     ctl.add_node("b0", "big", state=NodeState.OFF)

@@ -65,8 +65,9 @@ class ControllerConfig:
     - ``min_on_s``: a node that came on stays on at least this long (anti-flapping).
     - ``spare_cpus``: free CPUs kept on (or booting) beyond demand, at least.
     - ``spare_horizon_s``: also keep free the CPUs that recent arrivals ask for in this many
-      seconds (EWMA arrival rate x horizon, the horizon capped at the mean run time: a task
-      holds its CPUs no longer than it runs). None = the longest boot time of any node type.
+      seconds (EWMA arrival rate x the mean of min(run time, horizon) over the latest 256
+      finished tasks: a task holds its CPUs no longer than it runs; the whole horizon before
+      any task finished). None = the longest boot time of any node type.
     - ``arrival_halflife_s``: half-life of the arrival-rate estimate, seconds.
     - ``scale_down_band``: hysteresis: a node is powered off only while the rest covers
       demand x (1 + band); it is booted as soon as supply falls below demand.

@@ -787,7 +787,7 @@ class Controller:
         fc = self.forecast
         d = scaling.Demand(arrival_rate=self.arrival_rate(now_s), forecast=fc, mean_cpus=fc.mean_cpus,
                            mean_gpus=fc.gpus_asked / fc.tasks if fc.tasks else 0.0,
-                           mean_run_s=self.predictor.overall_mean_s())
+                           mean_run_s=self.predictor.overall_mean_s(), held_s=self.predictor.held_s)
         if not (for_plan and self.config.predictive_scaling):
             return d
         cv = self.cluster

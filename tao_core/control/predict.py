@@ -36,10 +36,14 @@ learns something new.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Optional, Sequence
 
 import numpy as np
+
+
+#: finished tasks whose run times :meth:`TaskPredictor.held_s` averages over
+RECENT_RUNS = 256
 
 
 class _Mean:
@@ -105,6 +109,8 @@ class TaskPredictor:
         self._groups: "OrderedDict[str, _Group]" = OrderedDict()
         self._cold_cache: dict[Optional[float], tuple[np.ndarray, np.ndarray]] = {}
         self._all = _Mean()  #: run time at speed 1.0 over every group, s
+        self._recent: deque[float] = deque(maxlen=RECENT_RUNS)  #: latest run times at speed 1.0, s
+        self._recent_arr: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -170,6 +176,18 @@ class TaskPredictor:
         any), s."""
         return self._all.value if self._all.n else self.default_duration_s
 
+    def held_s(self, horizon_s: float) -> float:
+        """Mean of ``min(run time, horizon_s)`` over the latest :data:`RECENT_RUNS` finished
+        tasks at speed 1.0 (s): how long, on average, a task arriving now holds its CPUs
+        within the next ``horizon_s`` (all of it before any task finished: nothing says yet
+        that tasks free their CPUs sooner)."""
+        h = max(float(horizon_s), 0.0)
+        if not self._recent:
+            return h
+        if self._recent_arr is None:
+            self._recent_arr = np.fromiter(self._recent, float, len(self._recent))
+        return float(np.minimum(self._recent_arr, h).mean())
+
     def mean_s(self, group: str) -> Optional[float]:
         """The group's reference run time at speed 1.0 (s; a geometric mean), None before any
         run finished."""
@@ -207,6 +225,8 @@ class TaskPredictor:
                 g.type_dur[k].add(lr - g.ref.value, a)  # log of measured / shared prediction on this type
             g.ref.add(lr, a)
             self._all.add(ref, min(a, 0.05))
+            self._recent.append(ref)
+            self._recent_arr = None
             g.ref_max = max(g.ref_max, ref)
             g.n += 1  # a task counts once, with its run time (its energy may come later)
         if energy_ratio is not None and math.isfinite(energy_ratio) and energy_ratio >= 0:

@@ -3,11 +3,13 @@
 Demand, in CPUs (GPUs alike):
 
     need = reserved on nodes that take work + pending + spare
-    spare = max(spare_cpus, arrival rate (CPUs/s) x min(spare_horizon_s, mean run time))
+    spare = max(spare_cpus, arrival rate (CPUs/s) x mean of min(run time, spare_horizon_s))
 
 The arrival-rate spare is Little's law: the CPUs the arrivals of one horizon hold at once
-are the rate times how long each holds its CPUs, and no task holds them longer than it runs
-(short tasks arriving during a long boot free their CPUs for the next ones).
+are the rate times how long each holds its CPUs within it, and no task holds them longer
+than it runs (short tasks arriving during a long boot free their CPUs for the next ones).
+The mean is over the latest finished tasks (``TaskPredictor.held_s``); before any finished
+each arrival counts for the whole horizon.
 
 Supply is the capacity of nodes ON or BOOTING (a DRAINING node is not supply). The
 arrival-rate spare holds nodes on; boots follow reserved + pending + spare_cpus only.
@@ -52,7 +54,7 @@ the power loop, and returns a :class:`ScalePlan`; the controller applies it to i
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -177,6 +179,15 @@ class Demand:
     mean_run_s: float = 10.0
     early_off_ok: Optional[np.ndarray] = None  #: per node type: early power-offs have paid (None: all)
     early_off_record: Optional["EarlyOffRecord"] = None  #: where this plan's early power-offs are counted
+    #: horizon (s) -> mean of min(run time, horizon) over recent tasks (None: min(horizon, mean_run_s))
+    held_s: Optional[Callable[[float], float]] = None
+
+    def held_within(self, horizon_s: float) -> float:
+        """How long a task arriving now holds its CPUs within the next ``horizon_s``, on
+        average (s): the mean of ``min(run time, horizon_s)`` over recent tasks."""
+        if self.held_s is not None:
+            return self.held_s(horizon_s)
+        return min(horizon_s, max(self.mean_run_s, 0.0))
 
 
 def plan(view: ClusterView, cfg: ControllerConfig, loop: PowerLoop, *, now_s: float,
@@ -240,7 +251,7 @@ class _Planner:
         self._levels: dict[str, tuple[float, float]] = {}
         rate_c, rate_g = demand.arrival_rate
         horizon = cfg.spare_horizon_s if cfg.spare_horizon_s is not None else view.max_boot_s()
-        horizon = min(horizon, max(demand.mean_run_s, 0.0))  # Little's law (module doc)
+        horizon = demand.held_within(horizon)  # Little's law (module doc)
         self.need_c = used_c + self.pend_c + max(cfg.spare_cpus, rate_c * horizon)
         self.need_g = used_g + self.pend_g + rate_g * horizon
         # spare from the arrival rate holds nodes on; it does not boot them (a burst shorter
