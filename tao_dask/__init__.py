@@ -20,7 +20,7 @@ _EXPORTS = {
     "register": "tao_dask.api", "plugins": "tao_dask.api", "stats": "tao_dask.api", "dask_setup": "tao_dask.api",
     "ObserveOnlyWarning": "tao_dask.api", "report": "tao_dask.reporting", "EnergyAdaptive": "tao_dask.adaptive",
     "TAOSchedulerPlugin": "tao_dask.scheduler_plugin", "TAOWorkerPlugin": "tao_dask.worker_plugin",
-    "NodeAssignment": "tao_dask.profiles", "HOLD_ADDRESS": "tao_dask.placement",
+    "NodeAssignment": "tao_core.live.assignment", "HOLD_ADDRESS": "tao_dask.placement",
     "EnergyBudgetExceeded": "tao_dask.placement",
 }
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from tao_core.control.types import NodeType
 from tao_core.errors import InputError
-from tao_dask.profiles import NodeAssignment
+from tao_core.live.assignment import NodeAssignment
 from tao_dask.scheduler_plugin import TAOSchedulerPlugin
 from tao_dask.worker_plugin import TAOWorkerPlugin
 

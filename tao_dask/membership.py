@@ -2,25 +2,18 @@
 
 Each worker is one node sized by the worker itself: as many CPUs as it has threads and
 as many GPUs as its ``GPU`` resource, with the power curve of its node type (see
-:mod:`tao_dask.profiles`). Two workers of one type but different sizes are two
+:mod:`tao_core.live.assignment`). Two workers of one type but different sizes are two
 controller node types (``<type>/<n>cpu``, ``+<g>gpu``), so neither is modeled with the
 other's CPU count.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable, Optional
 
 from tao_core.control.types import NodeType
-from tao_dask.profiles import NodeAssignment
+from tao_core.live.assignment import NodeAssignment, sized_type
 from tao_dask.state import WorkerNode
-
-
-def sized_type(base: NodeType, cpus: int, gpus: int) -> NodeType:
-    """``base`` with the CPUs and GPUs of one worker, named for that size."""
-    name = f"{base.name}/{cpus}cpu" + (f"+{gpus}gpu" if gpus else "")
-    return dataclasses.replace(base, name=name, cpus=float(cpus), gpus=int(gpus))
 
 
 def worker_gpus(ws: Any) -> int:

@@ -26,7 +26,8 @@ to ``Controller.decide``:
 * REJECT (a job's energy budget spent, ``job_budget_mode="deny"``): the task fails with
   :class:`EnergyBudgetExceeded`.
 
-Parked tasks are watched by :class:`tao_dask.watchdog.Watchdog`.
+Parked tasks are watched by :class:`tao_dask.watchdog.Watchdog` (the policy:
+:class:`tao_core.live.parked.ParkedWatch`).
 
 Units: seconds (wall clock, ``time.time()``).
 """
@@ -39,9 +40,10 @@ from typing import Any, Callable, Optional
 
 from tao_core.control.admission import AdmissionQueue
 from tao_core.control.types import Action, Decision, TaskRequest
+from tao_core.live.parked import Hold
+from tao_core.live.runs import RunLog
 from tao_dask.membership import Membership
-from tao_dask.spans import SpanLog
-from tao_dask.state import Hold, Pin, key_str
+from tao_dask.state import Pin, key_str
 
 #: A worker address no worker ever has: tasks restricted to it wait in ``no-worker``.
 HOLD_ADDRESS = "tao-deferred://nowhere"
@@ -128,11 +130,11 @@ class Placement:
     Ready tasks wait in one :class:`tao_core.control.admission.AdmissionQueue` (the
     simulator's and tao_ray's): priority Dask's, offered again when capacity may have
     changed (:meth:`reopen`) or at a DEFER's time; a DEFER for want of headroom closes it to
-    tasks as large. ``events``: the :class:`~tao_dask.state.DecisionLog` the controller
+    tasks as large. ``events``: the :class:`~tao_core.live.runs.DecisionLog` the controller
     writes into (TAO takes out the events of a decision it does not carry out).
     ``counts``: the plugin's counters. ``fail(context, exc)``: the plugin's fail-open path."""
 
-    def __init__(self, scheduler: Any, membership: Membership, spans: SpanLog, events: Any,
+    def __init__(self, scheduler: Any, membership: Membership, spans: RunLog, events: Any,
                  counts: Counter, fail: Callable[[str, BaseException], None], *,
                  min_task_s: float) -> None:
         self.s = scheduler
@@ -214,7 +216,7 @@ class Placement:
         key = ts.key
         if not self.active or self.ctl is None or key in self.pins or key in self.holds:
             return
-        tid = self.spans.task_id(key)
+        tid = self.spans.task_id(key_str(key))
         try:
             reason = self.leave_reason(ts)
             if reason is not None:

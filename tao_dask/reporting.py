@@ -18,34 +18,19 @@ import pandas as pd
 from tao_core.attribution import Attribution
 from tao_core.hardware import curve_provenance
 from tao_core.live import report as live_report
-from tao_core.live.timeline import continued
-from tao_core.live.values import TimelineRow
+from tao_core.live.runs import TaskRun
+from tao_core.live.worker_telemetry import series_rows
 from tao_core.power.node_json import node_type_from_dict
 from tao_core.task_rows import TaskRow
-from tao_dask.state import Span
 
 #: how the report's task rows were known
 KNOWN_BY = "dask-startstops"
 DEFAULT_REPORT = "tao-dask-report.json"
 
 
-def spans_of(data: dict[str, Any]) -> list[Span]:
-    """The exported spans as :class:`~tao_dask.state.Span` records (one per task run)."""
-    return [Span(*row) for row in data["spans"]]
-
-
-#: method of the stretch from a worker's last reading until Dask removed it
-LAST_POWER_METHOD = "worker's last sampled power carried until Dask removed it, modeled"
-
-
-def _rows(tl: dict[str, Any], left_s: Optional[float]) -> list[TimelineRow]:
-    """The worker's readings as rows; one that left is carried at its last power until then."""
-    src, method, unc = tl["source"], tl["method"], tl.get("uncertainty")
-    rows = [TimelineRow(t, e, p, None, src, method, unc, (("other", src, e),))
-            for t, e, p in zip(tl["t_s"], tl["energy_j"], tl["power_w"])]
-    if rows and left_s is not None and left_s > rows[-1].t_s:
-        rows.append(continued(rows[-1], left_s, rows[-1].power_w or 0.0, LAST_POWER_METHOD))
-    return rows
+def spans_of(data: dict[str, Any]) -> list[TaskRun]:
+    """The exported spans as :class:`~tao_core.live.runs.TaskRun` records (one per task run)."""
+    return [TaskRun(*row) for row in data["spans"]]
 
 
 def report_inputs(data: dict[str, Any], *, window: Optional[tuple[float, float]] = None) -> live_report.ReportInputs:
@@ -61,7 +46,7 @@ def report_inputs(data: dict[str, Any], *, window: Optional[tuple[float, float]]
         nt = node_type_from_dict(n["node_type_json"], f"worker {n['name']}")
         types[nt.name] = nt
         curves.setdefault(nt.name, n.get("curve") or curve_provenance(nt).to_dict())
-        nodes.append(live_report.NodeHistory(n["address"], nt.name, float(n["nthreads"]), _rows(tl, n["left_s"]),
+        nodes.append(live_report.NodeHistory(n["address"], nt.name, float(n["nthreads"]), series_rows(tl, n["left_s"]),
                                              removed_at=n["left_s"]))
     tasks = [TaskRow(task_id=s.task_id, node_id=s.worker, start_s=s.start_s, end_s=s.end_s, name=s.group, job=s.job,
                      cpus=1.0, known_by=KNOWN_BY, resolution_s=1e-6) for s in spans_of(data)]
@@ -82,10 +67,7 @@ def energy_between(data: dict[str, Any], t0: float, t1: float) -> tuple[float, d
     worker address): each worker's timeline cut to the window; a worker that left is
     counted at its last sampled power until Dask removed it, as off (its node type's
     ``off_w``) from then on."""
-    inp = report_inputs(data, window=(t0, t1))
-    tl = live_report.window_readings(inp)
-    per = {n: sum(d.energy_j for d in tl[n][-1].domains.values()) - sum(d.energy_j for d in tl[n][0].domains.values())
-           for n in tl}
+    per = live_report.energy_by_node(report_inputs(data, window=(t0, t1)))
     return sum(per.values()), per
 
 

@@ -3,10 +3,11 @@ to the part with that job. The policy itself lives in ``tao_core.control.Control
 
 * :class:`~tao_dask.membership.Membership`: workers joining and leaving, each a node
   sized by its own threads and GPUs (``add_node`` / ``remove_node``).
-* :class:`~tao_dask.telemetry.TelemetryInbox`: samples from TAO's worker plugin, taken
-  only from the worker's own batched stream and checked (``observe_node``,
+* :class:`~tao_core.live.worker_telemetry.TelemetryInbox`: samples from TAO's worker
+  plugin, taken only from the worker's own batched stream and checked (``observe_node``,
   ``observe_cluster_power``).
-* :class:`~tao_dask.spans.SpanLog`: the compute interval of every task run.
+* :class:`~tao_core.live.runs.RunLog`: the compute interval of every task run (Dask's
+  ``startstops``).
 * :class:`~tao_dask.placement.Placement`: pins ready tasks to the controller's choice,
   parks those it defers, leaves the rest to Dask.
 * :class:`~tao_dask.watchdog.Watchdog`: hands parked tasks back to Dask when TAO's
@@ -34,11 +35,11 @@ from tao_core.power.node_json import node_type_to_dict
 from tao_core.units import add_units
 from tao_dask.membership import Membership
 from tao_dask.placement import HOLD_ADDRESS, EnergyBudgetExceeded, Placement
-from tao_dask.profiles import NodeAssignment
+from tao_core.live.assignment import NodeAssignment
+from tao_core.live.runs import MAX_EVENTS, MAX_RUNS, DecisionLog, RunLog
+from tao_core.live.worker_telemetry import TelemetryInbox, parse_units
 from tao_dask.scaling import ScalingAdvisor
-from tao_dask.spans import MAX_SPANS, SpanLog
-from tao_dask.state import DecisionLog
-from tao_dask.telemetry import OP, TOPIC, UNITS_OP, TelemetryInbox, parse_units
+from tao_dask.state import OP, TOPIC, UNITS_OP, key_str
 from tao_dask.watchdog import Watchdog
 
 logger = logging.getLogger("tao_dask")
@@ -48,8 +49,6 @@ __all__ = ["TAOSchedulerPlugin", "HOLD_ADDRESS", "EnergyBudgetExceeded"]
 #: why a sample from a worker that is no longer connected is dropped
 GONE = "from a worker that is not connected"
 
-#: decision events kept in memory for the report and the ledger
-MAX_EVENTS = 200_000
 #: counts of tasks that ended on a worker and whose Dask end has not come yet
 MAX_PENDING_UNITS = 100_000
 #: why TAO only observes when no worker has a node type
@@ -66,12 +65,22 @@ COUNTS = ("placed", "admitted", "deferred", "released", "left_to_dask", "watchdo
           "rejected", "errors", "fallbacks", "telemetry_dropped", "telemetry_refused", "energy_settled")
 
 
+def compute_interval(startstops: Any) -> Optional[tuple[float, float]]:
+    """(start, stop) of the compute step of a Dask ``startstops`` list (None: none)."""
+    t = None
+    for ss in startstops or ():
+        if ss.get("action") == "compute":
+            t = (ss["start"], ss["stop"])
+    return t
+
+
 class TAOSchedulerPlugin(SchedulerPlugin):
     """Energy-aware placement, deferral and accounting for a Dask scheduler.
 
     Parameters
     ----------
-    assignment: which node type each worker is (see :mod:`tao_dask.profiles`).
+    assignment: which node type each worker is (see :mod:`tao_core.live.assignment`; a
+        worker's own ``TAO_NODE_TYPE`` or ``tao.node-type`` counts as the type it reports).
     config: a ``ControllerConfig`` (power budget, lambda, ...); None: the defaults.
     place: False to observe only (telemetry, per-task energy, metrics; Dask places).
     min_task_s: prefixes measured faster than this (seconds) are left to Dask.
@@ -94,7 +103,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         pump_interval_s: float = 0.1,
         watchdog_s: float = 10.0,
         max_errors: int = 20,
-        max_spans: int = MAX_SPANS,
+        max_spans: int = MAX_RUNS,
     ) -> None:
         if min_task_s < 0 or not pump_interval_s > 0 or not watchdog_s > 0:
             raise ValueError("min_task_s must be >= 0, pump_interval_s and watchdog_s > 0 seconds")
@@ -129,7 +138,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         self.events = DecisionLog(MAX_EVENTS)
         self.members = Membership(self.assignment, self._fail)
         self.inbox = TelemetryInbox()
-        self.spans = SpanLog(self.max_spans)
+        self.spans = RunLog(self.max_spans)
         self.pending_units: "OrderedDict[tuple[str, str], dict]" = OrderedDict()
         self.units_by_group: dict[str, dict[str, float]] = {}
         self.units_dropped = 0
@@ -330,9 +339,11 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             ts = self.scheduler.tasks.get(key)
             group = ts.prefix.name if ts is not None else str(key)
             job = (ts.annotations or {}).get("tao_job") if ts is not None else None
-            units = self.pending_units.pop((worker, key if isinstance(key, str) else str(key)), None)
-            span = self.spans.record(key, group, worker, kw.get("startstops"), finish,
-                                     None if job is None else str(job), units)
+            units = self.pending_units.pop((worker, key_str(key)), None)
+            interval = compute_interval(kw.get("startstops"))
+            if interval is not None and worker is not None:
+                span = self.spans.record(key_str(key), group, worker, *interval, finish,
+                                         None if job is None else str(job), units)
             if units:
                 self.units_by_group[group] = add_units(self.units_by_group.get(group, {}), units)
         p = self.placement
@@ -406,9 +417,7 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             "started_s": self.started_s,
             "exported_s": time.time(),
             "nodes": nodes,
-            "timelines": {a: {"t_s": list(tl.t_s), "energy_j": list(tl.energy_j), "power_w": list(tl.power_w),
-                              "source": tl.source, "method": tl.method, "uncertainty": tl.uncertainty}
-                          for a, tl in self.inbox.timelines.items()},
+            "timelines": {a: tl.to_dict() for a, tl in self.inbox.timelines.items()},
             "spans": [list(s) for s in self.spans.collect(start_index)],
             "span_index": self.spans.index,
             "cpu_s": dict(self.inbox.cpu_s),

@@ -1,15 +1,22 @@
-"""Plain records the scheduler plugin keeps: workers seen, telemetry timelines, task
-spans, and the tasks TAO pinned or parked.
+"""Plain records the scheduler plugin keeps (workers seen, tasks TAO pinned) and the names
+of the scheduler stream operations TAO's two plugins speak.
 
-Units: seconds (wall clock, ``time.time()``), joules, watts.
+Units: seconds (wall clock, ``time.time()``).
 """
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from tao_core.control.types import NodeType
+
+#: the scheduler stream operation TAO's worker plugin sends its samples with
+#: (checked by :mod:`tao_core.live.worker_telemetry`)
+OP = "tao-telemetry"
+#: the event topic of earlier versions; events on it are counted as refused
+TOPIC = "tao-telemetry"
+#: the scheduler stream operation that carries what a task counted (``tao.count``)
+UNITS_OP = "tao-units"
 
 
 @dataclass
@@ -31,42 +38,6 @@ class WorkerNode:
     curve: Optional[dict] = None  #: where a described type's curve came from (``CurveProvenance.to_dict()``)
 
 
-@dataclass
-class Timeline:
-    """Cumulative modeled energy of one worker: parallel lists of wall time (s),
-    cumulative joules and mean watts over the interval ending there."""
-
-    t_s: list[float] = field(default_factory=list)
-    energy_j: list[float] = field(default_factory=list)
-    power_w: list[float] = field(default_factory=list)
-    source: str = "modeled"
-    method: str = ""
-    uncertainty: float = 0.0  #: relative standard uncertainty of the joules
-
-    def add(self, t_s: float, energy_j: float, power_w: float) -> None:
-        self.t_s.append(t_s)
-        self.energy_j.append(energy_j)
-        self.power_w.append(power_w)
-
-
-class Span(NamedTuple):
-    """One run of one task on one worker (Dask's ``startstops`` compute interval).
-
-    A key Dask computes twice (two ``.compute()`` of one collection, a retry) is two
-    runs: ``task_id`` is ``"<key>#<run>"``, unique in the log."""
-
-    task_id: str
-    key: str
-    run: int
-    group: str
-    worker: str
-    start_s: float
-    end_s: float
-    status: str  #: "memory" or "erred"
-    job: Optional[str] = None  #: its ``tao_job`` annotation
-    units: Optional[dict] = None  #: what it counted with ``tao.count`` (unit -> amount)
-
-
 @dataclass(slots=True)
 class Pin:
     """A task the controller admitted: the node it reserved, the restriction TAO set to
@@ -80,44 +51,6 @@ class Pin:
     seceded: bool = False  #: the task left its thread (``secede``); its slot is given back
 
 
-@dataclass(slots=True)
-class Hold:
-    """A task TAO parked (the controller deferred it for an energy reason)."""
-
-    task_id: str
-    since_s: float
-    reason: str
-    until_s: Optional[float] = None  #: the controller asked to be asked again then
-    reject: Optional[str] = None  #: rejected: fail it with this reason
-
-
 def key_str(key: Any) -> str:
     """A Dask key as text (tuple keys as their repr)."""
     return key if isinstance(key, str) else str(key)
-
-
-class DecisionLog:
-    """The controller's decision events, the newest ``maxlen`` kept."""
-
-    def __init__(self, maxlen: int = 200_000) -> None:
-        self.buffer: deque[Any] = deque(maxlen=maxlen)
-        self.total = 0  #: events kept or dropped for room so far
-
-    def __len__(self) -> int:
-        return len(self.buffer)
-
-    def append(self, ev: Any) -> None:
-        self.buffer.append(ev)
-        self.total += 1
-
-    @property
-    def dropped(self) -> int:
-        """Events that left the buffer to make room."""
-        return self.total - len(self.buffer)
-
-    def drop_since(self, total: int) -> None:
-        """Take out the events appended since the log held ``total`` (a decision that was
-        not carried out)."""
-        for _ in range(min(self.total - total, len(self.buffer))):
-            self.buffer.pop()
-        self.total = total

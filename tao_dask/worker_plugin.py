@@ -28,8 +28,9 @@ from tornado.ioloop import PeriodicCallback
 
 from tao_core import units
 from tao_core.live.values import SpanRow
-from tao_dask.profiles import NodeAssignment, env_node_type
-from tao_dask.telemetry import OP, UNITS_OP, VERSION
+from tao_core.live.assignment import NodeAssignment
+from tao_core.live.worker_telemetry import VERSION
+from tao_dask.state import OP, UNITS_OP
 
 logger = logging.getLogger("tao_dask")
 
@@ -41,6 +42,23 @@ logger = logging.getLogger("tao_dask")
 MIN_SETTLED_RUN_S = 0.02
 #: worker task states a task leaves when it stops running
 _RUNNING = ("executing", "long-running")
+
+
+#: the environment variable and the Dask config key that name a worker process's node type
+ENV_VAR, CONFIG_KEY = "TAO_NODE_TYPE", "tao.node-type"
+
+
+def env_node_type() -> Optional[str]:
+    """The node type this process was started with (``TAO_NODE_TYPE`` or ``tao.node-type``)."""
+    value = os.environ.get(ENV_VAR)
+    if value:
+        return value
+    try:
+        import dask.config
+
+        return dask.config.get(CONFIG_KEY, None)
+    except Exception:  # config broken: no type from config
+        return None
 
 
 def _current_key() -> Optional[str]:

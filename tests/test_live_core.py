@@ -11,10 +11,13 @@ from tao_core.control.types import TaskRequest
 from tao_core.governance import build_report_from_records, validate_report
 from tao_core.live import report
 from tao_core.live.grants import GrantPool
+from tao_core.live.parked import Hold, ParkedWatch
+from tao_core.live.runs import DecisionLog, RunLog
 from tao_core.live.sampler import NodeSampler
 from tao_core.live.session import ControllerSession, Ended, SyncBatch
 from tao_core.live.timeline import GAP_METHOD, NodeTimeline, reading_of, row_of, wrapper_rows
 from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy
+from tao_core.live.worker_telemetry import EnergySeries, ceiling_w, parse
 from tao_core.power.catalog import specpower_node_type
 from tao_core.task_rows import spans_from_rows
 from tao_core.telemetry.base import DomainReading, EnergySource, Reading, SourceKind
@@ -248,3 +251,52 @@ def test_a_restarted_sampler_keeps_spans_the_driver_has_not_fetched():
     assert tl.take(new.fetch(tl.next, tl.incarnation)) is None  # another sampler: read it again from the start
     tl.take(new.fetch(tl.next, tl.incarnation))
     assert [s.task_id for s in tl.spans] == ["a", "b", "c", "d"]
+
+
+def test_worker_telemetry_is_checked_against_the_last_sample_and_a_ceiling():
+    tl = EnergySeries()
+    tl.add(100.0, 50.0, 40.0)
+    ok = parse({"v": 2, "t": 101.0, "energy_j": 90.0, "power_w": 40.0}, now_s=101.0, last=tl, ceiling_w=400.0)
+    assert not isinstance(ok, str) and ok.energy_j == 90.0
+    # 1 GJ in one second is 1 GW: far above four times a 113 W server's peak
+    assert parse({"v": 2, "t": 101.0, "energy_j": 1e9, "power_w": 40.0}, now_s=101.0, last=tl,
+                 ceiling_w=ceiling_w(113.0)) == "energy rose faster than the power ceiling"
+    assert parse({"v": 2, "t": 101.0, "energy_j": 60.0, "power_w": 1e6}, now_s=101.0, last=tl,
+                 ceiling_w=ceiling_w(113.0)) == "power_w"
+    assert ceiling_w(113.0) == pytest.approx(452.0) and ceiling_w(None) == 100.0
+
+
+def test_run_log_numbers_each_run_of_a_key_and_bounds_its_memory():
+    log = RunLog(maxlen=2)
+    assert log.task_id("k") == "k#1"
+    a = log.record("k", "g", "w1", 0.0, 1.0, "memory")
+    b = log.record("k", "g", "w1", 2.0, 3.0, "memory", job="j", units={"rows": 2.0})
+    assert (a.task_id, b.task_id, b.job, b.units) == ("k#1", "k#2", "j", {"rows": 2.0})
+    log.record("other", "g", "w2", 3.0, 4.0, "erred")
+    assert log.dropped == 1 and [r.task_id for r in log.collect(0)] == ["k#2", "other#1"]
+    assert [r.task_id for r in log.collect(2)] == ["other#1"]
+    events = DecisionLog(maxlen=10)
+    for e in range(3):
+        events.append(e)
+    events.drop_since(1)  # a decision that was not carried out takes its events back
+    assert list(events.buffer) == [0] and events.total == 1
+
+
+def test_parked_tasks_go_back_when_admission_stalls_or_the_engine_would_give_up():
+    watch = ParkedWatch(watchdog_s=10.0)
+    holds = {"a": Hold("a#1", since_s=0.0, reason="power budget"),
+             "b": Hold("b#1", since_s=0.0, reason="cleaner hour", until_s=100.0),
+             "c": Hold("c#1", since_s=0.0, reason="job budget", reject="spent")}
+    watch.track_idle(0.0, [("w1", True), ("w2", False)])
+    assert watch.due(holds, 5.0, running=False, give_up_s=None) == ([], None)  # not idle long enough
+    due, stalled = watch.due(holds, 12.0, running=False, give_up_s=None)
+    assert [k for k, _ in due] == ["a"] and stalled == "w1"  # b's timed deferral is waited out
+    assert watch.due(holds, 12.0, running=True, give_up_s=None)[0] == []  # admitted work runs: no stall
+    # half of a 30 s give-up time: every parked task but the rejected one goes back
+    assert [k for k, _ in watch.due(holds, 15.0, running=True, give_up_s=30.0)[0]] == ["a", "b"]
+    watch.track_idle(13.0, [("w2", True)])  # w1 left, w2 went idle
+    assert watch.idle_since == {"w2": 13.0}
+    line = ParkedWatch.warning(due, "w1", 12.0, engine="Dask", give_up="Dask's no-workers-timeout")
+    assert "'a'" in line and "w1" in line and "power budget" in line
+    with pytest.raises(ValueError, match="watchdog_s"):
+        ParkedWatch(0.0)

@@ -148,6 +148,13 @@ def window_readings(inp: ReportInputs) -> dict[str, list[Reading]]:
     return _window(inp).readings
 
 
+def energy_by_node(inp: ReportInputs) -> dict[str, float]:
+    """Joules of every metered node over the inputs' window (its timeline cut to it)."""
+    tl = window_readings(inp)
+    return {n: sum(d.energy_j for d in r[-1].domains.values()) - sum(d.energy_j for d in r[0].domains.values())
+            for n, r in tl.items()}
+
+
 def attribution(inp: ReportInputs, tl: dict[str, list[Reading]]) -> Attribution:
     """Each node's energy in the window split into its tasks and idle; the task frame gets
     ``known_by`` (how each span was known), ``actor_id`` and the span's provenance in its method."""

@@ -1,49 +1,41 @@
-"""Which node type each Dask worker is.
+"""Which node type each worker of an engine is, and that type sized to the worker.
 
-A Dask worker is modeled as one node: a server of ``nthreads`` CPUs whose wall power
-follows its node type's :class:`~tao_core.power.curve.PowerCurve`. A worker's type is, in
-this order:
+A worker is modeled as one node: a server of its own CPU count (threads) and GPUs whose
+wall power follows its node type's :class:`~tao_core.power.curve.PowerCurve`. Its type is,
+in this order:
 
-1. the ``workers`` mapping given to :func:`tao_dask.register` (worker name -> type name),
-2. the ``TAO_NODE_TYPE`` environment variable of the worker process, or the Dask config
-   key ``tao.node-type`` (useful with ``dask worker --preload tao_dask``),
+1. the ``workers`` mapping (worker name -> type name),
+2. the type the worker process was started with (an adapter passes it as ``reported``:
+   for Dask the ``TAO_NODE_TYPE`` environment variable or the config key ``tao.node-type``),
 3. ``default_type``,
 4. else (``discover``, the default) the worker describes its own hardware
    (``tao_core.hardware.describe_this_node``): workers of the same hardware and size share
    the type named after it.
 
 A type name is a declared :class:`~tao_core.control.types.NodeType`, a server of
-``tao_core.power.catalog`` (for example ``IbmX3250XeonX3470``) or ``tdp:<watts>``.
+``tao_core.power.catalog`` (for example ``IbmX3250XeonX3470``) or ``tdp:<watts>``. Two
+workers of one type but different sizes are two controller node types (:func:`sized_type`:
+``<type>/<n>cpu``, ``+<g>gpu``), so neither is modeled with the other's CPU count.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence, Union
 
 from tao_core.control.types import NodeType
 from tao_core.power.catalog import node_type_for
 
-ENV_VAR = "TAO_NODE_TYPE"
-CONFIG_KEY = "tao.node-type"
 
-
-def env_node_type() -> Optional[str]:
-    """The node type this process was started with (``TAO_NODE_TYPE`` or ``tao.node-type``)."""
-    value = os.environ.get(ENV_VAR)
-    if value:
-        return value
-    try:
-        import dask.config
-
-        return dask.config.get(CONFIG_KEY, None)
-    except Exception:  # dask missing or config broken: no type from config
-        return None
+def sized_type(base: NodeType, cpus: int, gpus: int) -> NodeType:
+    """``base`` with the CPUs and GPUs of one worker, named for that size."""
+    name = f"{base.name}/{cpus}cpu" + (f"+{gpus}gpu" if gpus else "")
+    return dataclasses.replace(base, name=name, cpus=float(cpus), gpus=int(gpus))
 
 
 @dataclass
 class NodeAssignment:
-    """Maps workers to node types; shared (pickled) by the scheduler and worker plugins."""
+    """Maps workers to node types (an adapter ships it, pickled, to every process that types workers)."""
 
     node_types: dict[str, NodeType] = field(default_factory=dict)
     workers: dict[str, str] = field(default_factory=dict)

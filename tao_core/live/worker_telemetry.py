@@ -1,17 +1,12 @@
-"""Telemetry from TAO's worker plugins, as the scheduler receives it.
+"""A worker's telemetry messages, checked before use, and what they add up to.
 
-A worker sends one message every ``interval_s`` on its own batched stream to the
-scheduler (operation :data:`OP`). Dask hands the stream handler the address of the
-worker whose stream carried it, so a sample is only ever filed under the worker that
-sent it: no client can speak for a worker (``Client.log_event`` on :data:`TOPIC`, the
-topic TAO once used, is counted as refused and changes nothing).
-
-Every message is checked before use (:func:`parse`): types, finite numbers, time within
-a window of the scheduler's clock and after the worker's last sample, watts between 0
-and a ceiling (four times the node type's peak, at least 100 W), energy that never goes
-backwards nor rises faster than that ceiling, bounded sizes. A message that fails is
-dropped and counted by reason; it never counts as a TAO error and never turns placement
-off.
+An engine adapter whose workers send their own samples (Dask's worker plugin, on the
+worker's batched stream) files each message under the worker whose stream carried it and
+checks it first (:func:`parse`): types, finite numbers, time within a window of the
+receiver's clock and after the worker's last sample, watts between 0 and a ceiling (four
+times the node type's peak, at least 100 W), energy that never goes backwards nor rises
+faster than that ceiling, bounded sizes. A message that fails is dropped and counted by
+reason (:class:`TelemetryInbox`); it never counts as an error of the adapter.
 
 Units: seconds (wall clock, ``time.time()``), joules, watts.
 """
@@ -19,23 +14,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from tao_core.live.timeline import continued
+from tao_core.live.values import TimelineRow
 from tao_core.telemetry.base import SourceKind
-from tao_dask.state import Timeline
 
-#: the scheduler stream operation TAO's worker plugin sends its samples with
-OP = "tao-telemetry"
-#: the event topic of earlier versions; events on it are counted as refused
-TOPIC = "tao-telemetry"
-#: the scheduler stream operation that carries what a task counted (``tao.count``)
-UNITS_OP = "tao-units"
 #: the message format this module reads
 VERSION = 2
 MAX_ENERGIES = 100_000  #: settled task energies in one message
 
-MAX_PAST_S = 300.0  #: a sample may be this much older than the scheduler's clock, s
+MAX_PAST_S = 300.0  #: a sample may be this much older than the receiver's clock, s
 MAX_AHEAD_S = 30.0  #: or this much ahead of it (clock skew), s
 MIN_CEILING_W = 100.0  #: the power ceiling is at least this, W
 PEAK_FACTOR = 4.0  #: and at least this many times the node type's peak
@@ -44,6 +34,43 @@ MAX_TEXT = 256  #: characters of a text field
 MAX_KEY = 4096  #: characters of a task key
 
 _SOURCES = frozenset(s.value for s in SourceKind)
+
+
+@dataclass
+class EnergySeries:
+    """Cumulative energy of one worker as its samples said: parallel lists of wall time
+    (s), cumulative joules and mean watts over the interval ending there."""
+
+    t_s: list[float] = field(default_factory=list)
+    energy_j: list[float] = field(default_factory=list)
+    power_w: list[float] = field(default_factory=list)
+    source: str = "modeled"
+    method: str = ""
+    uncertainty: float = 0.0  #: relative standard uncertainty of the joules
+
+    def add(self, t_s: float, energy_j: float, power_w: float) -> None:
+        self.t_s.append(t_s)
+        self.energy_j.append(energy_j)
+        self.power_w.append(power_w)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t_s": list(self.t_s), "energy_j": list(self.energy_j), "power_w": list(self.power_w),
+                "source": self.source, "method": self.method, "uncertainty": self.uncertainty}
+
+
+#: method of the stretch from a worker's last sample until the engine removed it
+LAST_POWER_METHOD = "worker's last sampled power carried until it was removed, modeled"
+
+
+def series_rows(series: dict[str, Any], removed_s: Optional[float]) -> list[TimelineRow]:
+    """A worker's series (:meth:`EnergySeries.to_dict`) as timeline rows; one the engine
+    removed at ``removed_s`` is carried at its last sampled power until then."""
+    src, method, unc = series["source"], series["method"], series.get("uncertainty")
+    rows = [TimelineRow(t, e, p, None, src, method, unc, (("other", src, e),))
+            for t, e, p in zip(series["t_s"], series["energy_j"], series["power_w"])]
+    if rows and removed_s is not None and removed_s > rows[-1].t_s:
+        rows.append(continued(rows[-1], removed_s, rows[-1].power_w or 0.0, LAST_POWER_METHOD))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -158,7 +185,7 @@ def _energies(v: Any) -> Optional[tuple]:
 
 
 def parse_units(msg: Any) -> Union[tuple[str, dict[str, float]], str]:
-    """A ``tao-units`` message as (key, unit -> amount), or why it is refused."""
+    """A units message (what a task counted) as (key, unit -> amount), or why it is refused."""
     from tao_core.accounting.records import checked_units
 
     if not isinstance(msg, dict) or _key(msg.get("key")) is None:
@@ -169,7 +196,7 @@ def parse_units(msg: Any) -> Union[tuple[str, dict[str, float]], str]:
         return "units: bad unit or amount"
 
 
-def _energy(msg: dict[str, Any], t: float, last: Optional[Timeline], ceiling_w: float) -> Union[dict[str, Any], str]:
+def _energy(msg: dict[str, Any], t: float, last: Optional[EnergySeries], ceiling_w: float) -> Union[dict[str, Any], str]:
     """The power fields, checked against the worker's previous sample."""
     e = _finite(msg.get("energy_j"), 0.0)
     p = _finite(msg.get("power_w"), 0.0, ceiling_w)
@@ -198,7 +225,7 @@ def _energy(msg: dict[str, Any], t: float, last: Optional[Timeline], ceiling_w: 
             "source": source, "method": method, "uncertainty": unc}
 
 
-def parse(msg: Any, *, now_s: float, last: Optional[Timeline], ceiling_w: float) -> Union[Sample, str]:
+def parse(msg: Any, *, now_s: float, last: Optional[EnergySeries], ceiling_w: float) -> Union[Sample, str]:
     """``msg`` as a :class:`Sample`, or the reason it is refused (a short phrase)."""
     if not isinstance(msg, dict):
         return "not a mapping"
@@ -230,7 +257,7 @@ class TelemetryInbox:
     and counts of what was refused."""
 
     def __init__(self) -> None:
-        self.timelines: dict[str, Timeline] = {}
+        self.timelines: dict[str, EnergySeries] = {}
         self.cpu_s: dict[str, dict[str, float]] = {}
         self.last_power: dict[str, float] = {}
         self.dropped: Counter[str] = Counter()  #: refused messages by reason
@@ -247,7 +274,7 @@ class TelemetryInbox:
             return s
         tl = self.timelines.get(addr)
         if tl is None:
-            tl = self.timelines[addr] = Timeline(source=s.source, method=s.method, uncertainty=s.uncertainty)
+            tl = self.timelines[addr] = EnergySeries(source=s.source, method=s.method, uncertainty=s.uncertainty)
         tl.add(s.t_s, s.energy_j, s.power_w)
         if s.final:
             self.last_power.pop(addr, None)
