@@ -42,6 +42,7 @@ from tao_core.control.admission import AdmissionQueue
 from tao_core.control.types import Action, Decision, TaskRequest
 from tao_core.live.parked import Hold
 from tao_core.live.runs import RunLog
+from tao_core.live.settling import EnergySettlement
 from tao_dask.membership import Membership
 from tao_dask.state import Pin, key_str
 
@@ -50,8 +51,6 @@ HOLD_ADDRESS = "tao-deferred://nowhere"
 
 #: runs Dask put back that are remembered, to leave their next run to Dask
 MAX_PUT_BACK = 100_000
-#: (worker, key) pairs whose settled energy TAO waits for at once
-MAX_SETTLING = 100_000
 
 PIN, DASK, HOLD = "pin", "dask", "hold"
 
@@ -155,9 +154,7 @@ class Placement:
         self.placed_on: Counter = Counter()
         self.on_the_way: Counter = Counter()  # worker -> tasks pinned there, not yet sent
         self.put_back: "OrderedDict[Any, None]" = OrderedDict()
-        #: (worker, key) -> controller task ids that ended there, waiting for their settled energy
-        self.settling: "OrderedDict[tuple[str, str], list[str]]" = OrderedDict()
-        self.settled_j: Counter = Counter()  #: settled task energy per group so far, J
+        self.settlement = EnergySettlement()  #: placed tasks that ended, waiting for their energy
         self._pump_scheduled = False
 
     @property
@@ -402,39 +399,19 @@ class Placement:
                 self.ctl.task_finished(pin.task_id, now_s=now, duration_s=duration_s,
                                        energy_pending=worker is not None)
                 if worker is not None:
-                    self._await_energy(worker, key_str(key), pin.task_id)
+                    self.settlement.expect(self.ctl, worker, key_str(key), pin.task_id)
             else:
                 self.ctl.cancel(pin.task_id, now_s=now)
         self.reopen()
 
     # ------------------------------------------------------------------ settled energy
-    def _await_energy(self, worker: str, key: str, task_id: str) -> None:
-        self.settling.setdefault((worker, key), []).append(task_id)
-        while len(self.settling) > MAX_SETTLING:
-            _, ids = self.settling.popitem(last=False)
-            for tid in ids:
-                self.ctl.task_energy(tid, None)
-
     def settled(self, worker: str, energies: Any) -> None:
-        """Settled task energies from ``worker`` [(key, group, J, run s)]: each to the
-        controller's task of that key that ended there first (``Controller.task_energy``)."""
-        for key, group, energy_j, _run_s in energies:
-            self.settled_j[group] += energy_j
-            ids = self.settling.get((worker, key))
-            if not ids:
-                continue  # a task TAO did not place
-            tid = ids.pop(0)
-            if not ids:
-                del self.settling[(worker, key)]
-            if self.ctl is not None and self.ctl.task_energy(tid, energy_j):
-                self.counts["energy_settled"] += 1
+        """Settled task energies from ``worker``, to the controller's tasks (:mod:`tao_core.live.settling`)."""
+        self.counts["energy_settled"] += self.settlement.settle(self.ctl, worker, energies)
 
     def forget_settling(self, worker: str) -> None:
         """``worker`` left: the energies it had not settled will not come."""
-        for wk in [wk for wk in self.settling if wk[0] == worker]:
-            for tid in self.settling.pop(wk):
-                if self.ctl is not None:
-                    self.ctl.task_energy(tid, None)
+        self.settlement.forget(self.ctl, worker)
 
     def unparked(self, key: Any) -> None:
         """``key`` left no-worker other than to processing (released, forgotten, erred)."""

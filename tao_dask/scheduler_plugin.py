@@ -390,9 +390,10 @@ class TAOSchedulerPlugin(SchedulerPlugin):
         they counted, for the live per-unit metrics."""
         from tao_core.accounting.records import WorkRecord
 
-        groups = set(self.placement.settled_j) | set(self.units_by_group)
+        settled = self.placement.settlement.by_group_j
+        groups = set(settled) | set(self.units_by_group)
         src = "+".join(sorted({tl.source for tl in self.inbox.timelines.values()})) or "modeled"
-        return [WorkRecord("group", g, float(self.placement.settled_j.get(g, 0.0)), src,
+        return [WorkRecord("group", g, float(settled.get(g, 0.0)), src,
                            "settled attribution of the workers' timelines", group=g,
                            units=self.units_by_group.get(g, {})) for g in sorted(groups)]
 

@@ -56,7 +56,7 @@ def test_workers_describe_themselves_and_share_the_type_named_after_their_hardwa
     places = [e for e in data["decisions"] if e["kind"] == "place"]
     assert {e["subject"] for e in places} >= {f"{f.key}#1" for f in futs}, "the controller placed every task"
     _wait_for(lambda: _plugin(c, lambda p: p.counts["energy_settled"]) >= 2, what="settled energies fed back")
-    waiting = _plugin(c, lambda p: (len(p.members.ctl._settling), len(p.placement.settling)))
+    waiting = _plugin(c, lambda p: (len(p.members.ctl._settling), len(p.placement.settlement)))
     assert waiting == (0, 0), "every placed task's settled energy reached Controller.task_energy"
     corr = _plugin(c, lambda p: [float(x) for x in p.members.ctl.predictor.correction("busy")])
     assert corr[0] != 1.0, "the measured (modeled) attributed energy trained the energy correction"

@@ -15,6 +15,7 @@ from tao_core.live.parked import Hold, ParkedWatch
 from tao_core.live.runs import DecisionLog, RunLog
 from tao_core.live.sampler import NodeSampler
 from tao_core.live.session import ControllerSession, Ended, SyncBatch
+from tao_core.live.settling import EnergySettlement
 from tao_core.live.timeline import GAP_METHOD, NodeTimeline, reading_of, row_of, wrapper_rows
 from tao_core.live.values import SamplerBatch, SpanRow, TaskEnergy
 from tao_core.live.worker_telemetry import EnergySeries, ceiling_w, parse
@@ -300,3 +301,28 @@ def test_parked_tasks_go_back_when_admission_stalls_or_the_engine_would_give_up(
     assert "'a'" in line and "w1" in line and "power budget" in line
     with pytest.raises(ValueError, match="watchdog_s"):
         ParkedWatch(0.0)
+
+
+def test_settled_energies_reach_the_controller_task_that_ended_there_first():
+    from tao_core.control import Controller
+
+    ctl = Controller([specpower_node_type("IbmX3250XeonX3470", cpus=4)])
+    ctl.add_node("w1", "IbmX3250XeonX3470")
+    book = EnergySettlement(max_waiting=1)
+    ids = []
+    for k in range(3):
+        d = ctl.decide(TaskRequest(f"k#{k + 1}", "g", cpus=1.0, duration_hint_s=1.0), now_s=float(k))
+        ctl.task_started(d.task_id, now_s=float(k))
+        ctl.task_finished(d.task_id, now_s=k + 1.0, duration_s=1.0, energy_pending=True)
+        ids.append(d.task_id)
+    book.expect(ctl, "w1", "k", ids[0])
+    book.expect(ctl, "w1", "k", ids[1])  # the same key run again on the same worker
+    book.expect(ctl, "w2", "j", ids[2])
+    # two waiting pairs exceed one: the oldest pair (both runs of k) was given up
+    assert len(book) == 1 and not ctl.task_energy(ids[0], 1.0) and not ctl.task_energy(ids[1], 1.0)
+    assert book.settle(ctl, "w1", [("k", "g", 5.0, 1.0), ("other", "h", 2.0, 1.0)]) == 0
+    assert book.by_group_j == {"g": 5.0, "h": 2.0}  # settled joules count per group either way
+    assert book.settle(ctl, "w2", [("j", "g", 3.0, 1.0)]) == 1 and len(book) == 0
+    book.expect(ctl, "w3", "x", "never-ended")
+    book.forget(ctl, "w3")  # the worker left: nothing waits for it
+    assert len(book) == 0
