@@ -105,8 +105,13 @@ def test_the_grant_pool_reuses_slots_and_hands_them_back_with_their_tasks_energy
     assert a.tasks == 2
     pool.slot_done(a, clock.t - 0.2)
     clock.t += 1.0
+    assert s.ctl.predictor.mean_s("g") is None  # no run time known yet
     s.sync(pool.batch())  # idle past linger, but a task's energy is still on its way: kept
     assert a.grant.gid in pool.slots
+    # both runs' times reached the controller while the slot is kept (0.4 s and 0.2 s: the
+    # arithmetic over the geometric mean, whatever the node's speed)
+    p = s.ctl.predictor
+    assert p.held_s(1.0) / p.mean_s("g") == pytest.approx(0.3 / (0.4 * 0.2) ** 0.5)
     pool.settled([TaskEnergy("task-1", 12.0, 0.3), TaskEnergy("task-2", 8.0, 0.1), TaskEnergy("other", 5.0, 1.0)])
     b = pool.batch()
     assert b.ended == [Ended(a.grant.gid, pytest.approx(0.2), pytest.approx(10.0))] and not pool.slots

@@ -705,6 +705,14 @@ class Controller:
             self._learn(r, duration_s, energy_j)
         self._release(task_id, now_s=now_s)
 
+    def task_ran(self, task_id: str, duration_s: float) -> None:
+        """One run of work under a reservation that stays (an open-admission slot its group
+        reuses, :mod:`tao_core.live.grants`): its run time (s) trains the run-time
+        predictions now, not only when the slot ends."""
+        r = self.reservations.get(task_id)
+        if r is not None and math.isfinite(duration_s) and duration_s >= 0:
+            self.predictor.observe(r.group, r.ti, duration_s=duration_s)
+
     def task_energy(self, task_id: str, energy_j: Optional[float]) -> bool:
         """The settled attributed energy (J, as for :meth:`task_finished`) of a task that
         finished with ``energy_pending``: it trains the energy correction and replaces the

@@ -7,7 +7,10 @@ the batches it exchanges with the :class:`~tao_core.live.session.ControllerSessi
   the next sync, waiting one round trip for it (once per burst). A slot idle for
   ``linger_s`` is handed back, or at once when another group waits for slots; it is
   ended with its tasks' mean run time and mean attributed energy (the settled energies of
-  its tasks, waited for up to ``energy_wait_s`` more), so the controller learns both.
+  its tasks, waited for up to ``energy_wait_s`` more), so the controller learns both; each
+  task's run time also goes with the next sync as it ends (``SyncBatch.runs``), so run-time
+  predictions (the spare capacity's mean hold, :mod:`tao_core.control.scaling`) learn while
+  a slot stays busy.
 - strict admission (a power budget): a task starts only on a grant made for it; it waits
   here (``waiting``) and is sent to the session once; its end reports its run time (its
   energy settles later: the prediction stands).
@@ -106,6 +109,7 @@ class GrantPool:
         self._of_task: "OrderedDict[str, str]" = OrderedDict()  # engine task id -> slot id
         self._started: list[str] = []
         self._ended: list[Ended] = []
+        self._runs: list[tuple[str, float]] = []  # (slot id, run time s) of tasks ended on slots
         self._cancel: list[str] = []
         self.syncs = 0
         self.released = 0  #: actor and bundle reservations handed back
@@ -164,6 +168,8 @@ class GrantPool:
         with self.lock:
             slot.inflight = max(slot.inflight - 1, 0)
             slot.busy_s += now - t0
+            if len(self._runs) < MAX_TRACKED:
+                self._runs.append((slot.grant.gid, now - t0))
             if slot.inflight == 0:
                 slot.idle_since = now
 
@@ -226,10 +232,11 @@ class GrantPool:
         with self.lock:
             self._hand_back_idle()
             b = SyncBatch(self._started, self._ended, self._cancel, self._unsent,
-                          [SlotWant(g, w.cpus, w.gpus, w.job, w.n) for g, w in self._want.items() if w.n > 0])
+                          [SlotWant(g, w.cpus, w.gpus, w.job, w.n) for g, w in self._want.items() if w.n > 0],
+                          self._runs)
             self._asked = [w.group for w in b.slots]
             self._want = {}
-            self._started, self._ended, self._cancel, self._unsent = [], [], [], []
+            self._started, self._ended, self._cancel, self._unsent, self._runs = [], [], [], [], []
             return b
 
     def _hand_back_idle(self) -> None:

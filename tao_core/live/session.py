@@ -63,6 +63,7 @@ class SyncBatch:
     cancel: list[str] = field(default_factory=list)
     queued: list[TaskRequest] = field(default_factory=list)
     slots: list[SlotWant] = field(default_factory=list)
+    runs: list[tuple[str, float]] = field(default_factory=list)  #: (slot grant id, run time s) of tasks ended on slots
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ class ControllerSession:
             return SyncReply(self.epoch, [], [], None, {}, len(self._early))
         for gid in batch.started:
             ctl.task_started(gid, now_s=now)
+        for gid, run_s in batch.runs:  # the run times of a slot's tasks, as they end
+            ctl.task_ran(gid, run_s)
         for e in batch.ended:
             ctl.task_finished(e.gid, now_s=now, energy_j=e.energy_j, duration_s=e.duration_s)
             self._grants.discard(e.gid)
