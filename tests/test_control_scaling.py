@@ -136,15 +136,22 @@ def test_boot_on_pending_demand_most_efficient_first():
     assert ctl.plan_scaling(now_s=1.0, pending=pending).power_on == ()
 
 
-def _after_arrivals(run_s: float) -> Controller:
-    """4 big nodes (32 CPUs each) after 200 s of 1 CPU asked per second, each task holding
-    its CPU ``run_s`` seconds."""
+def _big_nodes(n: int) -> Controller:
+    """``n`` big nodes (32 CPUs each) that are on, a 60 s spare horizon, no idle timeout."""
     ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
-    for i in range(4):
+    for i in range(n):
         ctl.add_node(f"b{i}", "big")
+    return ctl
+
+
+def _after_arrivals(*run_s: float) -> Controller:
+    """4 big nodes after 200 s of 1 CPU asked per second, task ``k`` holding its CPU
+    ``run_s[k % len(run_s)]`` seconds."""
+    ctl = _big_nodes(4)
     for k in range(200):
-        d = ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, duration_hint_s=run_s), now_s=float(k))
-        ctl.task_finished(d.task_id, now_s=k + 0.5, duration_s=run_s)
+        run = run_s[k % len(run_s)]
+        d = ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, duration_hint_s=run), now_s=float(k))
+        ctl.task_finished(d.task_id, now_s=k + 0.5, duration_s=run)
     return ctl
 
 
@@ -160,24 +167,15 @@ def test_spare_capacity_follows_arrival_rate():
 
 
 def test_spare_counts_each_task_for_at_most_the_horizon():
-    # half the tasks run 0.5 s, half 1,000 s: a mean run time of 500 s would keep the whole
-    # horizon (60 CPUs, two nodes on); they hold (0.5 + 60) / 2 = 30 s of the horizon on
+    # half the tasks run 1,000 s, half 0.5 s: a mean run time of 500 s would keep the whole
+    # horizon (60 CPUs, two nodes on); they hold (60 + 0.5) / 2 = 30 s of the horizon on
     # average, about 30 CPUs: one node covers them
-    ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
-    for i in range(4):
-        ctl.add_node(f"b{i}", "big")
-    for k in range(200):
-        run = 0.5 if k % 2 else 1000.0
-        d = ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0, duration_hint_s=run), now_s=float(k))
-        ctl.task_finished(d.task_id, now_s=k + 0.5, duration_s=run)
-    assert len(ctl.plan_scaling(now_s=200.0).power_off) == 3
+    assert len(_after_arrivals(1000.0, 0.5).plan_scaling(now_s=200.0).power_off) == 3
 
 
 def test_before_any_task_finished_arrivals_hold_the_whole_horizon():
     # 100 tasks arrived and run, none finished: nothing says they free their CPUs early
-    ctl = Controller(TYPES, ControllerConfig(spare_horizon_s=60.0, idle_timeout_s=0.0, scale_down_band=0.0))
-    for i in range(8):
-        ctl.add_node(f"b{i}", "big")
+    ctl = _big_nodes(8)
     for k in range(100):
         ctl.decide(TaskRequest(f"t{k}", "g", cpus=1.0), now_s=float(k))
     # 100 CPUs reserved + 60 CPUs of spare: 5 nodes of 32 stay on
