@@ -339,10 +339,11 @@ class TAOSchedulerPlugin(SchedulerPlugin):
             ts = self.scheduler.tasks.get(key)
             group = ts.prefix.name if ts is not None else str(key)
             job = (ts.annotations or {}).get("tao_job") if ts is not None else None
-            units = self.pending_units.pop((worker, key_str(key)), None)
+            k = key_str(key)
+            units = self.pending_units.pop((worker, k), None)
             interval = compute_interval(kw.get("startstops"))
             if interval is not None and worker is not None:
-                span = self.spans.record(key_str(key), group, worker, *interval, finish,
+                span = self.spans.record(k, group, worker, *interval, finish,
                                          None if job is None else str(job), units)
             if units:
                 self.units_by_group[group] = add_units(self.units_by_group.get(group, {}), units)

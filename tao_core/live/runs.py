@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from typing import Any, NamedTuple, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 #: runs kept (about 200 bytes each); older ones are dropped, and counted
 MAX_RUNS = 1_000_000
@@ -86,6 +86,9 @@ class DecisionLog:
 
     def __len__(self) -> int:
         return len(self.buffer)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.buffer)
 
     def append(self, ev: Any) -> None:
         self.buffer.append(ev)

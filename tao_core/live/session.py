@@ -19,9 +19,9 @@ the driver then re-registers its nodes and sends its waiting tasks again.
 """
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -29,6 +29,7 @@ from tao_core.control.admission import AdmissionQueue
 from tao_core.control.config import ControllerConfig
 from tao_core.control.controller import Controller
 from tao_core.control.types import Action, Decision, NodeState, NodeType, TaskRequest
+from tao_core.live.runs import MAX_EVENTS, DecisionLog
 from tao_core.live.values import Grant
 from tao_core.power.node_json import node_type_from_dict, node_type_to_dict
 
@@ -92,15 +93,14 @@ class ControllerSession:
     first type (a node that described itself)."""
 
     def __init__(self, node_types: Sequence[NodeType], config: ControllerConfig, *, gauges: Gauges = NULL_GAUGES,
-                 scale_every_s: float = 0.5, max_events: int = 200_000,
+                 scale_every_s: float = 0.5, max_events: int = MAX_EVENTS,
                  clock: Callable[[], float] = time.time) -> None:
         self.epoch = uuid.uuid4().hex[:12]
         self.config = config
         self.gauges = gauges
         self.scale_every_s = scale_every_s
         self.clock = clock
-        self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
-        self.n_events = 0
+        self.events = DecisionLog(max_events)  #: decision events as dicts
         self.types: list[NodeType] = []
         self.ctl: Optional[Controller] = None
         self.queue: Optional[AdmissionQueue] = None
@@ -115,7 +115,6 @@ class ControllerSession:
 
     def _sink(self, ev: Any) -> None:
         self.events.append(ev.to_dict())
-        self.n_events += 1
 
     def _gid(self) -> str:
         self._seq += 1
@@ -272,8 +271,8 @@ class ControllerSession:
     # ------------------------------------------------------------------ reading
     def decision_events(self, since: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """Decision events numbered from ``since`` (the oldest may have been dropped)."""
-        first = self.n_events - len(self.events)
-        return self.n_events, list(self.events)[max(since, first) - first:]
+        ev = self.events
+        return ev.total, list(itertools.islice(ev.buffer, max(since - ev.dropped, 0), None))
 
     def energy_correction(self, group: str) -> dict[str, float]:
         """The controller's learned measured / predicted energy ratio of ``group``, per node
