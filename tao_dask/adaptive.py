@@ -6,7 +6,10 @@ is not needed and that sat idle past their node type's idle timeout (by default 
 break-even time ``boot energy / (idle W - off W)``, so a worker is not retired for a pause
 that costs less idle energy than booting it again would). ``workers_to_close()`` retires
 idle workers least efficient first (highest watts per unit of work at full load), the
-controller's ``power_off`` choices ahead of the rest.
+controller's ``power_off`` choices ahead of the rest. ``scale_up()`` on a ``SpecCluster``
+(``LocalCluster`` and the clusters built on it) starts the declared workers that are not up
+(``register(workers={name: type})``) most efficient type first, then the cluster's own
+next workers: Dask's own ``Adaptive`` starts whichever worker the cluster names next.
 Both ask the scheduler plugin through its ``tao_scaling`` handler; if that fails they fall
 back to Dask's own behaviour (fail open).
 
@@ -15,6 +18,7 @@ maximum=4)``.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -68,3 +72,30 @@ class EnergyAdaptive(Adaptive):
         first = [w for w in advice["power_off"] if w in idle]
         rest = [w for w in idle if w not in first]
         return (first + rest)[:n]
+
+    async def scale_up(self, n: int) -> None:
+        self._name_new_workers(n)
+        await super().scale_up(n)
+
+    def _name_new_workers(self, n: int) -> None:
+        """Add the declared workers the advice says to start first to a ``SpecCluster``'s
+        ``worker_spec`` (a copy of its ``new_spec`` each), up to ``n`` workers; the
+        cluster's ``scale(n)`` then starts them. Other clusters are left as they are."""
+        spec = getattr(self.cluster, "worker_spec", None)
+        template = getattr(self.cluster, "new_spec", None)
+        start = (self._advice or {}).get("start") or []
+        if not isinstance(spec, dict) or not isinstance(template, dict) or not start:
+            return
+        try:  # the cluster's own names are ints (LocalCluster) or strings
+            as_int = isinstance(self.cluster._new_worker_name(0), int)
+        except Exception:
+            as_int = False
+        taken = {str(k) for k in spec}
+        for name in start:
+            if len(spec) >= n:
+                break
+            if name in taken:
+                continue
+            spec[int(name) if as_int and name.isdigit() else name] = copy.deepcopy(template)
+            taken.add(name)
+

@@ -38,17 +38,19 @@ class ScalingAdvisor:
     def advice(self, target: Optional[int] = None, grace_s: Optional[float] = None) -> dict[str, Any]:
         """The controller's scaling plan and the workers ordered least efficient first
         (``planned``: whether a controller made the plan; without one there is none).
-        ``power_off``: every live worker a plan powered off (this one or an earlier one
-        within the grace), least efficient first, so that an adaptive loop that waits for
-        several equal recommendations sees the same choice each time. ``grace_s``: how
+        ``start``: the declared workers not up, most efficient type first. ``power_off``:
+        every live worker a plan powered off (this one or an earlier one within the
+        grace), least efficient first, so that an adaptive loop that waits for several
+        equal recommendations sees the same choice each time. ``grace_s``: how
         long such a worker may wait for Dask to retire it (at least ``retire_grace_s``)."""
         out: dict[str, Any] = {"order": [], "power_off": [], "drain": [], "power_on": [], "reason": "",
-                               "planned": False}
+                               "planned": False, "start": []}
         try:
             workers = self.s.workers
             # (name, idle) of live workers, least efficient first
             out["order"] = [(str(workers[a].name), not workers[a].processing)
                             for a in self.m.efficiency_order(workers)]
+            out["start"] = self.m.assignment.start_order({str(ws.name) for ws in workers.values()})
             ctl = self.m.ctl
             if ctl is not None:
                 out.update(self._plan(ctl, max(self.retire_grace_s, float(grace_s or 0.0))))

@@ -242,6 +242,20 @@ def test_adaptive_retires_least_efficient_first():
         assert set(_names(c).values()) == {"0"}
 
 
+def test_adaptive_starts_the_most_efficient_declared_worker_first():
+    # LocalCluster names new workers 0, 1, 2, ...: Dask's own Adaptive would start the
+    # wasteful "0" first
+    with _cluster(0) as cl, Client(cl) as c:
+        tao_dask.register(c, workers={"0": WASTEFUL, "1": MIDDLE, "2": EFFICIENT})
+        cl.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=1, maximum=3, interval="200ms", wait_count=3)
+        _wait_for(lambda: len(_names(c)) == 1, timeout=30, what="the first worker")
+        assert set(_names(c).values()) == {"2"}
+        cl.adapt(Adaptive=tao_dask.EnergyAdaptive, minimum=2, maximum=3, interval="200ms", wait_count=3)
+        _wait_for(lambda: len(_names(c)) == 2, timeout=30, what="a second worker")
+        assert set(_names(c).values()) == {"1", "2"}
+        assert sorted(map(str, cl.worker_spec)) == ["1", "2"]
+
+
 def test_adaptive_keeps_an_idle_worker_until_its_break_even_time():
     from tao_core.power.catalog import specpower_node_type
 

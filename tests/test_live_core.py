@@ -10,6 +10,7 @@ from tao_core.control.config import ControllerConfig
 from tao_core.control.types import TaskRequest
 from tao_core.governance import build_report_from_records, validate_report
 from tao_core.live import report
+from tao_core.live.assignment import NodeAssignment
 from tao_core.live.grants import GrantPool
 from tao_core.live.parked import Hold, ParkedWatch
 from tao_core.live.runs import DecisionLog, RunLog
@@ -331,3 +332,14 @@ def test_settled_energies_reach_the_controller_task_that_ended_there_first():
     book.expect(ctl, "w3", "x", "never-ended")
     book.forget(ctl, "w3")  # the worker left: nothing waits for it
     assert len(book) == 0
+
+
+def test_declared_workers_start_most_efficient_type_first():
+    eff = specpower_node_type("IbmX3250XeonX3470", name="eff", cpus=4)
+    a = NodeAssignment.build([eff], {"a": "HpProLiantMl110G3PentiumD930", "b": "eff", "c": "tdp:60",
+                                     "d": "HpProLiantMl110G3PentiumD930"})
+    # watts per CPU of work at full load: eff 113/4, tdp:60 60, the Pentium D server 169
+    assert a.start_order(set()) == ["b", "c", "a", "d"]
+    assert a.start_order({"b", "a"}) == ["c", "d"]
+    assert NodeAssignment.build(None, None, "tdp:60").start_order(set()) == []
+

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Union
+from typing import AbstractSet, Mapping, Optional, Sequence, Union
 
 from tao_core.control.types import NodeType
-from tao_core.power.catalog import node_type_for
+from tao_core.power.catalog import node_type_for, watts_per_work
 
 
 def sized_type(base: NodeType, cpus: int, gpus: int) -> NodeType:
@@ -77,3 +77,12 @@ class NodeAssignment:
     def resolve(self, type_name: str, nthreads: float) -> NodeType:
         """The NodeType named ``type_name`` for a worker of ``nthreads`` threads."""
         return self.node_types.get(type_name) or node_type_for(type_name, float(nthreads))
+
+    def start_order(self, running: AbstractSet[str]) -> list[str]:
+        """Declared workers (the ``workers`` mapping) not in ``running``, the one to start
+        first first: lowest watts per unit of work at full load
+        (:func:`tao_core.power.catalog.watts_per_work` of its type, at one CPU), the
+        declared order among equals (:meth:`build` checked that every type resolves)."""
+        return sorted((n for n in self.workers if n not in running),
+                      key=lambda n: watts_per_work(self.resolve(self.workers[n], 1.0)))
+
