@@ -4,7 +4,8 @@ modeled energy than Dask's autoscaler at makespan <= 1.1x.
 
 Cluster: a LocalCluster whose workers (worker processes of 1 thread) come and go as the
 adaptive loop scales it, over a pool of four slots named 0..3 (``PoolCluster``: a new
-worker takes the lowest free slot, whatever its type). Each slot is modeled as one server
+worker takes the lowest free slot, whatever its type, unless the adaptive loop names the
+slot: TAO's ``EnergyAdaptive`` starts the free declared slot of the most efficient type). Each slot is modeled as one server
 with a SPECpower_ssj2008 curve (tao_core/data/specpower_servers.csv): slots 0 and 2 HP
 ProLiant ML110 G3 (Pentium D 930, 105 W idle .. 169 W peak), slots 1 and 3 IBM x3250 (Xeon
 X3470, 41.6 W idle .. 113 W peak). Every type boots in ``live_model.BOOT_S`` seconds at its
