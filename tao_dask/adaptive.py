@@ -83,19 +83,18 @@ class EnergyAdaptive(Adaptive):
         cluster's ``scale(n)`` then starts them. Other clusters are left as they are."""
         spec = getattr(self.cluster, "worker_spec", None)
         template = getattr(self.cluster, "new_spec", None)
-        start = (self._advice or {}).get("start") or []
-        if not isinstance(spec, dict) or not isinstance(template, dict) or not start:
+        if not isinstance(spec, dict) or not isinstance(template, dict):
             return
-        try:  # the cluster's own names are ints (LocalCluster) or strings
+        taken = {str(k) for k in spec}
+        start = [name for name in (self._advice or {}).get("start") or [] if name not in taken]
+        for name in start[:max(0, n - len(spec))]:
+            spec[self._spec_key(name)] = copy.deepcopy(template)
+
+    def _spec_key(self, name: str) -> Any:
+        """``name`` typed as the cluster's own worker names: an int where they are ints
+        (``LocalCluster``), else the string."""
+        try:
             as_int = isinstance(self.cluster._new_worker_name(0), int)
         except Exception:
             as_int = False
-        taken = {str(k) for k in spec}
-        for name in start:
-            if len(spec) >= n:
-                break
-            if name in taken:
-                continue
-            spec[int(name) if as_int and name.isdigit() else name] = copy.deepcopy(template)
-            taken.add(name)
-
+        return int(name) if as_int and name.isdigit() else name
