@@ -70,7 +70,8 @@ def register(client: Any, *, typed_timeout_s: float = 10.0, **kwargs: Any) -> TA
     nothing before Dask places it). A declared type overrides the described one.
 
     When no worker of the cluster has a type within ``typed_timeout_s`` seconds, it warns
-    (:class:`ObserveOnlyWarning`) that TAO only observes; :func:`stats` says so too.
+    (:class:`ObserveOnlyWarning`) that TAO only observes; :func:`stats` says so too. A
+    cluster with no worker yet is warned about only when no worker could be typed.
     The live plugin is the scheduler's copy (``register_plugin`` pickles it); read its
     state with :func:`tao_dask.report` and :func:`stats`."""
     sp, wp = plugins(**kwargs)
@@ -89,12 +90,20 @@ def stats(client: Any, name: str = "tao") -> dict[str, Any]:
 
 
 def _warn_if_observing(client: Any, name: str, timeout_s: float) -> None:
+    """Warn when TAO only observes: no worker got a type within ``timeout_s`` (0: the
+    assignment can type none). A cluster with no worker yet (an adaptive one at
+    ``minimum=0``) whose workers can be typed is not warned about: they get their types
+    as they join."""
     end = time.time() + timeout_s
     while True:
         st = stats(client, name)
         if st["mode"] == "placing" or not st["placing"]:
             return
-        if time.time() >= end or not client.scheduler_info().get("workers"):
+        if not client.scheduler_info().get("workers"):
+            if timeout_s > 0:
+                return
+            break
+        if time.time() >= end:
             break
         time.sleep(0.1)
     msg = f"tao_dask: {st['why']}"

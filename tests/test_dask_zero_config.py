@@ -99,6 +99,23 @@ def test_units_counted_in_tasks_reach_the_report_and_the_metrics(plain, tmp_path
     assert "tao_energy_per_unit_joules" in text
 
 
+def test_a_cluster_with_no_worker_yet_warns_only_when_no_worker_could_be_typed():
+    import warnings
+
+    with LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cl, Client(cl) as c:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", tao_dask.ObserveOnlyWarning)
+            tao_dask.register(c, workers={"0": "IbmX3250XeonX3470"})
+        cl.scale(1)
+        c.wait_for_workers(1, timeout=30)
+        _wait_for(lambda: tao_dask.stats(c)["mode"] == "placing", what="the worker typed as it joined")
+    with LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cl, Client(cl) as c:
+        with pytest.warns(tao_dask.ObserveOnlyWarning, match="only observes"):
+            tao_dask.register(c, discover=False)
+
+
 def test_no_type_at_all_says_loudly_that_it_only_observes():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cl, Client(cl) as c:
