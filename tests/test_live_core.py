@@ -115,7 +115,12 @@ def test_the_grant_pool_reuses_slots_and_hands_them_back_with_their_tasks_energy
     assert p.held_s(1.0) / p.mean_s("g") == pytest.approx(0.3 / (0.4 * 0.2) ** 0.5)
     pool.settled([TaskEnergy("task-1", 12.0, 0.3), TaskEnergy("task-2", 8.0, 0.1), TaskEnergy("other", 5.0, 1.0)])
     b = pool.batch()
-    assert b.ended == [Ended(a.grant.gid, pytest.approx(0.2), pytest.approx(10.0))] and not pool.slots
+    assert b.ended == [Ended(a.grant.gid, pytest.approx(0.2), pytest.approx(10.0), True)] and not pool.slots
+    before = p.correction("g").copy()
+    s.sync(b)
+    # the slot's end teaches the energy, not the run times once more (its mean, 0.2 s)
+    assert p.held_s(1.0) / p.mean_s("g") == pytest.approx(0.3 / (0.4 * 0.2) ** 0.5)
+    assert not (p.correction("g") == before).all()
 
 
 def test_the_grant_pool_waits_strict_tasks_and_sends_them_again_to_a_new_session():

@@ -674,7 +674,8 @@ class Controller:
                 self.cluster.extend_busy(i, r.end_s)
 
     def task_finished(self, task_id: str, *, now_s: float, energy_j: Optional[float] = None,
-                      duration_s: Optional[float] = None, energy_pending: bool = False) -> None:
+                      duration_s: Optional[float] = None, energy_pending: bool = False,
+                      run_learned: bool = False) -> None:
         """Frees the task's capacity and trains the predictions.
 
         ``energy_j``: the task's attributed energy in joules, as :mod:`tao_core.attribution`
@@ -687,7 +688,9 @@ class Controller:
         ``energy_pending``: a live adapter knows the energy only once the node's timeline has
         settled past the task's end: the capacity is freed and the run time learned now, the
         job charged its prediction, and :meth:`task_energy` brings the attributed energy
-        (at most ``MAX_SETTLING`` tasks wait; the oldest keep their prediction)."""
+        (at most ``MAX_SETTLING`` tasks wait; the oldest keep their prediction).
+        ``run_learned``: :meth:`task_ran` already taught the run times of the work under this
+        reservation; ``duration_s`` only scales the energy learned."""
         r = self.reservations.get(task_id)
         if r is None:
             return
@@ -695,14 +698,15 @@ class Controller:
             duration_s = now_s - (r.started_s if r.started_s is not None else r.placed_s)
         if energy_pending and energy_j is None:
             # run time and the predicted energy now; the measured energy corrects both later
-            self.predictor.observe(r.group, r.ti, duration_s=duration_s)
+            if not run_learned:
+                self.predictor.observe(r.group, r.ti, duration_s=duration_s)
             if r.job is not None:
                 self.reservations.job_finished(r.job, r.pred_energy_j)
             self._settling[task_id] = (r, duration_s)
             while len(self._settling) > MAX_SETTLING:
                 self._settling.popitem(last=False)
         else:
-            self._learn(r, duration_s, energy_j)
+            self._learn(r, duration_s, energy_j, run_learned)
         self._release(task_id, now_s=now_s)
 
     def task_ran(self, task_id: str, duration_s: float) -> None:
@@ -736,10 +740,10 @@ class Controller:
         pred = r.model_attr_j * (duration_s / r.pred_dur_s if r.pred_dur_s > 0 and duration_s > 0 else 1.0)
         return energy_j / pred if pred > 0 else None
 
-    def _learn(self, r: Reservation, duration_s: float, energy_j: Optional[float]) -> None:
+    def _learn(self, r: Reservation, duration_s: float, energy_j: Optional[float], run_learned: bool = False) -> None:
         measured = energy_j is not None and math.isfinite(energy_j)
         ratio = self._energy_ratio(r, duration_s, energy_j) if measured else None
-        self.predictor.observe(r.group, r.ti, duration_s=duration_s, energy_ratio=ratio)
+        self.predictor.observe(r.group, r.ti, duration_s=None if run_learned else duration_s, energy_ratio=ratio)
         if r.job is not None:
             self.reservations.job_finished(r.job, energy_j if measured else r.pred_energy_j)
 

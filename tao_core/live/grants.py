@@ -7,10 +7,10 @@ the batches it exchanges with the :class:`~tao_core.live.session.ControllerSessi
   the next sync, waiting one round trip for it (once per burst). A slot idle for
   ``linger_s`` is handed back, or at once when another group waits for slots; it is
   ended with its tasks' mean run time and mean attributed energy (the settled energies of
-  its tasks, waited for up to ``energy_wait_s`` more), so the controller learns both; each
-  task's run time also goes with the next sync as it ends (``SyncBatch.runs``), so run-time
-  predictions (the spare capacity's mean hold, :mod:`tao_core.control.scaling`) learn while
-  a slot stays busy.
+  its tasks, waited for up to ``energy_wait_s`` more), from which the controller learns the
+  energy; each task's run time goes with the next sync as it ends (``SyncBatch.runs``), so
+  run-time predictions (the spare capacity's mean hold, :mod:`tao_core.control.scaling`)
+  learn each run once, while a slot stays busy.
 - strict admission (a power budget): a task starts only on a grant made for it; it waits
   here (``waiting``) and is sent to the session once; its end reports its run time (its
   energy settles later: the prediction stands).
@@ -54,12 +54,15 @@ class Slot:
     settled: int = 0
     settled_j: float = 0.0
     settled_s: float = 0.0
+    reported: int = 0  #: tasks whose run time went with a sync (``SyncBatch.runs``)
 
     def ended(self) -> Ended:
-        """Mean run time and energy of the tasks whose energy settled, else the mean time seen."""
+        """Mean run time and energy of the tasks whose energy settled, else the mean time
+        seen; ``run_learned`` when every task's run time was reported as it ended."""
+        learned = self.reported >= self.tasks
         if self.settled:
-            return Ended(self.grant.gid, self.settled_s / self.settled, self.settled_j / self.settled)
-        return Ended(self.grant.gid, self.busy_s / self.tasks if self.tasks else None, None)
+            return Ended(self.grant.gid, self.settled_s / self.settled, self.settled_j / self.settled, learned)
+        return Ended(self.grant.gid, self.busy_s / self.tasks if self.tasks else None, None, learned)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,7 @@ class GrantPool:
             slot.busy_s += now - t0
             if len(self._runs) < MAX_TRACKED:
                 self._runs.append((slot.grant.gid, now - t0))
+                slot.reported += 1
             if slot.inflight == 0:
                 slot.idle_since = now
 

@@ -50,11 +50,14 @@ class SlotWant:
 
 @dataclass(frozen=True)
 class Ended:
-    """A grant whose work ended: run time (s) and attributed energy (J), each None when unknown."""
+    """A grant whose work ended: run time (s) and attributed energy (J), each None when unknown.
+    ``run_learned``: the run times of its tasks went to the controller as they ended
+    (``SyncBatch.runs``), so ``duration_s`` (their mean) only scales the energy learned."""
 
     gid: str
     duration_s: Optional[float] = None
     energy_j: Optional[float] = None
+    run_learned: bool = False
 
 
 @dataclass
@@ -219,7 +222,8 @@ class ControllerSession:
         for gid, run_s in batch.runs:  # the run times of a slot's tasks, as they end
             ctl.task_ran(gid, run_s)
         for e in batch.ended:
-            ctl.task_finished(e.gid, now_s=now, energy_j=e.energy_j, duration_s=e.duration_s)
+            ctl.task_finished(e.gid, now_s=now, energy_j=e.energy_j, duration_s=e.duration_s,
+                              run_learned=e.run_learned)
             self._grants.discard(e.gid)
         for gid in batch.cancel:
             ctl.cancel(gid, now_s=now)
